@@ -1,0 +1,31 @@
+"""HTTP API v1: one flask-smorest blueprint per user group."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_smorest import Api
+from werkzeug.routing import IntegerConverter
+
+from marketplace.schemas import MAX_ID
+
+
+class IdConverter(IntegerConverter):
+    """Positive ids that fit a BIGINT, so an absurd id is a 404, not a database error."""
+
+    def __init__(self, map: object) -> None:  # noqa: A002 - werkzeug's name
+        super().__init__(map, min=1, max=MAX_ID)  # type: ignore[arg-type]
+
+
+def init_app(app: Flask) -> Api:
+    app.url_map.converters["id"] = IdConverter
+    api = Api(app, spec_kwargs={"components": {"securitySchemes": {
+        "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
+    api.register_converter(
+        IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    )
+    from marketplace.api import accounts, assignments, jobs
+
+    api.register_blueprint(accounts.blp)
+    api.register_blueprint(jobs.blp)
+    api.register_blueprint(assignments.blp)
+    return api

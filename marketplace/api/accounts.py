@@ -1,0 +1,55 @@
+"""Accounts: operators create keys; everyone reads their own account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import func, select
+
+from marketplace.auth import current_principal, require
+from marketplace.db import get_session
+from marketplace.models import Account, Answer, Assignment
+from marketplace.schemas import AccountCreatedSchema, AccountCreateSchema, MeSchema
+from marketplace.services.accounts import create_account
+from marketplace.services.results import worker_quality_of
+
+blp = Blueprint("accounts", __name__, url_prefix="/v1", description="Accounts and keys")
+
+
+@blp.route("/accounts")
+class Accounts(MethodView):
+    @require("operator")
+    @blp.arguments(AccountCreateSchema)
+    @blp.response(201, AccountCreatedSchema)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an account; its key is in this answer and nowhere else, ever."""
+        session = get_session()
+        account, key = create_account(session, body["role"], body["name"])
+        session.commit()
+        return {"id": account.id, "role": account.role, "name": account.name, "key": key}
+
+
+@blp.route("/me")
+class Me(MethodView):
+    @require("worker", "requester", "operator")
+    @blp.response(200, MeSchema)
+    def get(self) -> dict[str, Any]:
+        """The caller's own account; for a worker its work and quality per job."""
+        session = get_session()
+        principal = current_principal()
+        account = session.get(Account, principal.id)
+        assert account is not None
+        me: dict[str, Any] = {"id": account.id, "role": account.role, "name": account.name,
+                              "status": account.status}
+        if account.role == "worker":
+            me["assignments_submitted"] = session.execute(
+                select(func.count()).where(Assignment.worker_id == account.id, Assignment.state == "submitted")
+            ).scalar_one()
+            me["answers"] = session.execute(
+                select(func.count()).where(Answer.worker_id == account.id)
+            ).scalar_one()
+            me["earnings_cents"] = 0  # payouts are not built yet (issue: money)
+            me["quality"] = worker_quality_of(session, account.id)  # type: ignore[arg-type]
+        return me

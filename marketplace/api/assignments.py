@@ -1,0 +1,72 @@
+"""Worker API: lease the next task, submit it once, skip it, read it back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, request
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from marketplace import queue
+from marketplace.auth import current_principal, require
+from marketplace.db import get_session
+from marketplace.errors import Invalid
+from marketplace.models import utcnow
+from marketplace.schemas import AssignmentSchema, LeaseRequestSchema, SubmitResultSchema, SubmitSchema
+from marketplace.services import leasing, submissions
+
+blp = Blueprint("assignments", __name__, url_prefix="/v1/assignments", description="Workers' tasks")
+
+
+@blp.route("")
+class Assignments(MethodView):
+    @require("worker")
+    @blp.arguments(LeaseRequestSchema, required=False)
+    @blp.response(201, AssignmentSchema)
+    @blp.alt_response(204, description="no work for you now")
+    def post(self, body: dict[str, Any]) -> Any:
+        """Lease the next task: items you have never seen, with a deadline; 204 when none."""
+        task = leasing.lease_task(get_session(), current_principal().id, (body or {}).get("job_id"))
+        if task is None:
+            return "", 204
+        return task
+
+
+@blp.route("/<id:assignment_id>")
+class AssignmentResource(MethodView):
+    @require("worker")
+    @blp.response(200, AssignmentSchema)
+    def get(self, assignment_id: int) -> dict[str, Any]:
+        """One of your own assignments."""
+        return submissions.get_assignment(get_session(), current_principal().id, assignment_id)
+
+
+@blp.route("/<id:assignment_id>/submit", methods=["POST"])
+@require("worker")
+@blp.arguments(SubmitSchema)
+@blp.response(200, SubmitResultSchema)
+def submit(body: dict[str, Any], assignment_id: int) -> Any:
+    """Answer every item of the task; a retry with the same `Idempotency-Key` returns the first result."""
+    received_at = utcnow()
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 1 <= len(key) <= 200:
+        raise Invalid("Idempotency-Key", "must be 1 to 200 characters")
+    result = submissions.submit(get_session(), current_principal().id, assignment_id, body["answers"], key, received_at)
+    _trigger_aggregation(result)
+    return result
+
+
+def _trigger_aggregation(result: submissions.SubmitResult) -> None:
+    """Aggregate in batches: when an answer id crosses a multiple of the batch size, or at the end."""
+    every = current_app.config["AGGREGATE_EVERY_ANSWERS"]
+    if result.job_finished or any(i % every == 0 for i in result.answer_ids):
+        queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, result.job_id)
+
+
+@blp.route("/<id:assignment_id>/skip", methods=["POST"])
+@require("worker")
+@blp.response(200, SubmitResultSchema)
+def skip(assignment_id: int) -> Any:
+    """Give the task back; its items go to other workers."""
+    return submissions.skip(get_session(), current_principal().id, assignment_id)

@@ -1,0 +1,175 @@
+"""Requester API: jobs, items, state, progress, results; operators may act on any job."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Response, current_app, request, stream_with_context
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import ValidationError
+from sqlalchemy import select
+
+from marketplace import queue
+from marketplace.auth import current_principal, require
+from marketplace.db import get_session
+from marketplace.errors import Invalid, ServiceError
+from marketplace.models import Job
+from marketplace.schemas import (
+    AggregateQueuedSchema,
+    ItemInSchema,
+    ItemsAddedSchema,
+    JobCreateSchema,
+    JobSchema,
+    ResultsPageSchema,
+    ResultsQuerySchema,
+    WorkerQualitySchema,
+)
+from marketplace.services import jobs as job_service
+from marketplace.services import results as result_service
+
+blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Requesters' jobs")
+JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
+
+
+def _job_view(job: Job, with_progress: bool = True) -> dict[str, Any]:
+    view = job.model_dump()
+    if with_progress:
+        session = get_session()
+        view["progress"] = job_service.progress(session, job)
+        view["quality"] = result_service.quality_summary(session, job.id)  # type: ignore[arg-type]
+    return view
+
+
+@blp.route("")
+class Jobs(MethodView):
+    @require("requester")
+    @blp.arguments(JobCreateSchema)
+    @blp.response(201, JobSchema)
+    def post(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a job as a draft."""
+        session = get_session()
+        job = job_service.create_job(session, current_principal().id, body)
+        session.commit()
+        return _job_view(job, with_progress=False)
+
+    @require("requester", "operator")
+    @blp.response(200, JobSchema(many=True))
+    def get(self) -> list[dict[str, Any]]:
+        """Your jobs (operators: all jobs), newest first, at most 100."""
+        principal = current_principal()
+        query = select(Job).order_by(Job.id.desc()).limit(100)  # type: ignore[union-attr]
+        if principal.role != "operator":
+            query = query.where(Job.requester_id == principal.id)  # type: ignore[arg-type]
+        return [_job_view(j, with_progress=False) for j in get_session().execute(query).scalars()]
+
+
+@blp.route("/<id:job_id>")
+class JobResource(MethodView):
+    @require("requester", "operator")
+    @blp.response(200, JobSchema)
+    def get(self, job_id: int) -> dict[str, Any]:
+        """A job with its progress and a quality summary."""
+        return _job_view(job_service.get_job(get_session(), current_principal(), job_id))
+
+
+def _parse_items() -> list[dict[str, Any]]:
+    """A JSON array, or JSON Lines when the content type says so; then the item schema."""
+    limit = current_app.config["MAX_ITEMS_PER_REQUEST"]
+    raw = request.get_data(cache=False)
+    content_type = (request.mimetype or "").lower()
+    try:
+        if content_type in JSONL_TYPES:
+            payload = [json.loads(line) for line in raw.splitlines() if line.strip()]
+        else:
+            payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ServiceError("body: not valid JSON / JSON Lines", {"json": {"_body": [str(error)[:200]]}}) from None
+    if not isinstance(payload, list) or not payload:
+        raise Invalid("_body", "expected a non-empty JSON array of items (or JSON Lines)")
+    if len(payload) > limit:
+        raise Invalid("_body", f"at most {limit} items per request")
+    try:
+        return ItemInSchema(many=True).load(payload)  # type: ignore[no-any-return]
+    except ValidationError as error:
+        raise ServiceError("invalid items", {"json": error.messages}) from None
+
+
+@blp.route("/<id:job_id>/items")
+class Items(MethodView):
+    @require("requester")
+    @blp.response(201, ItemsAddedSchema)
+    @blp.doc(requestBody={"required": True, "content": {
+        "application/json": {"schema": {"type": "array", "items": ItemInSchema}},
+        "application/x-ndjson": {"schema": {"type": "string"}}}})
+    def post(self, job_id: int) -> dict[str, Any]:
+        """Add items in bulk, in one transaction; an item with `answer` is golden."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id, lock=True)
+        items = _parse_items()
+        added = job_service.add_items(session, job, items)
+        session.commit()
+        return added
+
+
+def _state_view(action: str) -> Any:
+    @require("requester", "operator")
+    @blp.response(200, JobSchema)
+    def view(job_id: int) -> dict[str, Any]:
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id, lock=True)
+        job_service.change_state(session, job, action)
+        session.commit()
+        return _job_view(job)
+
+    view.__name__ = f"{action}_job"
+    view.__doc__ = f"{action.capitalize()} the job."
+    return view
+
+
+for _action in ("launch", "pause", "cancel"):
+    blp.route(f"/<id:job_id>/{_action}", methods=["POST"])(_state_view(_action))
+
+
+@blp.route("/<id:job_id>/results")
+class Results(MethodView):
+    @require("requester", "operator")
+    @blp.arguments(ResultsQuerySchema, location="query")
+    @blp.response(200, ResultsPageSchema)
+    def get(self, query: dict[str, Any], job_id: int) -> Any:
+        """Aggregated results per real item: a page (`after`, `limit`), or all as CSV / JSON Lines."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id)
+        if query["format"] == "json":
+            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"])  # type: ignore[arg-type]
+            return {"results": page, "next_after": next_after}
+        rows = result_service.iter_results(session, job.id)  # type: ignore[arg-type]
+        if query["format"] == "csv":
+            body, mimetype = result_service.export_csv(rows), "text/csv"
+        else:
+            body, mimetype = result_service.export_jsonl(rows), "application/x-ndjson"
+        filename = f"job-{job.id}-results.{query['format']}"
+        return Response(stream_with_context(body), mimetype=mimetype,
+                        headers={"Content-Disposition": f"attachment; filename={filename}"})
+
+
+@blp.route("/<id:job_id>/workers")
+class JobWorkers(MethodView):
+    @require("requester", "operator")
+    @blp.response(200, WorkerQualitySchema(many=True))
+    def get(self, job_id: int) -> list[dict[str, Any]]:
+        """Per-worker quality on this job (golden accuracy, agreement), as of the last aggregation."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id)
+        return result_service.worker_quality(session, job.id)  # type: ignore[arg-type]
+
+
+@blp.route("/<id:job_id>/aggregate", methods=["POST"])
+@require("requester", "operator")
+@blp.response(202, AggregateQueuedSchema)
+def aggregate_now(job_id: int) -> dict[str, Any]:
+    """Queue an aggregation of the job now (it runs in the background)."""
+    job = job_service.get_job(get_session(), current_principal(), job_id)
+    queued = queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job.id)
+    return {"job_id": job.id, "queued": queued}

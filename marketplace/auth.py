@@ -1,0 +1,91 @@
+"""Bearer keys: random, shown once, stored as SHA-256; role checks for the views."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar, cast
+
+from flask import g, request
+from flask_smorest import abort
+from sqlalchemy import select
+
+from marketplace.db import get_session
+from marketplace.models import Account
+
+ROLES = ("requester", "worker", "operator")
+KEY_PREFIX = "mk_"
+_CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Principal | None]] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class Principal:
+    id: int
+    role: str
+    status: str
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _lookup(key_hash: str) -> Principal | None:
+    """Find the key's account; cached for a few seconds to keep the hot path to its work."""
+    now = time.monotonic()
+    hit = _cache.get(key_hash)
+    if hit and hit[0] > now:
+        return hit[1]
+    row = get_session().execute(
+        select(Account.id, Account.role, Account.status).where(Account.key_hash == key_hash)
+    ).first()
+    principal = Principal(row.id, row.role, row.status) if row else None
+    if len(_cache) > 100_000:
+        _cache.clear()
+    _cache[key_hash] = (now + _CACHE_SECONDS, principal)
+    return principal
+
+
+def forget(key_hash: str | None = None) -> None:
+    """Drop cached principals (tests, status changes)."""
+    if key_hash is None:
+        _cache.clear()
+    else:
+        _cache.pop(key_hash, None)
+
+
+def current_principal() -> Principal:
+    return cast(Principal, g.principal)
+
+
+def require(*roles: str) -> Callable[[F], F]:
+    """Check the bearer key and the caller's role before the view runs."""
+
+    def decorator(view: F) -> F:
+        @wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            header = request.headers.get("Authorization", "")
+            scheme, _, key = header.partition(" ")
+            if scheme.lower() != "bearer" or not key.strip():
+                abort(401, message="missing bearer key in the Authorization header")
+            principal = _lookup(hash_key(key.strip()))
+            if principal is None:
+                abort(401, message="unknown key")
+            if principal.role not in roles:
+                abort(403, message=f"this endpoint is for: {', '.join(roles)}")
+            g.principal = principal
+            return view(*args, **kwargs)
+
+        return cast(F, wrapper)
+
+    return decorator

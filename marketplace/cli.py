@@ -1,0 +1,108 @@
+"""`marketplace`: the operators' command line (serve, worker, db upgrade, accounts, demo)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import click
+from werkzeug.utils import import_string
+
+from marketplace.config import load
+
+
+def _config() -> dict[str, object]:
+    return load()
+
+
+@click.group()
+def main() -> None:
+    """Crowdsourcing marketplace: configuration comes from DATABASE_URL and REDIS_URL."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Create or migrate the schema (alembic)."""
+    from marketplace.migrate import upgrade
+
+    url = str(_config()["DATABASE_URL"])
+    upgrade(url, revision)
+    click.echo(f"schema at {revision}")
+
+
+@main.group()
+def accounts() -> None:
+    """Accounts and keys."""
+
+
+@accounts.command("create")
+@click.option("--role", type=click.Choice(["requester", "worker", "operator"]), required=True)
+@click.option("--name", required=True)
+def accounts_create(role: str, name: str) -> None:
+    """Create an account; its key is printed alone on the last line, once."""
+    from marketplace.db import make_engine, session_scope
+    from marketplace.services.accounts import create_account
+
+    engine = make_engine(str(_config()["DATABASE_URL"]))
+    with session_scope(engine) as session:
+        account, key = create_account(session, role, name)
+        click.echo(f"created {role} {account.id} ({name}); keep this key, it is not shown again:")
+    engine.dispose()
+    click.echo(key)
+
+
+def _resolved_env() -> dict[str, str]:
+    """The environment for child processes, with the embedded Redis started if needed."""
+    from marketplace.queue import redis_url
+
+    config = _config()
+    env = dict(os.environ)
+    env["DATABASE_URL"] = str(config["DATABASE_URL"])
+    env["REDIS_URL"] = redis_url(config)
+    return env
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+@click.option("--workers", "processes", default=2, show_default=True, type=int)
+@click.option("--threads", default=1, show_default=True, type=int)
+def serve(bind: str, processes: int, threads: int) -> None:
+    """Run the API under gunicorn (an embedded Redis is started when REDIS_URL is unset)."""
+    env = _resolved_env()
+    command = [
+        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(processes),
+        "--threads", str(threads), "--access-logfile", "-", "marketplace.wsgi:app",
+    ]
+    raise SystemExit(subprocess.call(command, env=env))
+
+
+@main.command()
+@click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
+def worker(burst: bool) -> None:
+    """Run an RQ worker with its scheduler (background aggregation, expiry, sweeps)."""
+    env = _resolved_env()
+    os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
+    run = import_string("workers.main:run")  # by name: marketplace never imports workers
+    run(burst=burst)
+
+
+@main.command()
+@click.option("--items", default=2000, show_default=True, type=int)
+@click.option("--workers", "crowd_size", default=30, show_default=True, type=int)
+@click.option("--spammers", default=3, show_default=True, type=int)
+@click.option("--golden", default=0.05, show_default=True, type=float, help="share of golden items")
+@click.option("--concurrency", default=16, show_default=True, type=int)
+@click.option("--seed", default=7, show_default=True, type=int)
+def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency: int, seed: int) -> None:
+    """Run the whole loop on a simulated crowd through the real HTTP API, then report."""
+    from marketplace.demo import DemoSettings, run_demo
+
+    run_demo(DemoSettings(items=items, workers=crowd_size, spammers=spammers, golden_share=golden,
+                          concurrency=concurrency, seed=seed))

@@ -1,0 +1,171 @@
+"""The tables. Marshmallow owns the API shapes; these classes are storage only.
+
+Every hot table (item, slot, assignment, assignment_item, answer, aggregate) carries
+`job_id` and is indexed by it first, so it can be distributed by job on Citus.
+
+The free-work pool is its own table (`slot`): one row per answer still wanted for a real
+item and round. Leasing deletes slots; expiry, skip and revocation put them back. Answers
+carry the round they filled, and `UNIQUE (job_id, item_id, round)` on `answer` makes
+over-redundancy impossible, whatever the application does.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+
+# BIGINT ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER PRIMARY KEY.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Account(SQLModel, table=True):
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    role: str = Field(max_length=16)  # requester | worker | operator
+    name: str = Field(max_length=200)
+    key_hash: str = Field(max_length=64, unique=True)
+    status: str = Field(default="active", max_length=16)  # active | banned
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (Index("ix_job_requester", "requester_id"), Index("ix_job_state", "state"))
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    requester_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    title: str = Field(max_length=200)
+    instructions: str = Field(sa_column=Column(Text, nullable=False))
+    annotation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    overlap: int
+    golden_ratio: float
+    items_per_task: int
+    reward_cents: int
+    aggregation: str = Field(max_length=40)
+    lease_seconds: int
+    state: str = Field(default="draft", max_length=16)  # draft|running|paused|cancelled|completed
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Item(SQLModel, table=True):
+    __table_args__ = (Index("ix_item_job_golden", "job_id", "is_golden", "id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    is_golden: bool = False
+    answer: str | None = Field(default=None, max_length=200)  # golden items only; never shown to workers
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Slot(SQLModel, table=True):
+    """One answer still wanted: (item, round). Deleted when leased, re-inserted on expiry."""
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "item_id", "round", name="uq_slot_item_round"),
+        Index("ix_slot_queue", "job_id", "round", "item_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int
+    item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    round: int
+
+
+class Assignment(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_assignment_job_worker", "job_id", "worker_id"),
+        Index("ix_assignment_worker", "worker_id", "id"),
+        Index(
+            "ix_assignment_open",
+            "job_id",
+            "expires_at",
+            postgresql_where=text("state = 'leased'"),
+            sqlite_where=text("state = 'leased'"),
+        ),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int
+    worker_id: int
+    state: str = Field(default="leased", max_length=16)  # leased|submitted|skipped|expired|revoked
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    finished_at: datetime | None = None
+    idempotency_key: str | None = Field(default=None, max_length=200)
+
+
+class AssignmentItem(SQLModel, table=True):
+    """What a task holds; also the record that a worker has seen an item (never again)."""
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "worker_id", "item_id", name="uq_seen_once"),
+        Index("ix_assignment_item_assignment", "assignment_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    assignment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    job_id: int
+    worker_id: int
+    item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    round: int | None = None  # None for golden items
+    position: int
+
+
+class Answer(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("job_id", "item_id", "round", name="uq_answer_item_round"),
+        UniqueConstraint("job_id", "item_id", "worker_id", name="uq_answer_item_worker"),
+        Index("ix_answer_job_id", "job_id", "id"),
+        Index("ix_answer_worker", "worker_id", "job_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int
+    item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    worker_id: int
+    assignment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    round: int | None = None  # None for golden items
+    label: str = Field(max_length=200)
+    is_golden: bool = False
+    correct: bool | None = None  # golden items only
+    excluded: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Aggregate(SQLModel, table=True):
+    job_id: int = Field(primary_key=True)
+    item_id: int = Field(sa_column=Column(BigId, primary_key=True))
+    label: str = Field(max_length=200)
+    confidence: float
+    method: str = Field(max_length=60)
+    version: str = Field(max_length=120)
+    answers: int
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AggregationRun(SQLModel, table=True):
+    """One aggregation of a job: what it used and what it produced."""
+
+    __table_args__ = (Index("ix_aggregation_run_job", "job_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int
+    method: str = Field(max_length=60)
+    version: str = Field(max_length=120)
+    answers_used: int
+    last_answer_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    items: int
+    seconds: float
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkerQuality(SQLModel, table=True):
+    job_id: int = Field(primary_key=True)
+    worker_id: int = Field(primary_key=True)
+    answers: int = 0
+    golden_seen: int = 0
+    golden_correct: int = 0
+    golden_accuracy: float | None = None
+    agreement: float | None = None
+    updated_at: datetime = Field(default_factory=utcnow)

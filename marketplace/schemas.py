@@ -1,0 +1,205 @@
+"""API shapes: validation, errors and the OpenAPI document come from these schemas."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+
+MAX_ID = 2**63 - 1
+ANNOTATION_TYPES = ("classification",)
+AGGREGATION_METHODS = (
+    "auto",
+    "majority_vote",
+    "dawid_skene",
+    "wawa",
+    "zero_based_skill",
+    "glad",
+    "mace",
+    "one_coin_dawid_skene",
+)
+MAX_ITEM_DATA_BYTES = 16 * 1024
+
+
+def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field class
+    return fields.Integer(strict=True, validate=validate.Range(1, MAX_ID), **kwargs)
+
+
+Label = fields.String(validate=validate.Length(1, 200))
+
+
+class AnnotationSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(ANNOTATION_TYPES))
+    labels = fields.List(
+        fields.String(validate=validate.Length(1, 200)),
+        required=True,
+        validate=validate.Length(2, 200),
+    )
+
+    @validates("labels")
+    def _unique(self, value: list[str], **_: Any) -> None:
+        if len(set(value)) != len(value):
+            raise ValidationError("labels must be unique")
+
+
+class JobCreateSchema(Schema):
+    title = fields.String(required=True, validate=validate.Length(1, 200))
+    instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
+    annotation = fields.Nested(AnnotationSchema, required=True)
+    overlap = fields.Integer(strict=True, load_default=3, validate=validate.Range(1, 50))
+    golden_ratio = fields.Float(
+        load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9)
+    )
+    items_per_task = fields.Integer(strict=True, load_default=5, validate=validate.Range(1, 100))
+    reward_cents = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, 100_000))
+    aggregation = fields.String(
+        load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS)
+    )
+    lease_seconds = fields.Integer(
+        strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600)
+    )
+
+
+class JobSchema(Schema):
+    id = fields.Integer()
+    title = fields.String()
+    instructions = fields.String()
+    annotation = fields.Dict()
+    overlap = fields.Integer()
+    golden_ratio = fields.Float()
+    items_per_task = fields.Integer()
+    reward_cents = fields.Integer()
+    aggregation = fields.String()
+    lease_seconds = fields.Integer()
+    state = fields.String()
+    created_at = fields.DateTime()
+    progress = fields.Dict()
+    quality = fields.Dict()
+
+
+class ItemInSchema(Schema):
+    data = fields.Dict(required=True, keys=fields.String())
+    answer = fields.String(validate=validate.Length(1, 200))
+
+    @validates("data")
+    def _small(self, value: dict[str, Any], **_: Any) -> None:
+        if len(json.dumps(value)) > MAX_ITEM_DATA_BYTES:
+            raise ValidationError(f"item data is larger than {MAX_ITEM_DATA_BYTES} bytes")
+
+
+class ItemsAddedSchema(Schema):
+    added = fields.Integer()
+    golden = fields.Integer()
+    first_id = fields.Integer(allow_none=True)
+    last_id = fields.Integer(allow_none=True)
+
+
+class LeaseRequestSchema(Schema):
+    job_id = Id()
+
+
+class TaskItemSchema(Schema):
+    """What a worker sees of an item: golden or not, exactly the same two fields."""
+
+    id = fields.Integer()
+    data = fields.Dict()
+
+
+class TaskJobSchema(Schema):
+    id = fields.Integer()
+    title = fields.String()
+    instructions = fields.String()
+    annotation = fields.Dict()
+
+
+class AssignmentSchema(Schema):
+    id = fields.Integer()
+    state = fields.String()
+    items = fields.List(fields.Nested(TaskItemSchema))
+    expires_at = fields.DateTime()
+    job = fields.Nested(TaskJobSchema)
+
+
+class AnswerInSchema(Schema):
+    item_id = Id(required=True)
+    label = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class SubmitSchema(Schema):
+    answers = fields.List(
+        fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100)
+    )
+
+    @validates_schema
+    def _distinct_items(self, data: dict[str, Any], **_: Any) -> None:
+        ids = [a["item_id"] for a in data.get("answers", [])]
+        if len(set(ids)) != len(ids):
+            raise ValidationError("each item may be answered once", field_name="answers")
+
+
+class SubmitResultSchema(Schema):
+    id = fields.Integer()
+    state = fields.String()
+    answers = fields.Integer()
+    submitted_at = fields.DateTime()
+
+
+class ResultSchema(Schema):
+    item_id = fields.Integer()
+    label = fields.String(allow_none=True)
+    confidence = fields.Float(allow_none=True)
+    method = fields.String(allow_none=True)
+    version = fields.String(allow_none=True)
+    answers = fields.Integer()
+
+
+class ResultsQuerySchema(Schema):
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv", "jsonl")))
+    after = fields.Integer(strict=False, load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = fields.Integer(strict=False, load_default=100, validate=validate.Range(1, 1000))
+
+
+class ResultsPageSchema(Schema):
+    results = fields.List(fields.Nested(ResultSchema))
+    next_after = fields.Integer(allow_none=True)
+
+
+class AccountCreateSchema(Schema):
+    role = fields.String(
+        required=True, validate=validate.OneOf(("requester", "worker", "operator"))
+    )
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+
+
+class AccountCreatedSchema(Schema):
+    id = fields.Integer()
+    role = fields.String()
+    name = fields.String()
+    key = fields.String()
+
+
+class WorkerQualitySchema(Schema):
+    worker_id = fields.Integer()
+    job_id = fields.Integer()
+    answers = fields.Integer()
+    golden_seen = fields.Integer()
+    golden_correct = fields.Integer()
+    golden_accuracy = fields.Float(allow_none=True)
+    agreement = fields.Float(allow_none=True)
+
+
+class MeSchema(Schema):
+    id = fields.Integer()
+    role = fields.String()
+    name = fields.String()
+    status = fields.String()
+    assignments_submitted = fields.Integer()
+    answers = fields.Integer()
+    earnings_cents = fields.Integer()
+    quality = fields.List(fields.Nested(WorkerQualitySchema))
+
+
+class AggregateQueuedSchema(Schema):
+    job_id = fields.Integer()
+    queued = fields.Boolean()

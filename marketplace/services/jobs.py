@@ -1,0 +1,180 @@
+"""Jobs: creation, items, state changes, progress. Ownership is checked here, once."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from sqlalchemy import delete, func, insert, literal, select, update
+from sqlmodel import Session
+
+from marketplace.auth import Principal
+from marketplace.errors import Conflict, Invalid, NotFound
+from marketplace.models import (
+    Aggregate,
+    AggregationRun,
+    Answer,
+    Assignment,
+    AssignmentItem,
+    Item,
+    Job,
+    Slot,
+    utcnow,
+)
+
+TRANSITIONS = {
+    "launch": ({"draft", "paused"}, "running"),
+    "pause": ({"running"}, "paused"),
+    "cancel": ({"draft", "running", "paused"}, "cancelled"),
+}
+
+
+def create_job(session: Session, requester_id: int, fields: dict[str, Any]) -> Job:
+    job = Job(requester_id=requester_id, **fields)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, principal: Principal, job_id: int, *, lock: bool = False) -> Job:
+    """The job if the caller may see it: its requester or an operator; 404 otherwise."""
+    query = select(Job).where(Job.id == job_id)
+    if lock:
+        query = query.with_for_update()
+    job = session.execute(query).scalar_one_or_none()
+    if job is None or (principal.role != "operator" and job.requester_id != principal.id):
+        raise NotFound(f"job {job_id} not found")
+    return job
+
+
+def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Insert items in one transaction; golden ones carry `answer`.
+
+    Golden and real items are shuffled together before insertion so that ids say nothing
+    about which is which. On a running job the new real items enter the pool at once.
+    """
+    if job.state not in ("draft", "running", "paused"):
+        raise Conflict(f"cannot add items to a {job.state} job")
+    labels = set(job.annotation["labels"])
+    for index, item in enumerate(items):
+        answer = item.get("answer")
+        if answer is not None and answer not in labels:
+            raise Invalid(f"{index}.answer", "not one of the job's labels")
+    rows = [
+        {"job_id": job.id, "data": item["data"], "is_golden": "answer" in item,
+         "answer": item.get("answer"), "created_at": utcnow()}
+        for item in items
+    ]
+    random.shuffle(rows)
+    ids = session.execute(insert(Item).returning(Item.id, Item.is_golden), rows).all()
+    real_ids = [row.id for row in ids if not row.is_golden]
+    if job.state != "draft" and real_ids:
+        _fill_pool(session, job, real_ids)
+    all_ids = [row.id for row in ids]
+    return {
+        "added": len(ids),
+        "golden": len(ids) - len(real_ids),
+        "first_id": min(all_ids) if all_ids else None,
+        "last_id": max(all_ids) if all_ids else None,
+    }
+
+
+def _fill_pool(session: Session, job: Job, item_ids: list[int] | None) -> None:
+    """Put one slot per (real item, round) into the free pool."""
+    for round_no in range(job.overlap):
+        if item_ids is None:
+            source = select(Item.job_id, Item.id, literal(round_no)).where(
+                Item.job_id == job.id, Item.is_golden.is_(False)  # type: ignore[attr-defined]
+            )
+            session.execute(
+                insert(Slot).from_select(["job_id", "item_id", "round"], source)
+            )
+        else:
+            session.execute(
+                insert(Slot),
+                [{"job_id": job.id, "item_id": i, "round": round_no} for i in item_ids],
+            )
+
+
+def change_state(session: Session, job: Job, action: str) -> Job:
+    allowed, target = TRANSITIONS[action]
+    if job.state not in allowed:
+        raise Conflict(f"cannot {action} a {job.state} job")
+    if action == "launch":
+        _launch(session, job)
+    if action == "cancel":
+        _cancel(session, job)
+    job.state = target
+    job.updated_at = utcnow()
+    session.add(job)
+    session.flush()
+    return job
+
+
+def _launch(session: Session, job: Job) -> None:
+    real = session.execute(
+        select(func.count()).where(Item.job_id == job.id, Item.is_golden.is_(False))  # type: ignore[attr-defined]
+    ).scalar_one()
+    if real == 0:
+        raise Conflict("a job needs at least one real item to launch")
+    if job.state == "draft":
+        _fill_pool(session, job, None)
+
+
+def _cancel(session: Session, job: Job) -> None:
+    """Empty the pool and revoke open leases: nothing more is issued or accepted."""
+    session.execute(delete(Slot).where(Slot.job_id == job.id))  # type: ignore[arg-type]
+    session.execute(
+        update(Assignment)
+        .where(Assignment.job_id == job.id, Assignment.state == "leased")  # type: ignore[arg-type]
+        .values(state="revoked", finished_at=utcnow())
+    )
+
+
+def progress(session: Session, job: Job) -> dict[str, Any]:
+    """Counts a requester watches; each an indexed count on job_id."""
+    job_id = job.id
+
+    def count(query: Any) -> int:
+        return int(session.execute(query).scalar_one())
+
+    items = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(False)))  # type: ignore[attr-defined]
+    golden = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(True)))  # type: ignore[attr-defined]
+    answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(False)))  # type: ignore[attr-defined]
+    golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True)))  # type: ignore[attr-defined]
+    free = count(select(func.count()).where(Slot.job_id == job_id))
+    open_leases = count(
+        select(func.count()).where(Assignment.job_id == job_id, Assignment.state == "leased")
+    )
+    leased_slots = count(
+        select(func.count())
+        .select_from(AssignmentItem)
+        .join(Assignment, Assignment.id == AssignmentItem.assignment_id)  # type: ignore[arg-type]
+        .where(
+            AssignmentItem.job_id == job_id,
+            Assignment.state == "leased",
+            AssignmentItem.round.is_not(None),  # type: ignore[union-attr]
+        )
+    )
+    aggregated = count(select(func.count()).where(Aggregate.job_id == job_id))
+    run = session.execute(
+        select(AggregationRun).where(AggregationRun.job_id == job_id)
+        .order_by(AggregationRun.id.desc()).limit(1)  # type: ignore[union-attr]
+    ).scalar_one_or_none()
+    wanted = items * job.overlap
+    return {
+        "items": items,
+        "golden_items": golden,
+        "answers_wanted": wanted,
+        "answers": answers,
+        "golden_answers": golden_answers,
+        "answers_free": free,
+        "answers_leased": leased_slots,
+        "open_leases": open_leases,
+        "items_aggregated": aggregated,
+        "done": round(answers / wanted, 4) if wanted else 0.0,
+        "last_aggregation": None if run is None else {
+            "method": run.method, "version": run.version, "answers_used": run.answers_used,
+            "items": run.items, "seconds": run.seconds, "at": run.created_at.isoformat(),
+        },
+    }

@@ -1,0 +1,211 @@
+"""The hot path's first half: lease the next task, and put expired leases back.
+
+Free work is the `slot` table; a lease deletes the slots it takes (PostgreSQL: picked with
+`FOR UPDATE SKIP LOCKED`, so concurrent leases never wait on each other and never take the
+same slot), so what a lease scans stays proportional to what it takes. The worker's row is
+locked first: one worker's leases run one at a time, which keeps "never the same item twice"
+from racing with itself, and the account's status is read under that lock.
+
+Workers see per-task item references (the `assignment_item` id), never item ids, so
+nothing about an item, golden or not, can be read from its id.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, exists, insert, select, update
+from sqlmodel import Session
+
+from marketplace.errors import NotFound
+from marketplace.models import Account, Assignment, AssignmentItem, Item, Job, Slot, utcnow
+
+# A submit that arrived before its deadline may still be in flight for this long.
+EXPIRY_GRACE = timedelta(seconds=60)
+_GOLDEN_CACHE_SECONDS = 30.0
+_golden_ids: dict[tuple[str, int], tuple[float, list[int]]] = {}
+_rng = random.SystemRandom()
+
+
+@dataclass(frozen=True)
+class LeasedTask:
+    id: int
+    state: str
+    expires_at: datetime
+    items: list[dict[str, Any]]
+    job: dict[str, Any]
+
+
+def lease_task(
+    session: Session, worker_id: int, job_id: int | None = None, now: datetime | None = None
+) -> LeasedTask | None:
+    """Lease the next task for a worker, or None when there is no work for it."""
+    now = now or utcnow()
+    status = session.execute(
+        select(Account.status).where(Account.id == worker_id).with_for_update()
+    ).scalar_one()
+    if status != "active":
+        session.commit()
+        return None
+    for job in _candidate_jobs(session, job_id):
+        reclaim_expired(session, job.id, now)  # type: ignore[arg-type]
+        task = _lease_from_job(session, job, worker_id, now)
+        if task is not None:
+            session.commit()
+            return task
+    session.commit()
+    return None
+
+
+def _candidate_jobs(session: Session, job_id: int | None) -> list[Job]:
+    if job_id is not None:
+        job = session.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return [job] if job.state == "running" else []
+    query = select(Job).where(Job.state == "running").order_by(Job.id).limit(20)  # type: ignore[arg-type]
+    return list(session.execute(query).scalars())
+
+
+def _lease_from_job(session: Session, job: Job, worker_id: int, now: datetime) -> LeasedTask | None:
+    golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
+    real = _take_slots(session, job, worker_id, job.items_per_task - golden_wanted)
+    if not real:
+        return None  # no golden-only tasks: golden items ride along with real work
+    golden = _pick_golden(session, job.id, worker_id, golden_wanted)  # type: ignore[arg-type]
+    entries = [(item_id, round_no) for item_id, round_no in real] + [(g, None) for g in golden]
+    _rng.shuffle(entries)
+    expires_at = now + timedelta(seconds=job.lease_seconds)
+    assignment_id = session.execute(
+        insert(Assignment)
+        .values(job_id=job.id, worker_id=worker_id, state="leased", created_at=now, expires_at=expires_at)
+        .returning(Assignment.id)
+    ).scalar_one()
+    refs = session.execute(
+        insert(AssignmentItem).returning(AssignmentItem.id, AssignmentItem.item_id, sort_by_parameter_order=True),
+        [
+            {"assignment_id": assignment_id, "job_id": job.id, "worker_id": worker_id,
+             "item_id": item_id, "round": round_no, "position": position}
+            for position, (item_id, round_no) in enumerate(entries)
+        ],
+    ).all()
+    data = dict(
+        session.execute(
+            select(Item.id, Item.data).where(Item.job_id == job.id, Item.id.in_([e[0] for e in entries]))  # type: ignore[union-attr]
+        ).tuples().all()
+    )
+    return LeasedTask(
+        id=assignment_id,
+        state="leased",
+        expires_at=expires_at,
+        items=[{"id": ref.id, "data": data[ref.item_id]} for ref in refs],
+        job={"id": job.id, "title": job.title, "instructions": job.instructions,
+             "annotation": job.annotation},
+    )
+
+
+def _golden_count(items_per_task: int, ratio: float) -> int:
+    """Golden items in one task: the ratio in expectation, at least one real item per task."""
+    expected = items_per_task * ratio
+    count = int(expected) + (1 if _rng.random() < expected - int(expected) else 0)
+    return min(count, items_per_task - 1)
+
+
+def _take_slots(session: Session, job: Job, worker_id: int, wanted: int) -> list[tuple[int, int]]:
+    """Take up to `wanted` slots of distinct items this worker has never seen."""
+    seen = exists().where(
+        AssignmentItem.job_id == job.id,
+        AssignmentItem.worker_id == worker_id,
+        AssignmentItem.item_id == Slot.item_id,
+    )
+    candidates = session.execute(
+        select(Slot.id, Slot.item_id, Slot.round)
+        .where(Slot.job_id == job.id, ~seen)
+        .order_by(Slot.round, Slot.item_id)  # type: ignore[arg-type]
+        .limit(wanted * 2)
+        .with_for_update(skip_locked=True)
+    ).all()
+    chosen: dict[int, tuple[int, int]] = {}
+    for slot_id, item_id, round_no in candidates:
+        if item_id not in chosen and len(chosen) < wanted:
+            chosen[item_id] = (slot_id, round_no)
+    if chosen:
+        session.execute(delete(Slot).where(Slot.id.in_([s for s, _ in chosen.values()])))  # type: ignore[union-attr]
+    return [(item_id, round_no) for item_id, (_, round_no) in chosen.items()]
+
+
+def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int) -> list[int]:
+    """Random golden items this worker has not seen, without sorting the golden set."""
+    if wanted <= 0:
+        return []
+    pool = _golden_pool(session, job_id)
+    if not pool:
+        return []
+    candidates = _rng.sample(pool, min(len(pool), wanted * 8))
+    seen = set(
+        session.execute(
+            select(AssignmentItem.item_id).where(
+                AssignmentItem.job_id == job_id,
+                AssignmentItem.worker_id == worker_id,
+                AssignmentItem.item_id.in_(candidates),  # type: ignore[attr-defined]
+            )
+        ).scalars()
+    )
+    return [c for c in candidates if c not in seen][:wanted]
+
+
+def _golden_pool(session: Session, job_id: int) -> list[int]:
+    now = time.monotonic()
+    key = (str(session.get_bind().url), job_id)
+    hit = _golden_ids.get(key)
+    if hit and hit[0] > now:
+        return hit[1]
+    ids = list(
+        session.execute(
+            select(Item.id).where(Item.job_id == job_id, Item.is_golden.is_(True))  # type: ignore[attr-defined]
+        ).scalars()
+    )
+    _golden_ids[key] = (now + _GOLDEN_CACHE_SECONDS, ids)
+    return ids
+
+
+def reclaim_expired(session: Session, job_id: int, now: datetime, limit: int = 200) -> int:
+    """Expire leases past their deadline (plus grace) and put their slots back in the pool."""
+    due = session.execute(
+        select(Assignment.id)
+        .where(
+            Assignment.job_id == job_id,
+            Assignment.state == "leased",
+            Assignment.expires_at < now - EXPIRY_GRACE,  # type: ignore[operator]
+        )
+        .order_by(Assignment.expires_at)  # type: ignore[arg-type]
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    ).scalars().all()
+    if not due:
+        return 0
+    release_assignments(session, job_id, list(due), "expired", now)
+    return len(due)
+
+
+def release_assignments(
+    session: Session, job_id: int, assignment_ids: list[int], state: str, now: datetime
+) -> None:
+    """End open leases (expired, skipped, revoked) and return their real slots to the pool."""
+    session.execute(
+        update(Assignment)
+        .where(Assignment.id.in_(assignment_ids), Assignment.state == "leased")  # type: ignore[union-attr]
+        .values(state=state, finished_at=now)
+    )
+    source = select(AssignmentItem.job_id, AssignmentItem.item_id, AssignmentItem.round).where(
+        and_(
+            AssignmentItem.job_id == job_id,
+            AssignmentItem.assignment_id.in_(assignment_ids),  # type: ignore[attr-defined]
+            AssignmentItem.round.is_not(None),  # type: ignore[union-attr]
+        )
+    )
+    session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))

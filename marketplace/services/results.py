@@ -1,0 +1,97 @@
+"""Results per real item (paginated by item id), exports, and per-worker quality."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from marketplace.models import Aggregate, Item, WorkerQuality
+
+RESULT_FIELDS = ("item_id", "label", "confidence", "method", "version", "answers")
+
+
+def results_page(session: Session, job_id: int, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Real items with id > `after`, their aggregate if any; keyset pagination by item id."""
+    rows = session.execute(
+        select(Item.id, Aggregate.label, Aggregate.confidence, Aggregate.method, Aggregate.version, Aggregate.answers)
+        .outerjoin(Aggregate, (Aggregate.job_id == Item.job_id) & (Aggregate.item_id == Item.id))  # type: ignore[arg-type]
+        .where(Item.job_id == job_id, Item.is_golden.is_(False), Item.id > after)  # type: ignore[attr-defined, operator]
+        .order_by(Item.id)  # type: ignore[arg-type]
+        .limit(limit + 1)
+    ).all()
+    page = [_row(r) for r in rows[:limit]]
+    next_after = page[-1]["item_id"] if len(rows) > limit else None
+    return page, next_after
+
+
+def _row(r: Any) -> dict[str, Any]:
+    return {"item_id": r[0], "label": r[1], "confidence": r[2], "method": r[3], "version": r[4],
+            "answers": r[5] or 0}
+
+
+def iter_results(session: Session, job_id: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
+    after = 0
+    while True:
+        page, next_after = results_page(session, job_id, after, batch)
+        yield from page
+        if next_after is None:
+            return
+        after = next_after
+
+
+def export_jsonl(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    for row in rows:
+        yield json.dumps(row) + "\n"
+
+
+def export_csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def worker_quality(session: Session, job_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(WorkerQuality).where(WorkerQuality.job_id == job_id).order_by(WorkerQuality.worker_id)  # type: ignore[arg-type]
+    ).scalars()
+    return [
+        {"worker_id": q.worker_id, "answers": q.answers, "golden_seen": q.golden_seen,
+         "golden_correct": q.golden_correct, "golden_accuracy": q.golden_accuracy,
+         "agreement": q.agreement}
+        for q in rows
+    ]
+
+
+def quality_summary(session: Session, job_id: int) -> dict[str, Any]:
+    rows = worker_quality(session, job_id)
+    scored = [r["golden_accuracy"] for r in rows if r["golden_accuracy"] is not None]
+    return {
+        "workers": len(rows),
+        "mean_golden_accuracy": round(sum(scored) / len(scored), 4) if scored else None,
+    }
+
+
+def worker_quality_of(session: Session, worker_id: int) -> list[dict[str, Any]]:
+    """A worker's own quality per job, as of the last aggregation (never per answer)."""
+    rows = session.execute(
+        select(WorkerQuality).where(WorkerQuality.worker_id == worker_id).order_by(WorkerQuality.job_id)  # type: ignore[arg-type]
+    ).scalars()
+    return [
+        {"job_id": q.job_id, "answers": q.answers, "golden_seen": q.golden_seen,
+         "golden_correct": q.golden_correct, "golden_accuracy": q.golden_accuracy,
+         "agreement": q.agreement}
+        for q in rows
+    ]

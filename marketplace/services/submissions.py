@@ -1,0 +1,164 @@
+"""The hot path's second half: submit a task's answers once, or skip it.
+
+The assignment row is locked for the whole submit, so a submit and the expiry sweep (or a
+retry of the same submit) never both act on it. A submit counts as in time when it arrives
+before the deadline; the sweep waits a grace period past the deadline before it reclaims.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, insert, select, update
+from sqlmodel import Session
+
+from marketplace.errors import Conflict, Invalid, NotFound
+from marketplace.models import Answer, Assignment, AssignmentItem, Item, Job, Slot, utcnow
+from marketplace.services.leasing import release_assignments
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    id: int
+    state: str
+    answers: int
+    submitted_at: datetime
+    answer_ids: tuple[int, ...] = ()
+    job_id: int = 0
+    job_finished: bool = False
+    replayed: bool = False
+
+
+def _locked_assignment(session: Session, worker_id: int, assignment_id: int) -> Assignment:
+    assignment = session.execute(
+        select(Assignment).where(Assignment.id == assignment_id).with_for_update()
+    ).scalar_one_or_none()
+    if assignment is None or assignment.worker_id != worker_id:
+        raise NotFound(f"assignment {assignment_id} not found")
+    return assignment
+
+
+def submit(
+    session: Session,
+    worker_id: int,
+    assignment_id: int,
+    answers: list[dict[str, Any]],
+    idempotency_key: str | None = None,
+    received_at: datetime | None = None,
+) -> SubmitResult:
+    """Store one answer per task item; a retry with the same key returns the first result."""
+    received_at = received_at or utcnow()
+    assignment = _locked_assignment(session, worker_id, assignment_id)
+    if assignment.state == "submitted":
+        if idempotency_key and assignment.idempotency_key == idempotency_key:
+            session.commit()
+            return _result(session, assignment, replayed=True)
+        raise Conflict("assignment already submitted")
+    if assignment.state != "leased":
+        raise Conflict(f"assignment is {assignment.state}")
+    if received_at > assignment.expires_at:
+        raise Conflict("the lease expired before this submit arrived")
+    job = session.get(Job, assignment.job_id)
+    assert job is not None
+    task = session.execute(
+        select(AssignmentItem.id, AssignmentItem.item_id, AssignmentItem.round, Item.is_golden, Item.answer)
+        .join(Item, Item.id == AssignmentItem.item_id)  # type: ignore[arg-type]
+        .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
+    ).all()
+    by_ref = {row.id: row for row in task}
+    _check_answers(answers, by_ref, job.annotation["labels"])
+    rows = []
+    for answer in answers:
+        ref = by_ref[answer["item_id"]]
+        rows.append({
+            "job_id": assignment.job_id, "item_id": ref.item_id, "worker_id": worker_id,
+            "assignment_id": assignment_id, "round": ref.round, "label": answer["label"],
+            "is_golden": ref.is_golden,
+            "correct": (answer["label"] == ref.answer) if ref.is_golden else None,
+            "excluded": False, "created_at": received_at,
+        })
+    answer_ids = session.execute(insert(Answer).returning(Answer.id), rows).scalars().all()
+    assignment.state = "submitted"
+    assignment.finished_at = received_at
+    assignment.idempotency_key = idempotency_key
+    session.add(assignment)
+    session.flush()
+    finished = _job_finished(session, assignment.job_id)
+    session.commit()
+    return SubmitResult(
+        id=assignment_id, state="submitted", answers=len(rows), submitted_at=received_at,
+        answer_ids=tuple(answer_ids), job_id=assignment.job_id, job_finished=finished,
+    )
+
+
+def _check_answers(answers: list[dict[str, Any]], by_ref: dict[int, Any], labels: list[str]) -> None:
+    allowed = set(labels)
+    for index, answer in enumerate(answers):
+        if answer["item_id"] not in by_ref:
+            raise Invalid(f"answers.{index}.item_id", "not an item of this task")
+        if answer["label"] not in allowed:
+            raise Invalid(f"answers.{index}.label", f"not one of the job's labels {labels}")
+    missing = sorted(set(by_ref) - {a["item_id"] for a in answers})
+    if missing:
+        raise Invalid("answers", f"every item of the task needs an answer; missing {missing}")
+
+
+def _job_finished(session: Session, job_id: int) -> bool:
+    """No free slots and no open leases: every answer the job wants is in."""
+    pending = session.execute(
+        select(
+            exists().where(Slot.job_id == job_id)
+            | exists().where(Assignment.job_id == job_id, Assignment.state == "leased")
+        )
+    ).scalar_one()
+    if pending:
+        return False
+    session.execute(
+        update(Job).where(Job.id == job_id, Job.state == "running").values(state="completed", updated_at=utcnow())  # type: ignore[arg-type]
+    )
+    return True
+
+
+def _result(session: Session, assignment: Assignment, *, replayed: bool) -> SubmitResult:
+    count = len(
+        session.execute(select(Answer.id).where(Answer.job_id == assignment.job_id, Answer.assignment_id == assignment.id)).all()
+    )
+    assert assignment.id is not None and assignment.finished_at is not None
+    return SubmitResult(
+        id=assignment.id, state=assignment.state, answers=count,
+        submitted_at=assignment.finished_at, job_id=assignment.job_id, replayed=replayed,
+    )
+
+
+def skip(session: Session, worker_id: int, assignment_id: int) -> SubmitResult:
+    """Give a task back: its real slots return to the pool; the worker won't see them again."""
+    assignment = _locked_assignment(session, worker_id, assignment_id)
+    if assignment.state != "leased":
+        raise Conflict(f"assignment is {assignment.state}")
+    now = utcnow()
+    release_assignments(session, assignment.job_id, [assignment_id], "skipped", now)
+    session.commit()
+    return SubmitResult(id=assignment_id, state="skipped", answers=0, submitted_at=now, job_id=assignment.job_id)
+
+
+def get_assignment(session: Session, worker_id: int, assignment_id: int) -> dict[str, Any]:
+    """A worker's own assignment, as it was leased (items and state)."""
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None or assignment.worker_id != worker_id:
+        raise NotFound(f"assignment {assignment_id} not found")
+    job = session.get(Job, assignment.job_id)
+    assert job is not None
+    rows = session.execute(
+        select(AssignmentItem.id, Item.data)
+        .join(Item, Item.id == AssignmentItem.item_id)  # type: ignore[arg-type]
+        .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
+        .order_by(AssignmentItem.position)  # type: ignore[arg-type]
+    ).all()
+    return {
+        "id": assignment.id, "state": assignment.state, "expires_at": assignment.expires_at,
+        "items": [{"id": r.id, "data": r.data} for r in rows],
+        "job": {"id": job.id, "title": job.title, "instructions": job.instructions,
+                "annotation": job.annotation},
+    }

@@ -1,0 +1,70 @@
+"""Background jobs. Each takes ids, opens what it needs, and is safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import select
+
+from marketplace import create_app, queue
+from marketplace.db import get_engine, session_scope
+from marketplace.models import Job, utcnow
+from marketplace.services import aggregating, leasing
+
+log = logging.getLogger(__name__)
+SWEEP_EVERY = timedelta(seconds=30)
+_apps: dict[int, Flask] = {}
+
+
+def _app() -> Flask:
+    """One app per process (RQ forks a work horse per job; engines must not cross a fork)."""
+    pid = os.getpid()
+    if pid not in _apps:
+        _apps.clear()
+        _apps[pid] = create_app()
+    return _apps[pid]
+
+
+def aggregate_job(job_id: int) -> dict[str, Any]:
+    """Recompute a job's aggregates; answers that arrive meanwhile trigger the next run."""
+    app = _app()
+    redis = queue.get_redis(app)
+    redis.delete(queue.guard_key(queue.AGGREGATE_JOB, job_id))
+    with session_scope(get_engine(app)) as session:
+        summary = aggregating.aggregate_job(session, job_id)
+    log.info("aggregated %s", summary)
+    return summary
+
+
+def sweep() -> dict[str, Any]:
+    """Housekeeping no operator has to remember: expire leases, finish jobs, catch up on
+    aggregation that a lost Redis forgot. Reschedules itself."""
+    app = _app()
+    redis = queue.get_redis(app)
+    redis.delete(queue.guard_key(queue.SWEEP_JOB))
+    now = utcnow()
+    expired, due = 0, []
+    with session_scope(get_engine(app)) as session:
+        job_ids = session.execute(
+            select(Job.id).where(Job.state.in_(("running", "paused", "completed")))  # type: ignore[attr-defined]
+        ).scalars().all()
+        for job_id in job_ids:
+            expired += leasing.reclaim_expired(session, job_id, now)
+            run = aggregating.last_run(session, job_id)
+            latest = aggregating.latest_answer_id(session, job_id)
+            if latest and (run is None or run.last_answer_id < latest):
+                due.append(job_id)
+    for job_id in due:
+        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
+    schedule_sweep(app)
+    return {"expired": expired, "aggregations_due": due}
+
+
+def schedule_sweep(app: Flask, delay: timedelta = SWEEP_EVERY) -> None:
+    redis = queue.get_redis(app)
+    if redis.set(queue.guard_key(queue.SWEEP_JOB), "1", nx=True, ex=int(delay.total_seconds() * 4)):
+        queue.get_queue(redis, app.config["QUEUE_NAME"]).enqueue_in(delay, queue.SWEEP_JOB)
