@@ -73,10 +73,10 @@ def _candidate_jobs(session: Session, job_id: int | None) -> list[Job]:
 
 def _lease_from_job(session: Session, job: Job, worker_id: int, now: datetime) -> LeasedTask | None:
     golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
-    real = _take_slots(session, job, worker_id, job.items_per_task - golden_wanted)
+    golden = _pick_golden(session, job.id, worker_id, golden_wanted)  # type: ignore[arg-type]
+    real = _take_slots(session, job, worker_id, job.items_per_task - len(golden))
     if not real:
         return None  # no golden-only tasks: golden items ride along with real work
-    golden = _pick_golden(session, job.id, worker_id, golden_wanted)  # type: ignore[arg-type]
     entries = [(item_id, round_no) for item_id, round_no in real] + [(g, None) for g in golden]
     _rng.shuffle(entries)
     expires_at = now + timedelta(seconds=job.lease_seconds)

@@ -106,14 +106,16 @@ def _check_answers(answers: list[dict[str, Any]], by_ref: dict[int, Any], labels
 
 
 def _job_finished(session: Session, job_id: int) -> bool:
-    """No free slots and no open leases: every answer the job wants is in."""
-    pending = session.execute(
-        select(
-            exists().where(Slot.job_id == job_id)
-            | exists().where(Assignment.job_id == job_id, Assignment.state == "leased")
-        )
-    ).scalar_one()
-    if pending:
+    """No free slots and no open leases: every answer the job wants is in.
+
+    The job row is locked only once the pool is empty, so that of the last concurrent
+    submits one sees the others committed (READ COMMITTED), without serialising the rest.
+    """
+    if session.execute(select(exists().where(Slot.job_id == job_id))).scalar_one():
+        return False
+    session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
+    open_leases = exists().where(Assignment.job_id == job_id, Assignment.state == "leased")
+    if session.execute(select(open_leases | exists().where(Slot.job_id == job_id))).scalar_one():
         return False
     session.execute(
         update(Job).where(Job.id == job_id, Job.state == "running").values(state="completed", updated_at=utcnow())  # type: ignore[arg-type]
