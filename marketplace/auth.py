@@ -46,9 +46,11 @@ def _lookup(key_hash: str) -> Principal | None:
     hit = _cache.get(key_hash)
     if hit and hit[0] > now:
         return hit[1]
-    row = get_session().execute(
-        select(Account.id, Account.role, Account.status).where(Account.key_hash == key_hash)
-    ).first()
+    row = (
+        get_session()
+        .execute(select(Account.id, Account.role, Account.status).where(Account.key_hash == key_hash))
+        .first()
+    )
     principal = Principal(row.id, row.role, row.status) if row else None
     if len(_cache) > 100_000:
         _cache.clear()

@@ -77,8 +77,18 @@ def serve(bind: str, processes: int, threads: int) -> None:
     """Run the API under gunicorn (an embedded Redis is started when REDIS_URL is unset)."""
     env = _resolved_env()
     command = [
-        sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(processes),
-        "--threads", str(threads), "--access-logfile", "-", "marketplace.wsgi:app",
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        bind,
+        "--workers",
+        str(processes),
+        "--threads",
+        str(threads),
+        "--access-logfile",
+        "-",
+        "marketplace.wsgi:app",
     ]
     raise SystemExit(subprocess.call(command, env=env))
 
@@ -104,5 +114,8 @@ def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency:
     """Run the whole loop on a simulated crowd through the real HTTP API, then report."""
     from marketplace.demo import DemoSettings, run_demo
 
-    run_demo(DemoSettings(items=items, workers=crowd_size, spammers=spammers, golden_share=golden,
-                          concurrency=concurrency, seed=seed))
+    run_demo(
+        DemoSettings(
+            items=items, workers=crowd_size, spammers=spammers, golden_share=golden, concurrency=concurrency, seed=seed
+        )
+    )

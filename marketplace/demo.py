@@ -70,8 +70,13 @@ def _environment(data_dir: Path) -> dict[str, str]:
 
     config = load({"DATA_DIR": str(data_dir)})
     env = dict(os.environ)
-    env.update({"MARKETPLACE_DATA_DIR": str(data_dir), "DATABASE_URL": str(config["DATABASE_URL"]),
-                "REDIS_URL": redis_url(config)})
+    env.update(
+        {
+            "MARKETPLACE_DATA_DIR": str(data_dir),
+            "DATABASE_URL": str(config["DATABASE_URL"]),
+            "REDIS_URL": redis_url(config),
+        }
+    )
     return env
 
 
@@ -119,8 +124,22 @@ def run_demo(settings: DemoSettings) -> None:
     upgrade(env["DATABASE_URL"])
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    server = _start([sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "2",
-                     "--threads", "8", "marketplace.wsgi:app"], env, data_dir / "api.log")
+    server = _start(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "--threads",
+            "8",
+            "marketplace.wsgi:app",
+        ],
+        env,
+        data_dir / "api.log",
+    )
     rq_worker = _start([sys.executable, "-m", "marketplace", "worker"], env, data_dir / "worker.log")
     try:
         _wait_healthy(base, server)
@@ -161,13 +180,22 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
     crowd = _crowd(settings)
     for worker in crowd:
         worker.id, worker.key = account("worker", worker.name)
-    job = _ok(client.post("/v1/jobs", headers=requester, json={
-        "title": "Which animal is in the picture?",
-        "instructions": "Pick the animal you see in the image.",
-        "annotation": {"type": "classification", "labels": LABELS},
-        "overlap": settings.overlap, "golden_ratio": 0.1, "items_per_task": settings.items_per_task,
-        "reward_cents": 2, "aggregation": "dawid_skene",
-    }))
+    job = _ok(
+        client.post(
+            "/v1/jobs",
+            headers=requester,
+            json={
+                "title": "Which animal is in the picture?",
+                "instructions": "Pick the animal you see in the image.",
+                "annotation": {"type": "classification", "labels": LABELS},
+                "overlap": settings.overlap,
+                "golden_ratio": 0.1,
+                "items_per_task": settings.items_per_task,
+                "reward_cents": 2,
+                "aggregation": "dawid_skene",
+            },
+        )
+    )
     truth: dict[str, str] = {}
     items: list[dict[str, Any]] = []
     golden_count = round(settings.items * settings.golden_share)
@@ -180,9 +208,11 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
         items.append(item)
     added = _ok(client.post(f"/v1/jobs/{job['id']}/items", json=items, headers=requester))
     _ok(client.post(f"/v1/jobs/{job['id']}/launch", headers=requester))
-    click.echo(f"job {job['id']}: {added['added']} items ({added['golden']} golden), overlap "
-               f"{settings.overlap}, {len(crowd)} workers ({settings.spammers} spammers), "
-               f"{settings.concurrency} concurrent")
+    click.echo(
+        f"job {job['id']}: {added['added']} items ({added['golden']} golden), overlap "
+        f"{settings.overlap}, {len(crowd)} workers ({settings.spammers} spammers), "
+        f"{settings.concurrency} concurrent"
+    )
     stats = Stats()
     started = time.perf_counter()
     _work(settings, base, crowd, truth, stats, job["id"], client, requester)
@@ -193,19 +223,30 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
 
 def _ok(response: httpx.Response) -> Any:
     if response.status_code >= 400:
-        raise click.ClickException(f"{response.request.method} {response.request.url.path}: "
-                                   f"{response.status_code} {response.text[:300]}")
+        raise click.ClickException(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:300]}"
+        )
     return response.json()
 
 
-def _work(settings: DemoSettings, base: str, crowd: list[SimWorker], truth: dict[str, str],
-          stats: Stats, job_id: int, client: httpx.Client, requester: dict[str, str]) -> None:
+def _work(
+    settings: DemoSettings,
+    base: str,
+    crowd: list[SimWorker],
+    truth: dict[str, str],
+    stats: Stats,
+    job_id: int,
+    client: httpx.Client,
+    requester: dict[str, str],
+) -> None:
     """Workers take turns on `concurrency` threads until the pool has nothing for any of them."""
     idle: queue_module.Queue[SimWorker] = queue_module.Queue()
     for worker in crowd:
         idle.put(worker)
-    threads = [threading.Thread(target=_crowd_thread, args=(base, idle, truth, stats, settings.seed + n), daemon=True)
-               for n in range(settings.concurrency)]
+    threads = [
+        threading.Thread(target=_crowd_thread, args=(base, idle, truth, stats, settings.seed + n), daemon=True)
+        for n in range(settings.concurrency)
+    ]
     for thread in threads:
         thread.start()
     wanted = (settings.items - round(settings.items * settings.golden_share)) * settings.overlap
@@ -213,11 +254,15 @@ def _work(settings: DemoSettings, base: str, crowd: list[SimWorker], truth: dict
         time.sleep(1.0)
         job = client.get(f"/v1/jobs/{job_id}", headers=requester).json()
         done = job["progress"]["answers"]
-        click.echo(f"  {done:>6}/{wanted} answers, {stats.answers} incl. golden, "
-                   f"{len(stats.errors)} errors, state {job['state']}")
+        click.echo(
+            f"  {done:>6}/{wanted} answers, {stats.answers} incl. golden, "
+            f"{len(stats.errors)} errors, state {job['state']}"
+        )
 
 
-def _crowd_thread(base: str, idle: queue_module.Queue[SimWorker], truth: dict[str, str], stats: Stats, seed: int) -> None:
+def _crowd_thread(
+    base: str, idle: queue_module.Queue[SimWorker], truth: dict[str, str], stats: Stats, seed: int
+) -> None:
     rng = random.Random(seed)
     with httpx.Client(base_url=base, timeout=60) as client:
         while True:
@@ -242,8 +287,10 @@ def _cycle(client: httpx.Client, worker: SimWorker, truth: dict[str, str], stats
             stats.errors.append(f"lease {lease.status_code}")
         return len(stats.errors) < 50
     task = lease.json()
-    answers = [{"item_id": item["id"], "label": _answer(worker, truth[item["data"]["image_url"]], rng)}
-               for item in task["items"]]
+    answers = [
+        {"item_id": item["id"], "label": _answer(worker, truth[item["data"]["image_url"]], rng)}
+        for item in task["items"]
+    ]
     headers["Idempotency-Key"] = f"demo-{task['id']}"
     submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
     t2 = time.perf_counter()
@@ -258,7 +305,9 @@ def _cycle(client: httpx.Client, worker: SimWorker, truth: dict[str, str], stats
     return True
 
 
-def _wait_aggregated(client: httpx.Client, job_id: int, requester: dict[str, str], seconds: float = 300) -> dict[str, Any]:
+def _wait_aggregated(
+    client: httpx.Client, job_id: int, requester: dict[str, str], seconds: float = 300
+) -> dict[str, Any]:
     """Wait until the background aggregation has used every answer of the finished job."""
     deadline = time.monotonic() + seconds
     client.post(f"/v1/jobs/{job_id}/aggregate", headers=requester)
@@ -279,9 +328,19 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _report(settings: DemoSettings, client: httpx.Client, job_id: int, requester: dict[str, str],
-            crowd: list[SimWorker], truth: dict[str, str], items: list[dict[str, Any]], stats: Stats,
-            elapsed: float, job: dict[str, Any], env: dict[str, str]) -> None:
+def _report(
+    settings: DemoSettings,
+    client: httpx.Client,
+    job_id: int,
+    requester: dict[str, str],
+    crowd: list[SimWorker],
+    truth: dict[str, str],
+    items: list[dict[str, Any]],
+    stats: Stats,
+    elapsed: float,
+    job: dict[str, Any],
+    env: dict[str, str],
+) -> None:
     import aggregation
     from marketplace.db import make_engine, session_scope
     from marketplace.services.aggregating import load_answers, load_golden
@@ -309,15 +368,21 @@ def _report(settings: DemoSettings, client: httpx.Client, job_id: int, requester
     mv_labels = {int(task): label for task, label in mv.labels.items() if task not in golden.index}
     cycles = len(stats.submit_ms)
     click.echo("\n== report ==")
-    click.echo(f"items {len(served)} real + {len(golden)} golden; answers collected "
-               f"{job['progress']['answers']} real + {job['progress']['golden_answers']} golden "
-               f"(wanted {job['progress']['answers_wanted']}); errors {len(stats.errors)}")
-    click.echo(f"accuracy vs truth: dawid-skene (served by the API, {results[0]['method'] if results else '-'}) "
-               f"{accuracy(served):.3f}; majority vote {accuracy(mv_labels):.3f}")
-    click.echo(f"throughput: {cycles / elapsed:.0f} lease+submit cycles/s, {stats.answers / elapsed:.0f} answers/s "
-               f"over {elapsed:.1f}s; lease p50 {statistics.median(stats.lease_ms):.1f} ms "
-               f"p99 {_percentile(stats.lease_ms, 0.99):.1f} ms; submit p50 {statistics.median(stats.submit_ms):.1f} ms "
-               f"p99 {_percentile(stats.submit_ms, 0.99):.1f} ms")
+    click.echo(
+        f"items {len(served)} real + {len(golden)} golden; answers collected "
+        f"{job['progress']['answers']} real + {job['progress']['golden_answers']} golden "
+        f"(wanted {job['progress']['answers_wanted']}); errors {len(stats.errors)}"
+    )
+    click.echo(
+        f"accuracy vs truth: dawid-skene (served by the API, {results[0]['method'] if results else '-'}) "
+        f"{accuracy(served):.3f}; majority vote {accuracy(mv_labels):.3f}"
+    )
+    click.echo(
+        f"throughput: {cycles / elapsed:.0f} lease+submit cycles/s, {stats.answers / elapsed:.0f} answers/s "
+        f"over {elapsed:.1f}s; lease p50 {statistics.median(stats.lease_ms):.1f} ms "
+        f"p99 {_percentile(stats.lease_ms, 0.99):.1f} ms; submit p50 {statistics.median(stats.submit_ms):.1f} ms "
+        f"p99 {_percentile(stats.submit_ms, 0.99):.1f} ms"
+    )
     scores = {int(q["worker_id"]): q for q in _ok(client.get(f"/v1/jobs/{job_id}/workers", headers=requester))}
     click.echo("\nworker          true acc  golden seen  golden acc (smoothed)  agreement")
     for worker in sorted(crowd, key=lambda w: -1 if w.accuracy is None else w.accuracy):
@@ -325,9 +390,11 @@ def _report(settings: DemoSettings, client: httpx.Client, job_id: int, requester
         true_acc = "spam" if worker.accuracy is None else f"{worker.accuracy:.2f}"
         golden_acc = q.get("golden_accuracy")
         agreement = q.get("agreement")
-        click.echo(f"{worker.name:<15} {true_acc:>8}  {q.get('golden_seen', 0):>11}  "
-                   f"{'-' if golden_acc is None else f'{golden_acc:.2f}':>21}  "
-                   f"{'-' if agreement is None else f'{agreement:.2f}':>9}")
+        click.echo(
+            f"{worker.name:<15} {true_acc:>8}  {q.get('golden_seen', 0):>11}  "
+            f"{'-' if golden_acc is None else f'{golden_acc:.2f}':>21}  "
+            f"{'-' if agreement is None else f'{agreement:.2f}':>9}"
+        )
 
 
 def _item_truth(session: Any, job_id: int, truth: dict[str, str]) -> dict[int, str]:

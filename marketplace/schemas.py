@@ -48,17 +48,11 @@ class JobCreateSchema(Schema):
     instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
     annotation = fields.Nested(AnnotationSchema, required=True)
     overlap = fields.Integer(strict=True, load_default=3, validate=validate.Range(1, 50))
-    golden_ratio = fields.Float(
-        load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9)
-    )
+    golden_ratio = fields.Float(load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9))
     items_per_task = fields.Integer(strict=True, load_default=5, validate=validate.Range(1, 100))
     reward_cents = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, 100_000))
-    aggregation = fields.String(
-        load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS)
-    )
-    lease_seconds = fields.Integer(
-        strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600)
-    )
+    aggregation = fields.String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
+    lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
 
 
 class JobSchema(Schema):
@@ -127,9 +121,7 @@ class AnswerInSchema(Schema):
 
 
 class SubmitSchema(Schema):
-    answers = fields.List(
-        fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100)
-    )
+    answers = fields.List(fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100))
 
     @validates_schema
     def _distinct_items(self, data: dict[str, Any], **_: Any) -> None:
@@ -166,9 +158,7 @@ class ResultsPageSchema(Schema):
 
 
 class AccountCreateSchema(Schema):
-    role = fields.String(
-        required=True, validate=validate.OneOf(("requester", "worker", "operator"))
-    )
+    role = fields.String(required=True, validate=validate.OneOf(("requester", "worker", "operator")))
     name = fields.String(required=True, validate=validate.Length(1, 200))
 
 

@@ -82,8 +82,12 @@ def redis() -> Iterator[Redis]:
 
 
 def make_app(database_url: str, **extra: Any) -> Flask:
-    config = {"TESTING": True, "DATABASE_URL": database_url, "REDIS_URL": REDIS_URL,
-              "DATA_DIR": "/tmp/marketplace-tests"}
+    config = {
+        "TESTING": True,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": REDIS_URL,
+        "DATA_DIR": "/tmp/marketplace-tests",
+    }
     config.update(extra)
     auth.forget()
     return create_app(config)
@@ -134,17 +138,27 @@ LABELS = ["cat", "dog", "bird"]
 
 def job_body(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "title": "animals", "instructions": "pick the animal",
+        "title": "animals",
+        "instructions": "pick the animal",
         "annotation": {"type": "classification", "labels": LABELS},
-        "overlap": 3, "golden_ratio": 0.2, "items_per_task": 5, "reward_cents": 2,
+        "overlap": 3,
+        "golden_ratio": 0.2,
+        "items_per_task": 5,
+        "reward_cents": 2,
         "aggregation": "majority_vote",
     }
     body.update(overrides)
     return body
 
 
-def post_job(client: FlaskClient, headers: dict[str, str], items: int = 20, golden: int = 4,
-             launch: bool = True, **overrides: Any) -> dict[str, Any]:
+def post_job(
+    client: FlaskClient,
+    headers: dict[str, str],
+    items: int = 20,
+    golden: int = 4,
+    launch: bool = True,
+    **overrides: Any,
+) -> dict[str, Any]:
     """A job with `items` real items and `golden` golden ones (answer = 'cat')."""
     response = client.post("/v1/jobs", json=job_body(**overrides), headers=headers)
     assert response.status_code == 201, response.get_json()

@@ -27,8 +27,17 @@ def test_db_upgrade_creates_the_schema(db_env: str) -> None:
     engine = make_engine(db_env)
     tables = set(inspect(engine).get_table_names())
     engine.dispose()
-    assert {"account", "job", "item", "slot", "assignment", "assignmentitem", "answer", "aggregate",
-            "alembic_version"} <= tables
+    assert {
+        "account",
+        "job",
+        "item",
+        "slot",
+        "assignment",
+        "assignmentitem",
+        "answer",
+        "aggregate",
+        "alembic_version",
+    } <= tables
 
 
 def test_accounts_create_prints_a_working_key_last(db_env: str, redis: Redis) -> None:

@@ -24,8 +24,9 @@ from tests.conftest import bearer, new_key, post_job
 ITEMS, GOLDEN, OVERLAP = 80, 10, 3
 
 
-def _crowd_round(app: Flask, workers: list[dict[str, str]], job_id: int, threads: int,
-                 abandon: float, skip: float, seed: int) -> dict[str, Any]:
+def _crowd_round(
+    app: Flask, workers: list[dict[str, str]], job_id: int, threads: int, abandon: float, skip: float, seed: int
+) -> dict[str, Any]:
     """Workers spread over threads, each looping until it gets 204."""
     accepted: dict[int, int] = {}
     abandoned: list[int] = []
@@ -54,8 +55,11 @@ def _crowd_round(app: Flask, workers: list[dict[str, str]], job_id: int, threads
                         errors.append("skip failed")
                     continue
                 answers = [{"item_id": i["id"], "label": rng.choice(["cat", "dog", "bird"])} for i in task["items"]]
-                done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers},
-                                   headers={**headers, "Idempotency-Key": f"k{task['id']}"})
+                done = client.post(
+                    f"/v1/assignments/{task['id']}/submit",
+                    json={"answers": answers},
+                    headers={**headers, "Idempotency-Key": f"k{task['id']}"},
+                )
                 if done.status_code != 200:
                     errors.append(f"submit {done.status_code} {done.get_data(as_text=True)[:200]}")
                     return
@@ -75,8 +79,16 @@ def _crowd_round(app: Flask, workers: list[dict[str, str]], job_id: int, threads
 def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> None:
     client = pg_app.test_client()
     requester = bearer(new_key(pg_app, "requester"))
-    job = post_job(client, requester, items=ITEMS, golden=GOLDEN, overlap=OVERLAP,
-                   items_per_task=4, golden_ratio=0.25, lease_seconds=600)
+    job = post_job(
+        client,
+        requester,
+        items=ITEMS,
+        golden=GOLDEN,
+        overlap=OVERLAP,
+        items_per_task=4,
+        golden_ratio=0.25,
+        lease_seconds=600,
+    )
     workers = [bearer(new_key(pg_app, "worker", f"w{i}")) for i in range(30)]
 
     first = _crowd_round(pg_app, workers, job["id"], threads=12, abandon=0.15, skip=0.1, seed=1)
@@ -103,17 +115,29 @@ def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> 
         for item, round_no in real:
             rounds.setdefault(item, set()).add(round_no)
         assert all(r == set(range(OVERLAP)) for r in rounds.values())
-        pairs = session.execute(select(AssignmentItem.worker_id, AssignmentItem.item_id).where(AssignmentItem.job_id == job["id"])).all()
+        pairs = session.execute(
+            select(AssignmentItem.worker_id, AssignmentItem.item_id).where(AssignmentItem.job_id == job["id"])
+        ).all()
         assert len(pairs) == len(set(pairs)), "a worker saw an item twice"
         answer_pairs = session.execute(select(Answer.worker_id, Answer.item_id).where(Answer.job_id == job["id"])).all()
         assert len(answer_pairs) == len(set(answer_pairs)), "a worker answered an item twice"
-        stored = dict(session.execute(
-            select(Answer.assignment_id, func.count()).where(Answer.job_id == job["id"]).group_by(Answer.assignment_id)
-        ).tuples().all())
+        stored = dict(
+            session.execute(
+                select(Answer.assignment_id, func.count())
+                .where(Answer.job_id == job["id"])
+                .group_by(Answer.assignment_id)
+            )
+            .tuples()
+            .all()
+        )
         assert stored == accepted, "an accepted submit is missing or differs"
-        states = dict(session.execute(
-            select(Assignment.state, func.count()).where(Assignment.job_id == job["id"]).group_by(Assignment.state)
-        ).tuples().all())
+        states = dict(
+            session.execute(
+                select(Assignment.state, func.count()).where(Assignment.job_id == job["id"]).group_by(Assignment.state)
+            )
+            .tuples()
+            .all()
+        )
         assert states.get("expired") == len(first["abandoned"]), "abandoned leases were not all expired"
         assert "leased" not in states
         assert session.execute(select(func.count()).where(Slot.job_id == job["id"])).scalar_one() == 0
@@ -131,7 +155,8 @@ def test_concurrent_retries_of_one_submit_store_it_once(pg_app: Flask) -> None:
 
     def retry() -> None:
         response = pg_app.test_client().post(
-            f"/v1/assignments/{task['id']}/submit", json=body, headers={**worker, "Idempotency-Key": "same"})
+            f"/v1/assignments/{task['id']}/submit", json=body, headers={**worker, "Idempotency-Key": "same"}
+        )
         results.append((response.status_code, response.get_json()))
 
     threads = [threading.Thread(target=retry) for _ in range(8)]

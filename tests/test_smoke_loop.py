@@ -11,7 +11,9 @@ from marketplace.models import Answer
 from tests.conftest import bearer, new_key, post_job
 
 
-def test_crowd_fills_every_item_exactly_to_its_overlap(app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
+def test_crowd_fills_every_item_exactly_to_its_overlap(
+    app: Flask, client: FlaskClient, requester: dict[str, str]
+) -> None:
     job = post_job(client, requester, items=12, golden=3, overlap=3, items_per_task=4)
     workers = [bearer(new_key(app, "worker", f"w{i}")) for i in range(5)]
     seen: dict[int, set[str]] = {i: set() for i in range(5)}
@@ -31,10 +33,15 @@ def test_crowd_fills_every_item_exactly_to_its_overlap(app: Flask, client: Flask
             done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=workers[i])
             assert done.status_code == 200, done.get_json()
     with session_scope(get_engine(app)) as session:
-        per_item = dict(session.execute(
-            select(Answer.item_id, func.count()).where(Answer.job_id == job["id"], Answer.is_golden.is_(False))
-            .group_by(Answer.item_id)
-        ).tuples().all())
+        per_item = dict(
+            session.execute(
+                select(Answer.item_id, func.count())
+                .where(Answer.job_id == job["id"], Answer.is_golden.is_(False))
+                .group_by(Answer.item_id)
+            )
+            .tuples()
+            .all()
+        )
     assert len(per_item) == 12
     assert set(per_item.values()) == {3}
     state = client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()

@@ -18,14 +18,18 @@ class IdConverter(IntegerConverter):
 
 def init_app(app: Flask) -> Api:
     app.url_map.converters["id"] = IdConverter
-    api = Api(app, spec_kwargs={"components": {"securitySchemes": {
-        "bearer": {"type": "http", "scheme": "bearer"}}}, "security": [{"bearer": []}]})
-    api.register_converter(
-        IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID}
+    api = Api(
+        app,
+        spec_kwargs={
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
+        },
     )
-    from marketplace.api import accounts, assignments, jobs
+    api.register_converter(IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
+    from marketplace.api import accounts, assignments, jobs, operators
 
     api.register_blueprint(accounts.blp)
     api.register_blueprint(jobs.blp)
     api.register_blueprint(assignments.blp)
+    api.register_blueprint(operators.blp)
     return api

@@ -41,15 +41,12 @@ class Me(MethodView):
         principal = current_principal()
         account = session.get(Account, principal.id)
         assert account is not None
-        me: dict[str, Any] = {"id": account.id, "role": account.role, "name": account.name,
-                              "status": account.status}
+        me: dict[str, Any] = {"id": account.id, "role": account.role, "name": account.name, "status": account.status}
         if account.role == "worker":
             me["assignments_submitted"] = session.execute(
                 select(func.count()).where(Assignment.worker_id == account.id, Assignment.state == "submitted")
             ).scalar_one()
-            me["answers"] = session.execute(
-                select(func.count()).where(Answer.worker_id == account.id)
-            ).scalar_one()
+            me["answers"] = session.execute(select(func.count()).where(Answer.worker_id == account.id)).scalar_one()
             me["earnings_cents"] = 0  # payouts are not built yet (issue: money)
             me["quality"] = worker_quality_of(session, account.id)  # type: ignore[arg-type]
         return me

@@ -100,9 +100,15 @@ def _parse_items() -> list[dict[str, Any]]:
 class Items(MethodView):
     @require("requester")
     @blp.response(201, ItemsAddedSchema)
-    @blp.doc(requestBody={"required": True, "content": {
-        "application/json": {"schema": {"type": "array", "items": ItemInSchema}},
-        "application/x-ndjson": {"schema": {"type": "string"}}}})
+    @blp.doc(
+        requestBody={
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"type": "array", "items": ItemInSchema}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        }
+    )
     def post(self, job_id: int) -> dict[str, Any]:
         """Add items in bulk, in one transaction; an item with `answer` is golden."""
         session = get_session()
@@ -150,8 +156,11 @@ class Results(MethodView):
         else:
             body, mimetype = result_service.export_jsonl(rows), "application/x-ndjson"
         filename = f"job-{job.id}-results.{query['format']}"
-        return Response(stream_with_context(body), mimetype=mimetype,
-                        headers={"Content-Disposition": f"attachment; filename={filename}"})
+        return Response(
+            stream_with_context(body),
+            mimetype=mimetype,
+            headers={"Content-Disposition": f"attachment; filename={filename}"},
+        )
 
 
 @blp.route("/<id:job_id>/workers")

@@ -54,21 +54,43 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     now = utcnow()
     session.execute(delete(Aggregate).where(Aggregate.job_id == job_id))  # type: ignore[arg-type]
     if len(real):
-        session.execute(insert(Aggregate), [
-            {"job_id": job_id, "item_id": int(task), "label": str(label),
-             "confidence": float(result.confidence[task]), "method": result.method,
-             "version": result.version, "answers": int(result.answers_used[task]), "updated_at": now}
-            for task, label in real.items()
-        ])
+        session.execute(
+            insert(Aggregate),
+            [
+                {
+                    "job_id": job_id,
+                    "item_id": int(task),
+                    "label": str(label),
+                    "confidence": float(result.confidence[task]),
+                    "method": result.method,
+                    "version": result.version,
+                    "answers": int(result.answers_used[task]),
+                    "updated_at": now,
+                }
+                for task, label in real.items()
+            ],
+        )
     _store_quality(session, job_id, answers, golden, real)
     seconds = time.perf_counter() - started
-    session.add(AggregationRun(
-        job_id=job_id, method=result.method, version=result.version, answers_used=len(answers),
-        last_answer_id=last_id, items=len(real), seconds=round(seconds, 4),
-    ))
+    session.add(
+        AggregationRun(
+            job_id=job_id,
+            method=result.method,
+            version=result.version,
+            answers_used=len(answers),
+            last_answer_id=last_id,
+            items=len(real),
+            seconds=round(seconds, 4),
+        )
+    )
     session.commit()
-    return {"job_id": job_id, "items": len(real), "answers": len(answers), "method": result.method,
-            "seconds": round(seconds, 3)}
+    return {
+        "job_id": job_id,
+        "items": len(real),
+        "answers": len(answers),
+        "method": result.method,
+        "seconds": round(seconds, 3),
+    }
 
 
 def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series) -> None:
@@ -80,14 +102,20 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
     rows = []
     for worker, n in counts.items():
         score = scores.loc[worker] if worker in scores.index else None
-        rows.append({
-            "job_id": job_id, "worker_id": int(worker), "answers": int(n),
-            "golden_seen": int(score["golden_seen"]) if score is not None else 0,
-            "golden_correct": int(score["golden_correct"]) if score is not None else 0,
-            "golden_accuracy": float(score["golden_accuracy"]) if score is not None and score["golden_seen"] else None,
-            "agreement": float(agree[worker]) if worker in agree.index else None,
-            "updated_at": now,
-        })
+        rows.append(
+            {
+                "job_id": job_id,
+                "worker_id": int(worker),
+                "answers": int(n),
+                "golden_seen": int(score["golden_seen"]) if score is not None else 0,
+                "golden_correct": int(score["golden_correct"]) if score is not None else 0,
+                "golden_accuracy": float(score["golden_accuracy"])
+                if score is not None and score["golden_seen"]
+                else None,
+                "agreement": float(agree[worker]) if worker in agree.index else None,
+                "updated_at": now,
+            }
+        )
     if rows:
         session.execute(insert(WorkerQuality), rows)
 
@@ -99,4 +127,6 @@ def last_run(session: Session, job_id: int) -> AggregationRun | None:
 
 
 def latest_answer_id(session: Session, job_id: int) -> int:
-    return int(session.execute(select(func.coalesce(func.max(Answer.id), 0)).where(Answer.job_id == job_id)).scalar_one())
+    return int(
+        session.execute(select(func.coalesce(func.max(Answer.id), 0)).where(Answer.job_id == job_id)).scalar_one()
+    )

@@ -61,8 +61,13 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
         if answer is not None and answer not in labels:
             raise Invalid(f"{index}.answer", "not one of the job's labels")
     rows = [
-        {"job_id": job.id, "data": item["data"], "is_golden": "answer" in item,
-         "answer": item.get("answer"), "created_at": utcnow()}
+        {
+            "job_id": job.id,
+            "data": item["data"],
+            "is_golden": "answer" in item,
+            "answer": item.get("answer"),
+            "created_at": utcnow(),
+        }
         for item in items
     ]
     random.shuffle(rows)
@@ -84,11 +89,10 @@ def _fill_pool(session: Session, job: Job, item_ids: list[int] | None) -> None:
     for round_no in range(job.overlap):
         if item_ids is None:
             source = select(Item.job_id, Item.id, literal(round_no)).where(
-                Item.job_id == job.id, Item.is_golden.is_(False)  # type: ignore[attr-defined]
+                Item.job_id == job.id,
+                Item.is_golden.is_(False),  # type: ignore[attr-defined]
             )
-            session.execute(
-                insert(Slot).from_select(["job_id", "item_id", "round"], source)
-            )
+            session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))
         else:
             session.execute(
                 insert(Slot),
@@ -143,9 +147,7 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
     answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(False)))  # type: ignore[attr-defined]
     golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True)))  # type: ignore[attr-defined]
     free = count(select(func.count()).where(Slot.job_id == job_id))
-    open_leases = count(
-        select(func.count()).where(Assignment.job_id == job_id, Assignment.state == "leased")
-    )
+    open_leases = count(select(func.count()).where(Assignment.job_id == job_id, Assignment.state == "leased"))
     leased_slots = count(
         select(func.count())
         .select_from(AssignmentItem)
@@ -158,8 +160,7 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
     )
     aggregated = count(select(func.count()).where(Aggregate.job_id == job_id))
     run = session.execute(
-        select(AggregationRun).where(AggregationRun.job_id == job_id)
-        .order_by(AggregationRun.id.desc()).limit(1)  # type: ignore[union-attr]
+        select(AggregationRun).where(AggregationRun.job_id == job_id).order_by(AggregationRun.id.desc()).limit(1)  # type: ignore[union-attr]
     ).scalar_one_or_none()
     wanted = items * job.overlap
     return {
@@ -173,8 +174,14 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
         "open_leases": open_leases,
         "items_aggregated": aggregated,
         "done": round(answers / wanted, 4) if wanted else 0.0,
-        "last_aggregation": None if run is None else {
-            "method": run.method, "version": run.version, "answers_used": run.answers_used,
-            "items": run.items, "seconds": run.seconds, "at": run.created_at.isoformat(),
+        "last_aggregation": None
+        if run is None
+        else {
+            "method": run.method,
+            "version": run.version,
+            "answers_used": run.answers_used,
+            "items": run.items,
+            "seconds": run.seconds,
+            "at": run.created_at.isoformat(),
         },
     }

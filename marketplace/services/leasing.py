@@ -45,9 +45,7 @@ def lease_task(
 ) -> LeasedTask | None:
     """Lease the next task for a worker, or None when there is no work for it."""
     now = now or utcnow()
-    status = session.execute(
-        select(Account.status).where(Account.id == worker_id).with_for_update()
-    ).scalar_one()
+    status = session.execute(select(Account.status).where(Account.id == worker_id).with_for_update()).scalar_one()
     if status != "active":
         session.commit()
         return None
@@ -88,23 +86,30 @@ def _lease_from_job(session: Session, job: Job, worker_id: int, now: datetime) -
     refs = session.execute(
         insert(AssignmentItem).returning(AssignmentItem.id, AssignmentItem.item_id, sort_by_parameter_order=True),
         [
-            {"assignment_id": assignment_id, "job_id": job.id, "worker_id": worker_id,
-             "item_id": item_id, "round": round_no, "position": position}
+            {
+                "assignment_id": assignment_id,
+                "job_id": job.id,
+                "worker_id": worker_id,
+                "item_id": item_id,
+                "round": round_no,
+                "position": position,
+            }
             for position, (item_id, round_no) in enumerate(entries)
         ],
     ).all()
     data = dict(
         session.execute(
             select(Item.id, Item.data).where(Item.job_id == job.id, Item.id.in_([e[0] for e in entries]))  # type: ignore[union-attr]
-        ).tuples().all()
+        )
+        .tuples()
+        .all()
     )
     return LeasedTask(
         id=assignment_id,
         state="leased",
         expires_at=expires_at,
         items=[{"id": ref.id, "data": data[ref.item_id]} for ref in refs],
-        job={"id": job.id, "title": job.title, "instructions": job.instructions,
-             "annotation": job.annotation},
+        job={"id": job.id, "title": job.title, "instructions": job.instructions, "annotation": job.annotation},
     )
 
 
@@ -175,26 +180,28 @@ def _golden_pool(session: Session, job_id: int) -> list[int]:
 
 def reclaim_expired(session: Session, job_id: int, now: datetime, limit: int = 200) -> int:
     """Expire leases past their deadline (plus grace) and put their slots back in the pool."""
-    due = session.execute(
-        select(Assignment.id)
-        .where(
-            Assignment.job_id == job_id,
-            Assignment.state == "leased",
-            Assignment.expires_at < now - EXPIRY_GRACE,  # type: ignore[operator]
+    due = (
+        session.execute(
+            select(Assignment.id)
+            .where(
+                Assignment.job_id == job_id,
+                Assignment.state == "leased",
+                Assignment.expires_at < now - EXPIRY_GRACE,  # type: ignore[operator]
+            )
+            .order_by(Assignment.expires_at)  # type: ignore[arg-type]
+            .limit(limit)
+            .with_for_update(skip_locked=True)
         )
-        .order_by(Assignment.expires_at)  # type: ignore[arg-type]
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     if not due:
         return 0
     release_assignments(session, job_id, list(due), "expired", now)
     return len(due)
 
 
-def release_assignments(
-    session: Session, job_id: int, assignment_ids: list[int], state: str, now: datetime
-) -> None:
+def release_assignments(session: Session, job_id: int, assignment_ids: list[int], state: str, now: datetime) -> None:
     """End open leases (expired, skipped, revoked) and return their real slots to the pool."""
     session.execute(
         update(Assignment)

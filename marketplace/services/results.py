@@ -31,8 +31,7 @@ def results_page(session: Session, job_id: int, after: int, limit: int) -> tuple
 
 
 def _row(r: Any) -> dict[str, Any]:
-    return {"item_id": r[0], "label": r[1], "confidence": r[2], "method": r[3], "version": r[4],
-            "answers": r[5] or 0}
+    return {"item_id": r[0], "label": r[1], "confidence": r[2], "method": r[3], "version": r[4], "answers": r[5] or 0}
 
 
 def iter_results(session: Session, job_id: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
@@ -68,9 +67,14 @@ def worker_quality(session: Session, job_id: int) -> list[dict[str, Any]]:
         select(WorkerQuality).where(WorkerQuality.job_id == job_id).order_by(WorkerQuality.worker_id)  # type: ignore[arg-type]
     ).scalars()
     return [
-        {"worker_id": q.worker_id, "answers": q.answers, "golden_seen": q.golden_seen,
-         "golden_correct": q.golden_correct, "golden_accuracy": q.golden_accuracy,
-         "agreement": q.agreement}
+        {
+            "worker_id": q.worker_id,
+            "answers": q.answers,
+            "golden_seen": q.golden_seen,
+            "golden_correct": q.golden_correct,
+            "golden_accuracy": q.golden_accuracy,
+            "agreement": q.agreement,
+        }
         for q in rows
     ]
 
@@ -90,8 +94,13 @@ def worker_quality_of(session: Session, worker_id: int) -> list[dict[str, Any]]:
         select(WorkerQuality).where(WorkerQuality.worker_id == worker_id).order_by(WorkerQuality.job_id)  # type: ignore[arg-type]
     ).scalars()
     return [
-        {"job_id": q.job_id, "answers": q.answers, "golden_seen": q.golden_seen,
-         "golden_correct": q.golden_correct, "golden_accuracy": q.golden_accuracy,
-         "agreement": q.agreement}
+        {
+            "job_id": q.job_id,
+            "answers": q.answers,
+            "golden_seen": q.golden_seen,
+            "golden_correct": q.golden_correct,
+            "golden_accuracy": q.golden_accuracy,
+            "agreement": q.agreement,
+        }
         for q in rows
     ]

@@ -72,13 +72,20 @@ def submit(
     rows = []
     for answer in answers:
         ref = by_ref[answer["item_id"]]
-        rows.append({
-            "job_id": assignment.job_id, "item_id": ref.item_id, "worker_id": worker_id,
-            "assignment_id": assignment_id, "round": ref.round, "label": answer["label"],
-            "is_golden": ref.is_golden,
-            "correct": (answer["label"] == ref.answer) if ref.is_golden else None,
-            "excluded": False, "created_at": received_at,
-        })
+        rows.append(
+            {
+                "job_id": assignment.job_id,
+                "item_id": ref.item_id,
+                "worker_id": worker_id,
+                "assignment_id": assignment_id,
+                "round": ref.round,
+                "label": answer["label"],
+                "is_golden": ref.is_golden,
+                "correct": (answer["label"] == ref.answer) if ref.is_golden else None,
+                "excluded": False,
+                "created_at": received_at,
+            }
+        )
     answer_ids = session.execute(insert(Answer).returning(Answer.id), rows).scalars().all()
     assignment.state = "submitted"
     assignment.finished_at = received_at
@@ -88,8 +95,13 @@ def submit(
     finished = _job_finished(session, assignment.job_id)
     session.commit()
     return SubmitResult(
-        id=assignment_id, state="submitted", answers=len(rows), submitted_at=received_at,
-        answer_ids=tuple(answer_ids), job_id=assignment.job_id, job_finished=finished,
+        id=assignment_id,
+        state="submitted",
+        answers=len(rows),
+        submitted_at=received_at,
+        answer_ids=tuple(answer_ids),
+        job_id=assignment.job_id,
+        job_finished=finished,
     )
 
 
@@ -125,12 +137,18 @@ def _job_finished(session: Session, job_id: int) -> bool:
 
 def _result(session: Session, assignment: Assignment, *, replayed: bool) -> SubmitResult:
     count = len(
-        session.execute(select(Answer.id).where(Answer.job_id == assignment.job_id, Answer.assignment_id == assignment.id)).all()
+        session.execute(
+            select(Answer.id).where(Answer.job_id == assignment.job_id, Answer.assignment_id == assignment.id)
+        ).all()
     )
     assert assignment.id is not None and assignment.finished_at is not None
     return SubmitResult(
-        id=assignment.id, state=assignment.state, answers=count,
-        submitted_at=assignment.finished_at, job_id=assignment.job_id, replayed=replayed,
+        id=assignment.id,
+        state=assignment.state,
+        answers=count,
+        submitted_at=assignment.finished_at,
+        job_id=assignment.job_id,
+        replayed=replayed,
     )
 
 
@@ -159,8 +177,9 @@ def get_assignment(session: Session, worker_id: int, assignment_id: int) -> dict
         .order_by(AssignmentItem.position)  # type: ignore[arg-type]
     ).all()
     return {
-        "id": assignment.id, "state": assignment.state, "expires_at": assignment.expires_at,
+        "id": assignment.id,
+        "state": assignment.state,
+        "expires_at": assignment.expires_at,
         "items": [{"id": r.id, "data": r.data} for r in rows],
-        "job": {"id": job.id, "title": job.title, "instructions": job.instructions,
-                "annotation": job.annotation},
+        "job": {"id": job.id, "title": job.title, "instructions": job.instructions, "annotation": job.annotation},
     }

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel types
 from alembic import op
 
-
 revision: str = 'f926f32b4b3d'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
