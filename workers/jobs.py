@@ -50,11 +50,7 @@ def sweep() -> dict[str, Any]:
     expired, due = 0, []
     with session_scope(get_engine(app)) as session:
         job_ids = (
-            session.execute(
-                select(Job.id).where(Job.state.in_(("running", "paused", "completed")))  # type: ignore[attr-defined]
-            )
-            .scalars()
-            .all()
+            session.execute(select(Job.id).where(Job.state.in_(("running", "paused", "completed")))).scalars().all()
         )
         for job_id in job_ids:
             expired += leasing.reclaim_expired(session, job_id, now)

@@ -13,7 +13,7 @@ class IdConverter(IntegerConverter):
     """Positive ids that fit a BIGINT, so an absurd id is a 404, not a database error."""
 
     def __init__(self, map: object) -> None:  # noqa: A002 - werkzeug's name
-        super().__init__(map, min=1, max=MAX_ID)  # type: ignore[arg-type]
+        super().__init__(map, min=1, max=MAX_ID)
 
 
 def init_app(app: Flask) -> Api:

@@ -48,5 +48,5 @@ class Me(MethodView):
             ).scalar_one()
             me["answers"] = session.execute(select(func.count()).where(Answer.worker_id == account.id)).scalar_one()
             me["earnings_cents"] = 0  # payouts are not built yet (issue: money)
-            me["quality"] = worker_quality_of(session, account.id)  # type: ignore[arg-type]
+            me["quality"] = worker_quality_of(session, account.id)
         return me

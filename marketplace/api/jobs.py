@@ -38,7 +38,7 @@ def _job_view(job: Job, with_progress: bool = True) -> dict[str, Any]:
     if with_progress:
         session = get_session()
         view["progress"] = job_service.progress(session, job)
-        view["quality"] = result_service.quality_summary(session, job.id)  # type: ignore[arg-type]
+        view["quality"] = result_service.quality_summary(session, job.id)
     return view
 
 
@@ -59,9 +59,9 @@ class Jobs(MethodView):
     def get(self) -> list[dict[str, Any]]:
         """Your jobs (operators: all jobs), newest first, at most 100."""
         principal = current_principal()
-        query = select(Job).order_by(Job.id.desc()).limit(100)  # type: ignore[union-attr]
+        query = select(Job).order_by(Job.id.desc()).limit(100)
         if principal.role != "operator":
-            query = query.where(Job.requester_id == principal.id)  # type: ignore[arg-type]
+            query = query.where(Job.requester_id == principal.id)
         return [_job_view(j, with_progress=False) for j in get_session().execute(query).scalars()]
 
 
@@ -148,9 +148,9 @@ class Results(MethodView):
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id)
         if query["format"] == "json":
-            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"])  # type: ignore[arg-type]
+            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"])
             return {"results": page, "next_after": next_after}
-        rows = result_service.iter_results(session, job.id)  # type: ignore[arg-type]
+        rows = result_service.iter_results(session, job.id)
         if query["format"] == "csv":
             body, mimetype = result_service.export_csv(rows), "text/csv"
         else:
@@ -171,7 +171,7 @@ class JobWorkers(MethodView):
         """Per-worker quality on this job (golden accuracy, agreement), as of the last aggregation."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id)
-        return result_service.worker_quality(session, job.id)  # type: ignore[arg-type]
+        return result_service.worker_quality(session, job.id)
 
 
 @blp.route("/<id:job_id>/aggregate", methods=["POST"])

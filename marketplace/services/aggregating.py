@@ -21,8 +21,8 @@ def load_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
     """All included answers of a job as a (task, worker, label) frame, and the last answer id."""
     rows = session.execute(
         select(Answer.id, Answer.item_id, Answer.worker_id, Answer.label)
-        .where(Answer.job_id == job_id, Answer.excluded.is_(False))  # type: ignore[attr-defined]
-        .order_by(Answer.id)  # type: ignore[arg-type]
+        .where(Answer.job_id == job_id, Answer.excluded.is_(False))
+        .order_by(Answer.id)
         .execution_options(yield_per=50_000)
     ).tuples()
     frame = pd.DataFrame.from_records(list(rows), columns=["id", "task", "worker", "label"])
@@ -35,9 +35,7 @@ def load_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
 
 
 def load_golden(session: Session, job_id: int) -> pd.Series:
-    rows = session.execute(
-        select(Item.id, Item.answer).where(Item.job_id == job_id, Item.is_golden.is_(True))  # type: ignore[attr-defined]
-    ).all()
+    rows = session.execute(select(Item.id, Item.answer).where(Item.job_id == job_id, Item.is_golden.is_(True))).all()
     return pd.Series({str(r.id): str(r.answer) for r in rows}, dtype=object)
 
 
@@ -52,7 +50,7 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     result = aggregation.aggregate(answers, method=job.aggregation, golden=golden, labels=job.annotation["labels"])
     real = result.labels[~result.labels.index.isin(golden.index)]
     now = utcnow()
-    session.execute(delete(Aggregate).where(Aggregate.job_id == job_id))  # type: ignore[arg-type]
+    session.execute(delete(Aggregate).where(Aggregate.job_id == job_id))
     if len(real):
         session.execute(
             insert(Aggregate),
@@ -98,7 +96,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
     agree = aggregation.agreement(answers, labels)
     counts = answers.groupby("worker").size()
     now = utcnow()
-    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))  # type: ignore[arg-type]
+    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
     rows = []
     for worker, n in counts.items():
         score = scores.loc[worker] if worker in scores.index else None
@@ -122,7 +120,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
 
 def last_run(session: Session, job_id: int) -> AggregationRun | None:
     return session.execute(
-        select(AggregationRun).where(AggregationRun.job_id == job_id).order_by(AggregationRun.id.desc()).limit(1)  # type: ignore[union-attr]
+        select(AggregationRun).where(AggregationRun.job_id == job_id).order_by(AggregationRun.id.desc()).limit(1)
     ).scalar_one_or_none()
 
 

@@ -90,7 +90,7 @@ def _fill_pool(session: Session, job: Job, item_ids: list[int] | None) -> None:
         if item_ids is None:
             source = select(Item.job_id, Item.id, literal(round_no)).where(
                 Item.job_id == job.id,
-                Item.is_golden.is_(False),  # type: ignore[attr-defined]
+                Item.is_golden.is_(False),
             )
             session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))
         else:
@@ -116,9 +116,7 @@ def change_state(session: Session, job: Job, action: str) -> Job:
 
 
 def _launch(session: Session, job: Job) -> None:
-    real = session.execute(
-        select(func.count()).where(Item.job_id == job.id, Item.is_golden.is_(False))  # type: ignore[attr-defined]
-    ).scalar_one()
+    real = session.execute(select(func.count()).where(Item.job_id == job.id, Item.is_golden.is_(False))).scalar_one()
     if real == 0:
         raise Conflict("a job needs at least one real item to launch")
     if job.state == "draft":
@@ -127,10 +125,10 @@ def _launch(session: Session, job: Job) -> None:
 
 def _cancel(session: Session, job: Job) -> None:
     """Empty the pool and revoke open leases: nothing more is issued or accepted."""
-    session.execute(delete(Slot).where(Slot.job_id == job.id))  # type: ignore[arg-type]
+    session.execute(delete(Slot).where(Slot.job_id == job.id))
     session.execute(
         update(Assignment)
-        .where(Assignment.job_id == job.id, Assignment.state == "leased")  # type: ignore[arg-type]
+        .where(Assignment.job_id == job.id, Assignment.state == "leased")
         .values(state="revoked", finished_at=utcnow())
     )
 
@@ -142,25 +140,25 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
     def count(query: Any) -> int:
         return int(session.execute(query).scalar_one())
 
-    items = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(False)))  # type: ignore[attr-defined]
-    golden = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(True)))  # type: ignore[attr-defined]
-    answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(False)))  # type: ignore[attr-defined]
-    golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True)))  # type: ignore[attr-defined]
+    items = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(False)))
+    golden = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(True)))
+    answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(False)))
+    golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True)))
     free = count(select(func.count()).where(Slot.job_id == job_id))
     open_leases = count(select(func.count()).where(Assignment.job_id == job_id, Assignment.state == "leased"))
     leased_slots = count(
         select(func.count())
         .select_from(AssignmentItem)
-        .join(Assignment, Assignment.id == AssignmentItem.assignment_id)  # type: ignore[arg-type]
+        .join(Assignment, Assignment.id == AssignmentItem.assignment_id)
         .where(
             AssignmentItem.job_id == job_id,
             Assignment.state == "leased",
-            AssignmentItem.round.is_not(None),  # type: ignore[union-attr]
+            AssignmentItem.round.is_not(None),
         )
     )
     aggregated = count(select(func.count()).where(Aggregate.job_id == job_id))
     run = session.execute(
-        select(AggregationRun).where(AggregationRun.job_id == job_id).order_by(AggregationRun.id.desc()).limit(1)  # type: ignore[union-attr]
+        select(AggregationRun).where(AggregationRun.job_id == job_id).order_by(AggregationRun.id.desc()).limit(1)
     ).scalar_one_or_none()
     wanted = items * job.overlap
     return {

@@ -50,7 +50,7 @@ def lease_task(
         session.commit()
         return None
     for job in _candidate_jobs(session, job_id):
-        reclaim_expired(session, job.id, now)  # type: ignore[arg-type]
+        reclaim_expired(session, job.id, now)
         task = _lease_from_job(session, job, worker_id, now)
         if task is not None:
             session.commit()
@@ -65,13 +65,13 @@ def _candidate_jobs(session: Session, job_id: int | None) -> list[Job]:
         if job is None:
             raise NotFound(f"job {job_id} not found")
         return [job] if job.state == "running" else []
-    query = select(Job).where(Job.state == "running").order_by(Job.id).limit(20)  # type: ignore[arg-type]
+    query = select(Job).where(Job.state == "running").order_by(Job.id).limit(20)
     return list(session.execute(query).scalars())
 
 
 def _lease_from_job(session: Session, job: Job, worker_id: int, now: datetime) -> LeasedTask | None:
     golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
-    golden = _pick_golden(session, job.id, worker_id, golden_wanted)  # type: ignore[arg-type]
+    golden = _pick_golden(session, job.id, worker_id, golden_wanted)
     real = _take_slots(session, job, worker_id, job.items_per_task - len(golden))
     if not real:
         return None  # no golden-only tasks: golden items ride along with real work
@@ -97,10 +97,8 @@ def _lease_from_job(session: Session, job: Job, worker_id: int, now: datetime) -
             for position, (item_id, round_no) in enumerate(entries)
         ],
     ).all()
-    data = dict(
-        session.execute(
-            select(Item.id, Item.data).where(Item.job_id == job.id, Item.id.in_([e[0] for e in entries]))  # type: ignore[union-attr]
-        )
+    data: dict[int, Any] = dict(
+        session.execute(select(Item.id, Item.data).where(Item.job_id == job.id, Item.id.in_([e[0] for e in entries])))
         .tuples()
         .all()
     )
@@ -130,7 +128,7 @@ def _take_slots(session: Session, job: Job, worker_id: int, wanted: int) -> list
     candidates = session.execute(
         select(Slot.id, Slot.item_id, Slot.round)
         .where(Slot.job_id == job.id, ~seen)
-        .order_by(Slot.round, Slot.item_id)  # type: ignore[arg-type]
+        .order_by(Slot.round, Slot.item_id)
         .limit(wanted * 2)
         .with_for_update(skip_locked=True)
     ).all()
@@ -139,7 +137,7 @@ def _take_slots(session: Session, job: Job, worker_id: int, wanted: int) -> list
         if item_id not in chosen and len(chosen) < wanted:
             chosen[item_id] = (slot_id, round_no)
     if chosen:
-        session.execute(delete(Slot).where(Slot.id.in_([s for s, _ in chosen.values()])))  # type: ignore[union-attr]
+        session.execute(delete(Slot).where(Slot.id.in_([s for s, _ in chosen.values()])))
     return [(item_id, round_no) for item_id, (_, round_no) in chosen.items()]
 
 
@@ -156,7 +154,7 @@ def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int) -> 
             select(AssignmentItem.item_id).where(
                 AssignmentItem.job_id == job_id,
                 AssignmentItem.worker_id == worker_id,
-                AssignmentItem.item_id.in_(candidates),  # type: ignore[attr-defined]
+                AssignmentItem.item_id.in_(candidates),
             )
         ).scalars()
     )
@@ -169,11 +167,7 @@ def _golden_pool(session: Session, job_id: int) -> list[int]:
     hit = _golden_ids.get(key)
     if hit and hit[0] > now:
         return hit[1]
-    ids = list(
-        session.execute(
-            select(Item.id).where(Item.job_id == job_id, Item.is_golden.is_(True))  # type: ignore[attr-defined]
-        ).scalars()
-    )
+    ids = list(session.execute(select(Item.id).where(Item.job_id == job_id, Item.is_golden.is_(True))).scalars())
     _golden_ids[key] = (now + _GOLDEN_CACHE_SECONDS, ids)
     return ids
 
@@ -186,9 +180,9 @@ def reclaim_expired(session: Session, job_id: int, now: datetime, limit: int = 2
             .where(
                 Assignment.job_id == job_id,
                 Assignment.state == "leased",
-                Assignment.expires_at < now - EXPIRY_GRACE,  # type: ignore[operator]
+                Assignment.expires_at < now - EXPIRY_GRACE,
             )
-            .order_by(Assignment.expires_at)  # type: ignore[arg-type]
+            .order_by(Assignment.expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -205,14 +199,14 @@ def release_assignments(session: Session, job_id: int, assignment_ids: list[int]
     """End open leases (expired, skipped, revoked) and return their real slots to the pool."""
     session.execute(
         update(Assignment)
-        .where(Assignment.id.in_(assignment_ids), Assignment.state == "leased")  # type: ignore[union-attr]
+        .where(Assignment.id.in_(assignment_ids), Assignment.state == "leased")
         .values(state=state, finished_at=now)
     )
     source = select(AssignmentItem.job_id, AssignmentItem.item_id, AssignmentItem.round).where(
         and_(
             AssignmentItem.job_id == job_id,
-            AssignmentItem.assignment_id.in_(assignment_ids),  # type: ignore[attr-defined]
-            AssignmentItem.round.is_not(None),  # type: ignore[union-attr]
+            AssignmentItem.assignment_id.in_(assignment_ids),
+            AssignmentItem.round.is_not(None),
         )
     )
     session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))

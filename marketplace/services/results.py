@@ -20,9 +20,9 @@ def results_page(session: Session, job_id: int, after: int, limit: int) -> tuple
     """Real items with id > `after`, their aggregate if any; keyset pagination by item id."""
     rows = session.execute(
         select(Item.id, Aggregate.label, Aggregate.confidence, Aggregate.method, Aggregate.version, Aggregate.answers)
-        .outerjoin(Aggregate, (Aggregate.job_id == Item.job_id) & (Aggregate.item_id == Item.id))  # type: ignore[arg-type]
-        .where(Item.job_id == job_id, Item.is_golden.is_(False), Item.id > after)  # type: ignore[attr-defined, operator]
-        .order_by(Item.id)  # type: ignore[arg-type]
+        .outerjoin(Aggregate, (Aggregate.job_id == Item.job_id) & (Aggregate.item_id == Item.id))
+        .where(Item.job_id == job_id, Item.is_golden.is_(False), Item.id > after)
+        .order_by(Item.id)
         .limit(limit + 1)
     ).all()
     page = [_row(r) for r in rows[:limit]]
@@ -64,7 +64,7 @@ def export_csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
 
 def worker_quality(session: Session, job_id: int) -> list[dict[str, Any]]:
     rows = session.execute(
-        select(WorkerQuality).where(WorkerQuality.job_id == job_id).order_by(WorkerQuality.worker_id)  # type: ignore[arg-type]
+        select(WorkerQuality).where(WorkerQuality.job_id == job_id).order_by(WorkerQuality.worker_id)
     ).scalars()
     return [
         {
@@ -91,7 +91,7 @@ def quality_summary(session: Session, job_id: int) -> dict[str, Any]:
 def worker_quality_of(session: Session, worker_id: int) -> list[dict[str, Any]]:
     """A worker's own quality per job, as of the last aggregation (never per answer)."""
     rows = session.execute(
-        select(WorkerQuality).where(WorkerQuality.worker_id == worker_id).order_by(WorkerQuality.job_id)  # type: ignore[arg-type]
+        select(WorkerQuality).where(WorkerQuality.worker_id == worker_id).order_by(WorkerQuality.job_id)
     ).scalars()
     return [
         {

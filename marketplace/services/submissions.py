@@ -64,7 +64,7 @@ def submit(
     assert job is not None
     task = session.execute(
         select(AssignmentItem.id, AssignmentItem.item_id, AssignmentItem.round, Item.is_golden, Item.answer)
-        .join(Item, Item.id == AssignmentItem.item_id)  # type: ignore[arg-type]
+        .join(Item, Item.id == AssignmentItem.item_id)
         .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
     ).all()
     by_ref = {row.id: row for row in task}
@@ -130,7 +130,7 @@ def _job_finished(session: Session, job_id: int) -> bool:
     if session.execute(select(open_leases | exists().where(Slot.job_id == job_id))).scalar_one():
         return False
     session.execute(
-        update(Job).where(Job.id == job_id, Job.state == "running").values(state="completed", updated_at=utcnow())  # type: ignore[arg-type]
+        update(Job).where(Job.id == job_id, Job.state == "running").values(state="completed", updated_at=utcnow())
     )
     return True
 
@@ -172,9 +172,9 @@ def get_assignment(session: Session, worker_id: int, assignment_id: int) -> dict
     assert job is not None
     rows = session.execute(
         select(AssignmentItem.id, Item.data)
-        .join(Item, Item.id == AssignmentItem.item_id)  # type: ignore[arg-type]
+        .join(Item, Item.id == AssignmentItem.item_id)
         .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
-        .order_by(AssignmentItem.position)  # type: ignore[arg-type]
+        .order_by(AssignmentItem.position)
     ).all()
     return {
         "id": assignment.id,
