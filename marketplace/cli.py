@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -90,7 +91,19 @@ def serve(bind: str, processes: int, threads: int) -> None:
         "-",
         "marketplace.wsgi:app",
     ]
-    raise SystemExit(subprocess.call(command, env=env))
+    raise SystemExit(_run_child(command, env))
+
+
+def _run_child(command: list[str], env: dict[str, str]) -> int:
+    """Run a child, forwarding SIGTERM/SIGINT so it stops with us (and the embedded Redis)."""
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    return child.wait()
 
 
 @main.command()

