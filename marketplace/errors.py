@@ -30,6 +30,12 @@ class Conflict(ServiceError):
     status = 409
 
 
+class Unprocessable(ServiceError):
+    """Well-formed input that fails validation (marshmallow's messages as they are)."""
+
+    status = 422
+
+
 class Invalid(ServiceError):
     """Bad input found past the schema (needs the database to tell): names the field."""
 

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from marketplace import queue
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
-from marketplace.errors import Invalid, ServiceError
+from marketplace.errors import Invalid, ServiceError, Unprocessable
 from marketplace.models import Job
 from marketplace.schemas import (
     AggregateQueuedSchema,
@@ -93,7 +93,7 @@ def _parse_items() -> list[dict[str, Any]]:
     try:
         return ItemInSchema(many=True).load(payload)  # type: ignore[no-any-return]
     except ValidationError as error:
-        raise ServiceError("invalid items", {"json": error.messages}) from None
+        raise Unprocessable("invalid items", {"json": error.messages}) from None
 
 
 @blp.route("/<id:job_id>/items")
