@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Response, current_app, request, stream_with_context
@@ -10,6 +11,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import ValidationError
 from sqlalchemy import select
+from sqlmodel import Session
 
 from marketplace import queue
 from marketplace.auth import current_principal, require
@@ -138,6 +140,18 @@ for _action in ("launch", "pause", "cancel"):
     blp.route(f"/<id:job_id>/{_action}", methods=["POST"])(_state_view(_action))
 
 
+def _closing(session: Session, chunks: Iterator[str]) -> Iterator[str]:
+    """Stream `chunks`, then close the session they read from.
+
+    The request's teardown runs before a streamed body is read, so it cannot close this
+    session; left open, its transaction would hold SQLite's write lock until garbage collection.
+    """
+    try:
+        yield from chunks
+    finally:
+        session.close()
+
+
 @blp.route("/<id:job_id>/results")
 class Results(MethodView):
     @require("requester", "operator")
@@ -157,7 +171,7 @@ class Results(MethodView):
             body, mimetype = result_service.export_jsonl(rows), "application/x-ndjson"
         filename = f"job-{job.id}-results.{query['format']}"
         return Response(
-            stream_with_context(body),
+            stream_with_context(_closing(session, body)),
             mimetype=mimetype,
             headers={"Content-Disposition": f"attachment; filename={filename}"},
         )
