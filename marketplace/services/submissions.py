@@ -111,7 +111,7 @@ def _check_answers(answers: list[dict[str, Any]], by_ref: dict[int, Any], labels
         if answer["item_id"] not in by_ref:
             raise Invalid(f"answers.{index}.item_id", "not an item of this task")
         if answer["label"] not in allowed:
-            raise Invalid(f"answers.{index}.label", f"not one of the job's labels {labels}")
+            raise Invalid(f"answers.{index}.label", "not one of the labels in the task's annotation")
     missing = sorted(set(by_ref) - {a["item_id"] for a in answers})
     if missing:
         raise Invalid("answers", f"every item of the task needs an answer; missing {missing}")
