@@ -26,7 +26,13 @@ def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field clas
     return fields.Integer(strict=True, validate=validate.Range(1, MAX_ID), **kwargs)
 
 
-Label = fields.String(validate=validate.Length(1, 200))
+class StrictFloat(fields.Float):
+    """A JSON number, not a numeric string or a boolean (marshmallow's Float takes both)."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class AnnotationSchema(Schema):
@@ -48,7 +54,7 @@ class JobCreateSchema(Schema):
     instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
     annotation = fields.Nested(AnnotationSchema, required=True)
     overlap = fields.Integer(strict=True, load_default=3, validate=validate.Range(1, 50))
-    golden_ratio = fields.Float(load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9))
+    golden_ratio = StrictFloat(load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9))
     items_per_task = fields.Integer(strict=True, load_default=5, validate=validate.Range(1, 100))
     reward_cents = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, 100_000))
     aggregation = fields.String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
@@ -61,7 +67,7 @@ class JobSchema(Schema):
     instructions = fields.String()
     annotation = fields.Dict()
     overlap = fields.Integer()
-    golden_ratio = fields.Float()
+    golden_ratio = StrictFloat()
     items_per_task = fields.Integer()
     reward_cents = fields.Integer()
     aggregation = fields.String()
