@@ -53,7 +53,10 @@ class Job(SQLModel, table=True):
 
 
 class Item(SQLModel, table=True):
-    __table_args__ = (Index("ix_item_job_golden", "job_id", "is_golden", "id"),)
+    __table_args__ = (
+        Index("ix_item_job", "job_id", "id"),
+        Index("ix_item_golden", "job_id", "id", postgresql_where=text("is_golden"), sqlite_where=text("is_golden")),
+    )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))

@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import Engine, select, text
 
 from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
@@ -16,7 +16,8 @@ from marketplace.models import Job, utcnow
 from marketplace.services import aggregating, leasing
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY = timedelta(seconds=30)
+SWEEP_EVERY = timedelta(seconds=10)
+HOT_TABLES = ("slot", "assignment", "assignmentitem", "answer", "item")
 _apps: dict[int, Flask] = {}
 
 
@@ -60,8 +61,36 @@ def sweep() -> dict[str, Any]:
                 due.append(job_id)
     for job_id in due:
         queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
+    maintained = maintain_tables(get_engine(app))
     schedule_sweep(app)
-    return {"expired": expired, "aggregations_due": due}
+    return {"expired": expired, "aggregations_due": due, "maintained": maintained}
+
+
+def maintain_tables(engine: Engine) -> list[str]:
+    """Stand in for autovacuum where a server runs without it.
+
+    The slot pool is consumed by DELETE; until a vacuum, each lease's index scan walks the
+    dead entries at the queue's front, and job-scoped plans need fresh statistics.
+    """
+    if engine.dialect.name != "postgresql":
+        return []
+    done: list[str] = []
+    with engine.connect() as connection:
+        connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+        if connection.execute(text("SELECT current_setting('autovacuum')")).scalar() == "on":
+            return []
+        stats = connection.execute(
+            text("SELECT relname, n_dead_tup, n_mod_since_analyze FROM pg_stat_user_tables WHERE relname = ANY(:t)"),
+            {"t": list(HOT_TABLES)},
+        ).all()
+        for name, dead, modified in stats:
+            if dead > 5000:
+                connection.execute(text(f'VACUUM (ANALYZE) "{name}"'))
+                done.append(f"vacuum {name}")
+            elif modified > 20000:
+                connection.execute(text(f'ANALYZE "{name}"'))
+                done.append(f"analyze {name}")
+    return done
 
 
 def schedule_sweep(app: Flask, delay: timedelta = SWEEP_EVERY) -> None:

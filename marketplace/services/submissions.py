@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy import exists, insert, select, update
 from sqlmodel import Session
 
+from marketplace.db import is_postgres
 from marketplace.errors import Conflict, Invalid, NotFound
 from marketplace.models import Answer, Assignment, AssignmentItem, Item, Job, Slot, utcnow
+from marketplace.services import pool_pg
 from marketplace.services.leasing import release_assignments
 
 
@@ -40,6 +42,64 @@ def _locked_assignment(session: Session, worker_id: int, assignment_id: int) -> 
     return assignment
 
 
+@dataclass(frozen=True)
+class TaskRef:
+    id: int
+    item_id: int
+    round: int | None
+    is_golden: bool
+    answer: str | None
+
+
+@dataclass(frozen=True)
+class LockedTask:
+    """An assignment, locked for this transaction, with its items and the job's labels."""
+
+    worker_id: int
+    job_id: int
+    state: str
+    expires_at: datetime
+    idempotency_key: str | None
+    finished_at: datetime | None
+    labels: list[str]
+    refs: dict[int, TaskRef]
+
+
+def _lock_task(session: Session, worker_id: int, assignment_id: int, pg: bool) -> LockedTask:
+    if pg:
+        rows = pool_pg.lock_task(session, assignment_id)
+        if not rows:
+            raise NotFound(f"assignment {assignment_id} not found")
+        head = rows[0]
+        refs = {r[7]: TaskRef(*r[7:12]) for r in rows}
+        worker, job_id, state, expires_at, key, finished_at = head[:6]
+        task = LockedTask(worker, job_id, state, expires_at, key, finished_at, head[6]["labels"], refs)
+    else:
+        assignment = session.get(Assignment, assignment_id)
+        if assignment is None:
+            raise NotFound(f"assignment {assignment_id} not found")
+        job = session.get(Job, assignment.job_id)
+        assert job is not None
+        items = session.execute(
+            select(AssignmentItem.id, AssignmentItem.item_id, AssignmentItem.round, Item.is_golden, Item.answer)
+            .join(Item, Item.id == AssignmentItem.item_id)
+            .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
+        ).all()
+        task = LockedTask(
+            assignment.worker_id,
+            assignment.job_id,
+            assignment.state,
+            assignment.expires_at,
+            assignment.idempotency_key,
+            assignment.finished_at,
+            job.annotation["labels"],
+            {r[0]: TaskRef(*r) for r in items},
+        )
+    if task.worker_id != worker_id:
+        raise NotFound(f"assignment {assignment_id} not found")
+    return task
+
+
 def submit(
     session: Session,
     worker_id: int,
@@ -50,31 +110,27 @@ def submit(
 ) -> SubmitResult:
     """Store one answer per task item; a retry with the same key returns the first result."""
     received_at = received_at or utcnow()
-    assignment = _locked_assignment(session, worker_id, assignment_id)
-    if assignment.state == "submitted":
-        if idempotency_key and assignment.idempotency_key == idempotency_key:
+    pg = is_postgres(session)
+    task = _lock_task(session, worker_id, assignment_id, pg)
+    if task.state == "submitted":
+        if idempotency_key and task.idempotency_key == idempotency_key:
             session.commit()
-            return _result(session, assignment, replayed=True)
+            assert task.finished_at is not None
+            return SubmitResult(
+                assignment_id, "submitted", len(task.refs), task.finished_at, job_id=task.job_id, replayed=True
+            )
         raise Conflict("assignment already submitted")
-    if assignment.state != "leased":
-        raise Conflict(f"assignment is {assignment.state}")
-    if received_at > assignment.expires_at:
+    if task.state != "leased":
+        raise Conflict(f"assignment is {task.state}")
+    if received_at > task.expires_at:
         raise Conflict("the lease expired before this submit arrived")
-    job = session.get(Job, assignment.job_id)
-    assert job is not None
-    task = session.execute(
-        select(AssignmentItem.id, AssignmentItem.item_id, AssignmentItem.round, Item.is_golden, Item.answer)
-        .join(Item, Item.id == AssignmentItem.item_id)
-        .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
-    ).all()
-    by_ref = {row.id: row for row in task}
-    _check_answers(answers, by_ref, job.annotation["labels"])
+    _check_answers(answers, task.refs, task.labels)
     rows = []
     for answer in answers:
-        ref = by_ref[answer["item_id"]]
+        ref = task.refs[answer["item_id"]]
         rows.append(
             {
-                "job_id": assignment.job_id,
+                "job_id": task.job_id,
                 "item_id": ref.item_id,
                 "worker_id": worker_id,
                 "assignment_id": assignment_id,
@@ -86,13 +142,17 @@ def submit(
                 "created_at": received_at,
             }
         )
-    answer_ids = session.execute(insert(Answer).returning(Answer.id), rows).scalars().all()
-    assignment.state = "submitted"
-    assignment.finished_at = received_at
-    assignment.idempotency_key = idempotency_key
-    session.add(assignment)
-    session.flush()
-    finished = _job_finished(session, assignment.job_id)
+    if pg:
+        answer_ids = pool_pg.insert_answers(session, task.job_id, worker_id, assignment_id, rows, received_at)
+        pool_pg.mark_submitted(session, assignment_id, received_at, idempotency_key)
+    else:
+        answer_ids = list(session.execute(insert(Answer).returning(Answer.id), rows).scalars())
+        session.execute(
+            update(Assignment)
+            .where(Assignment.id == assignment_id)
+            .values(state="submitted", finished_at=received_at, idempotency_key=idempotency_key)
+        )
+    finished = _job_finished(session, task.job_id, pg)
     session.commit()
     return SubmitResult(
         id=assignment_id,
@@ -100,7 +160,7 @@ def submit(
         answers=len(rows),
         submitted_at=received_at,
         answer_ids=tuple(answer_ids),
-        job_id=assignment.job_id,
+        job_id=task.job_id,
         job_finished=finished,
     )
 
@@ -117,13 +177,14 @@ def _check_answers(answers: list[dict[str, Any]], by_ref: dict[int, Any], labels
         raise Invalid("answers", f"every item of the task needs an answer; missing {missing}")
 
 
-def _job_finished(session: Session, job_id: int) -> bool:
+def _job_finished(session: Session, job_id: int, pg: bool) -> bool:
     """No free slots and no open leases: every answer the job wants is in.
 
     The job row is locked only once the pool is empty, so that of the last concurrent
     submits one sees the others committed (READ COMMITTED), without serialising the rest.
     """
-    if session.execute(select(exists().where(Slot.job_id == job_id))).scalar_one():
+    has_slots = pool_pg.pool_has_slots(session, job_id) if pg else _pool_has_slots(session, job_id)
+    if has_slots:
         return False
     session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
     open_leases = exists().where(Assignment.job_id == job_id, Assignment.state == "leased")
@@ -135,21 +196,8 @@ def _job_finished(session: Session, job_id: int) -> bool:
     return True
 
 
-def _result(session: Session, assignment: Assignment, *, replayed: bool) -> SubmitResult:
-    count = len(
-        session.execute(
-            select(Answer.id).where(Answer.job_id == assignment.job_id, Answer.assignment_id == assignment.id)
-        ).all()
-    )
-    assert assignment.id is not None and assignment.finished_at is not None
-    return SubmitResult(
-        id=assignment.id,
-        state=assignment.state,
-        answers=count,
-        submitted_at=assignment.finished_at,
-        job_id=assignment.job_id,
-        replayed=replayed,
-    )
+def _pool_has_slots(session: Session, job_id: int) -> bool:
+    return bool(session.execute(select(exists().where(Slot.job_id == job_id))).scalar_one())
 
 
 def skip(session: Session, worker_id: int, assignment_id: int) -> SubmitResult:

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: f926f32b4b3d
-Revises: 
-Create Date: 2026-11-28 11:10:06.571341
+Revision ID: c139941689b0
+Revises:
+Create Date: 2026-11-28 11:45:56.692645
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sqlalchemy as sa
 import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel types
 from alembic import op
 
-revision: str = 'f926f32b4b3d'
+
+revision: str = 'c139941689b0'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -117,7 +118,8 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('item', schema=None) as batch_op:
-        batch_op.create_index('ix_item_job_golden', ['job_id', 'is_golden', 'id'], unique=False)
+        batch_op.create_index('ix_item_golden', ['job_id', 'id'], unique=False, postgresql_where=sa.text('is_golden'), sqlite_where=sa.text('is_golden'))
+        batch_op.create_index('ix_item_job', ['job_id', 'id'], unique=False)
 
     op.create_table('job',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -162,6 +164,12 @@ def upgrade() -> None:
     sa.Column('updated_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('job_id', 'worker_id')
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # The slot pool is consumed by DELETE: vacuum it often so its queue index stays short.
+        op.execute(
+            "ALTER TABLE slot SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 5000,"
+            " autovacuum_analyze_scale_factor = 0, autovacuum_analyze_threshold = 5000)"
+        )
     # ### end Alembic commands ###
 
 
@@ -178,7 +186,8 @@ def downgrade() -> None:
 
     op.drop_table('job')
     with op.batch_alter_table('item', schema=None) as batch_op:
-        batch_op.drop_index('ix_item_job_golden')
+        batch_op.drop_index('ix_item_job')
+        batch_op.drop_index('ix_item_golden', postgresql_where=sa.text('is_golden'), sqlite_where=sa.text('is_golden'))
 
     op.drop_table('item')
     with op.batch_alter_table('assignmentitem', schema=None) as batch_op:
