@@ -71,22 +71,23 @@ WHERE a.id = %s
 FOR UPDATE OF a
 """
 
-INSERT_ANSWERS = """
-INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, is_golden, correct, excluded, created_at)
-SELECT %(job)s, e.item_id, %(worker)s, %(assignment)s, e.round, e.label, e.is_golden, e.correct, false, %(now)s
-FROM unnest(%(items)s::bigint[], %(rounds)s::int[], %(labels)s::varchar[], %(golden)s::bool[], %(correct)s::bool[])
-     AS e(item_id, round, label, is_golden, correct)
-RETURNING id
-"""
-
-MARK_SUBMITTED = """
-UPDATE assignment SET state = 'submitted', finished_at = %s, idempotency_key = %s WHERE id = %s
-"""
-
-# Read from the queue's far end: the last rounds are taken last, so while work is left this
-# finds a live row at once instead of walking the dead entries at the front.
-POOL_HAS_SLOTS = """
-SELECT 1 FROM slot WHERE job_id = %s ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1
+# Store the answers, close the assignment and look at the pool, in one round trip.
+STORE_SUBMIT = """
+WITH stored AS (
+    INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, is_golden, correct, excluded,
+                        created_at)
+    SELECT %(job)s, e.item_id, %(worker)s, %(assignment)s, e.round, e.label, e.is_golden, e.correct, false, %(now)s
+    FROM unnest(%(items)s::bigint[], %(rounds)s::int[], %(labels)s::varchar[], %(golden)s::bool[],
+                %(correct)s::bool[]) AS e(item_id, round, label, is_golden, correct)
+    RETURNING id
+), closed AS (
+    UPDATE assignment SET state = 'submitted', finished_at = %(now)s, idempotency_key = %(key)s
+    WHERE id = %(assignment)s
+    RETURNING id
+)
+SELECT (SELECT array_agg(id) FROM stored),
+       (SELECT count(*) FROM closed),
+       EXISTS (SELECT 1 FROM slot WHERE job_id = %(job)s ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1)
 """
 
 
@@ -134,26 +135,29 @@ def lock_task(session: Session, assignment_id: int) -> list[Any]:
     return cursor(session).execute(LOCK_TASK, (assignment_id,)).fetchall()  # type: ignore[no-any-return]
 
 
-def insert_answers(
-    session: Session, job_id: int, worker_id: int, assignment_id: int, rows: list[dict[str, Any]], now: datetime
-) -> list[int]:
+def store_submit(
+    session: Session,
+    job_id: int,
+    worker_id: int,
+    assignment_id: int,
+    rows: list[dict[str, Any]],
+    now: datetime,
+    key: str | None,
+) -> tuple[list[int], bool]:
+    """Insert the answers and mark the assignment submitted; returns answer ids and whether
+    the pool still has free slots."""
     params = {
         "job": job_id,
         "worker": worker_id,
         "assignment": assignment_id,
         "now": now,
+        "key": key,
         "items": [r["item_id"] for r in rows],
         "rounds": [r["round"] for r in rows],
         "labels": [r["label"] for r in rows],
         "golden": [r["is_golden"] for r in rows],
         "correct": [r["correct"] for r in rows],
     }
-    return [r[0] for r in cursor(session).execute(INSERT_ANSWERS, params).fetchall()]
-
-
-def mark_submitted(session: Session, assignment_id: int, now: datetime, key: str | None) -> None:
-    cursor(session).execute(MARK_SUBMITTED, (now, key, assignment_id))
-
-
-def pool_has_slots(session: Session, job_id: int) -> bool:
-    return cursor(session).execute(POOL_HAS_SLOTS, (job_id,)).fetchone() is not None
+    ids, closed, has_slots = cursor(session).execute(STORE_SUBMIT, params).fetchone()
+    assert closed == 1
+    return list(ids), bool(has_slots)

@@ -143,8 +143,9 @@ def submit(
             }
         )
     if pg:
-        answer_ids = pool_pg.insert_answers(session, task.job_id, worker_id, assignment_id, rows, received_at)
-        pool_pg.mark_submitted(session, assignment_id, received_at, idempotency_key)
+        answer_ids, has_slots = pool_pg.store_submit(
+            session, task.job_id, worker_id, assignment_id, rows, received_at, idempotency_key
+        )
     else:
         answer_ids = list(session.execute(insert(Answer).returning(Answer.id), rows).scalars())
         session.execute(
@@ -152,7 +153,8 @@ def submit(
             .where(Assignment.id == assignment_id)
             .values(state="submitted", finished_at=received_at, idempotency_key=idempotency_key)
         )
-    finished = _job_finished(session, task.job_id, pg)
+        has_slots = _pool_has_slots(session, task.job_id)
+    finished = not has_slots and _job_finished(session, task.job_id)
     session.commit()
     return SubmitResult(
         id=assignment_id,
@@ -177,15 +179,12 @@ def _check_answers(answers: list[dict[str, Any]], by_ref: dict[int, Any], labels
         raise Invalid("answers", f"every item of the task needs an answer; missing {missing}")
 
 
-def _job_finished(session: Session, job_id: int, pg: bool) -> bool:
-    """No free slots and no open leases: every answer the job wants is in.
+def _job_finished(session: Session, job_id: int) -> bool:
+    """Called once the pool looked empty: no free slots and no open leases means done.
 
     The job row is locked only once the pool is empty, so that of the last concurrent
     submits one sees the others committed (READ COMMITTED), without serialising the rest.
     """
-    has_slots = pool_pg.pool_has_slots(session, job_id) if pg else _pool_has_slots(session, job_id)
-    if has_slots:
-        return False
     session.execute(select(Job.id).where(Job.id == job_id).with_for_update())
     open_leases = exists().where(Assignment.job_id == job_id, Assignment.state == "leased")
     if session.execute(select(open_leases | exists().where(Slot.job_id == job_id))).scalar_one():
