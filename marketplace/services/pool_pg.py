@@ -92,8 +92,18 @@ SELECT (SELECT array_agg(id) FROM stored),
 
 
 def cursor(session: Session) -> Any:
-    """A cursor on the session's psycopg connection, inside the session's transaction."""
-    return session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    """A cursor on the session's psycopg connection, inside the session's transaction.
+
+    Kept for the rest of the transaction: asking the session for its connection on every
+    statement cost about as much as running the statement.
+    """
+    transaction = session.get_transaction()
+    cached = session.info.get("pg_cursor")
+    if transaction is not None and cached is not None and cached[0] is transaction:
+        return cached[1]
+    raw = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+    session.info["pg_cursor"] = (session.get_transaction(), raw)
+    return raw
 
 
 def worker_and_job(session: Session, worker_id: int, job_id: int | None) -> tuple[str, Any]:
