@@ -243,10 +243,12 @@ def worker_loop(port: int, key: str, job_id: int, budget: list[int], level: Leve
 
 
 def vacuum_loop(engine: Engine, every: float, stop: threading.Event) -> None:
-    """What autovacuum does where it runs: drop dead (leased) slots, refresh the planner's statistics."""
+    """The table upkeep the RQ sweep runs every 10 s (`workers.jobs.maintain_tables`): vacuum
+    the consumed slot pool and refresh statistics where autovacuum is off."""
+    from workers.jobs import maintain_tables
+
     while not stop.wait(every):
-        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.execute(text("VACUUM ANALYZE"))
+        maintain_tables(engine)
 
 
 def run_level(port: int, keys: list[str], job_id: int, cycles: int, accepted: Accepted) -> tuple[Level, float]:
@@ -378,7 +380,7 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles before the first level")
     parser.add_argument("--analyze", action="store_true", help="ANALYZE after posting the job (as autovacuum would)")
     parser.add_argument(
-        "--vacuum-every", type=float, default=0, help="VACUUM ANALYZE every N seconds (autovacuum is off here)"
+        "--vacuum-every", type=float, default=10, help="run the sweep's table upkeep every N s (0: never)"
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per concurrency level")
     parser.add_argument("--keep", action="store_true", help="keep the database (its name is printed)")
