@@ -1,0 +1,110 @@
+"""Background aggregation through RQ on real Redis: batches, on demand, reproducible, recorded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from rq import SimpleWorker
+from sqlalchemy import select
+
+from marketplace import queue
+from marketplace.db import get_engine, session_scope
+from marketplace.models import AggregationRun
+from tests.conftest import REDIS_URL, bearer, new_key, post_job
+
+TRUTH = "cat"
+
+
+@pytest.fixture
+def rq_env(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ jobs build their own app from the environment, like `marketplace worker` does."""
+    import workers.jobs
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    workers.jobs._apps.clear()
+
+
+def _run_queue(app: Flask, redis: Redis) -> None:
+    worker = SimpleWorker([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis)
+    assert worker.work(burst=True)
+
+
+def _crowd(app: Flask, client: FlaskClient, job_id: int, honest: int = 4, liars: int = 1) -> dict[int, str]:
+    """Honest workers always answer TRUTH, liars always 'dog'; returns worker id -> kind."""
+    kinds: dict[int, str] = {}
+    people = [("honest", h) for h in range(honest)] + [("liar", n) for n in range(liars)]
+    for kind, n in people:
+        headers = bearer(new_key(app, "worker", f"{kind}{n}"))
+        kinds[client.get("/v1/me", headers=headers).get_json()["id"]] = kind
+        for _ in range(100):
+            lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
+            if lease.status_code == 204:
+                break
+            task = lease.get_json()
+            label = TRUTH if kind == "honest" else "dog"
+            answers = [{"item_id": i["id"], "label": label} for i in task["items"]]
+            assert (
+                client.post(
+                    f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers
+                ).status_code
+                == 200
+            )
+    return kinds
+
+
+def _results(client: FlaskClient, job_id: int, headers: dict[str, str]) -> list[dict[str, Any]]:
+    return client.get(f"/v1/jobs/{job_id}/results?limit=1000", headers=headers).get_json()["results"]
+
+
+def test_on_demand_aggregation_records_method_version_and_answers(
+    app: Flask, client: FlaskClient, requester: dict[str, str], redis: Redis, rq_env: None
+) -> None:
+    job = post_job(client, requester, items=10, golden=4, overlap=3, aggregation="dawid_skene")
+    kinds = _crowd(app, client, job["id"])
+    queued = client.post(f"/v1/jobs/{job['id']}/aggregate", headers=requester)
+    assert queued.status_code == 202
+    _run_queue(app, redis)
+    results = _results(client, job["id"], requester)
+    assert len(results) == 10, "one result per real item, golden items left out"
+    for row in results:
+        assert row["label"] == TRUTH
+        assert 0.0 <= row["confidence"] <= 1.0
+        assert row["method"].startswith("dawid_skene") or "dawid_skene" in row["method"]
+        assert row["version"]
+        assert row["answers"] == 3
+    quality = {q["worker_id"]: q for q in client.get(f"/v1/jobs/{job['id']}/workers", headers=requester).get_json()}
+    liars = [q for w, q in quality.items() if kinds[w] == "liar"]
+    honest = [q for w, q in quality.items() if kinds[w] == "honest"]
+    for q in liars:
+        assert q["golden_seen"] == 0 or q["golden_accuracy"] < 0.5
+        assert q["agreement"] is not None and q["agreement"] < 0.5
+    for q in honest:
+        assert q["agreement"] == 1.0
+        if q["golden_seen"]:
+            assert 0.5 < q["golden_accuracy"] < 1.0, "smoothed: never a flat 100%"
+    progress = client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()["progress"]
+    assert progress["last_aggregation"]["answers_used"] == progress["answers"] + progress["golden_answers"]
+
+
+def test_aggregation_is_reproducible_and_runs_in_batches(
+    app: Flask, client: FlaskClient, requester: dict[str, str], redis: Redis, rq_env: None
+) -> None:
+    app.config["AGGREGATE_EVERY_ANSWERS"] = 7
+    job = post_job(client, requester, items=12, golden=3, overlap=3, aggregation="dawid_skene")
+    _crowd(app, client, job["id"], honest=3, liars=2)
+    assert redis.llen(f"rq:queue:{app.config['QUEUE_NAME']}") == 1, "submits queue one batch job, not one per answer"
+    _run_queue(app, redis)
+    first = _results(client, job["id"], requester)
+    client.post(f"/v1/jobs/{job['id']}/aggregate", headers=requester)
+    _run_queue(app, redis)
+    second = _results(client, job["id"], requester)
+    assert first == second
+    with session_scope(get_engine(app)) as session:
+        runs = session.execute(select(AggregationRun).where(AggregationRun.job_id == job["id"])).scalars().all()
+        assert len(runs) == 2
+        assert runs[0].answers_used == runs[1].answers_used > 0
