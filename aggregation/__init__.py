@@ -88,6 +88,7 @@ def _crowdkit(method: str, frame: pd.DataFrame, golden: pd.Series) -> tuple[pd.S
         probas = ZeroBasedSkill(n_iter=100).fit_predict_proba(frame)
     else:
         raise ValueError(f"unknown method {method!r}")
+    assert probas is not None
     probas = probas.sort_index(axis=1)
     labels = probas.idxmax(axis=1).astype(str)
     return labels, probas.max(axis=1).astype(float)

