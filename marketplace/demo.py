@@ -132,7 +132,9 @@ def run_demo(settings: DemoSettings) -> None:
             "-b",
             f"127.0.0.1:{port}",
             "-w",
-            "2",
+            # SQLite has one writer: one process whose threads queue on an in-process lock
+            # beats two processes polling SQLite's busy handler.
+            "1" if env["DATABASE_URL"].startswith("sqlite") else "2",
             "--threads",
             "8",
             "marketplace.wsgi:app",

@@ -47,7 +47,9 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
         return {"job_id": job_id, "skipped": "no such job"}
     answers, last_id = load_answers(session, job_id)
     golden = load_golden(session, job_id)
-    result = aggregation.aggregate(answers, method=job.aggregation, golden=golden, labels=job.annotation["labels"])
+    method, labels = job.aggregation, job.annotation["labels"]
+    session.commit()  # no transaction (on SQLite: no write lock) while the model fits
+    result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels)
     real = result.labels[~result.labels.index.isin(golden.index)]
     now = utcnow()
     session.execute(delete(Aggregate).where(Aggregate.job_id == job_id))
