@@ -6,8 +6,8 @@ as the design allows); PostgreSQL uses READ COMMITTED with row locks on the hot 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
