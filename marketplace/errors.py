@@ -22,6 +22,10 @@ class ServiceError(Exception):
         self.errors = errors
 
 
+class Forbidden(ServiceError):
+    status = 403
+
+
 class NotFound(ServiceError):
     status = 404
 

@@ -171,3 +171,17 @@ class WorkerQuality(SQLModel, table=True):
     golden_accuracy: float | None = None
     agreement: float | None = None
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what to whom, when and why: bans, unbans (and later rule firings)."""
+
+    __table_args__ = (Index("ix_audit_subject", "subject_type", "subject_id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    at: datetime = Field(default_factory=utcnow)
+    actor_id: int | None = None
+    action: str = Field(max_length=40)
+    subject_type: str = Field(max_length=20)
+    subject_id: int
+    reason: str = Field(default="", max_length=500)
+    details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

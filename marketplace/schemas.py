@@ -199,3 +199,36 @@ class MeSchema(Schema):
 class AggregateQueuedSchema(Schema):
     job_id = fields.Integer()
     queued = fields.Boolean()
+
+
+class BanSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(1, 500))
+    exclude_answers = fields.Boolean(load_default=False)
+
+
+class UnbanSchema(Schema):
+    reason = fields.String(load_default="", validate=validate.Length(0, 500))
+
+
+class BanResultSchema(Schema):
+    worker_id = fields.Integer()
+    status = fields.String()
+    revoked_leases = fields.Integer()
+    excluded_answers = fields.Integer()
+    jobs_reopened = fields.List(fields.Integer())
+
+
+class AuditQuerySchema(Schema):
+    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class AuditEventSchema(Schema):
+    id = fields.Integer()
+    at = fields.DateTime()
+    actor_id = fields.Integer(allow_none=True)
+    action = fields.String()
+    subject_type = fields.String()
+    subject_id = fields.Integer()
+    reason = fields.String()
+    details = fields.Dict()

@@ -32,4 +32,5 @@ def init_app(app: Flask) -> Api:
     api.register_blueprint(jobs.blp)
     api.register_blueprint(assignments.blp)
     api.register_blueprint(operators.blp)
+    api.register_blueprint(operators.audit_blp)
     return api

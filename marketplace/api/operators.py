@@ -4,14 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from marketplace.auth import require
+from marketplace import queue
+from marketplace.auth import current_principal, forget, require
 from marketplace.db import get_session
 from marketplace.errors import NotFound
 from marketplace.models import Account
-from marketplace.schemas import MeSchema
+from marketplace.schemas import (
+    AuditEventSchema,
+    AuditQuerySchema,
+    BanResultSchema,
+    BanSchema,
+    MeSchema,
+    UnbanSchema,
+)
+from marketplace.services import bans
 from marketplace.services.results import worker_quality_of
 
 blp = Blueprint("operators", __name__, url_prefix="/v1/workers", description="Operators' view of workers")
@@ -34,3 +44,43 @@ class WorkerRecord(MethodView):
             "status": account.status,
             "quality": worker_quality_of(session, worker_id),
         }
+
+
+@blp.route("/<id:worker_id>/ban")
+class WorkerBan(MethodView):
+    @require("operator")
+    @blp.arguments(BanSchema)
+    @blp.response(200, BanResultSchema)
+    def post(self, body: dict[str, Any], worker_id: int) -> dict[str, Any]:
+        """Ban a worker everywhere: no new work, open leases revoked; with `exclude_answers` its
+        answers leave aggregation and their redundancy is issued again."""
+        result = bans.ban_worker(
+            get_session(), worker_id, current_principal().id, body["reason"], body["exclude_answers"]
+        )
+        forget()
+        for job_id in result.pop("jobs_to_aggregate"):
+            queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
+        return result
+
+    @require("operator")
+    @blp.arguments(UnbanSchema, required=False)
+    @blp.response(200, BanResultSchema)
+    def delete(self, body: dict[str, Any] | None, worker_id: int) -> dict[str, Any]:
+        """Lift a ban; the worker can take work again."""
+        reason = (body or {}).get("reason", "")
+        result = bans.unban_worker(get_session(), worker_id, current_principal().id, reason)
+        forget()
+        return result
+
+
+audit_blp = Blueprint("audit", __name__, url_prefix="/v1/audit", description="Operators' audit log")
+
+
+@audit_blp.route("")
+class Audit(MethodView):
+    @require("operator")
+    @audit_blp.arguments(AuditQuerySchema, location="query")
+    @audit_blp.response(200, AuditEventSchema(many=True))
+    def get(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Bans and unbans: who, when, why, with the figures; oldest first from `after`."""
+        return bans.audit_log(get_session(), query["after"], query["limit"])

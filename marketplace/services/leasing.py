@@ -22,7 +22,7 @@ from sqlalchemy import and_, delete, exists, insert, select, update
 from sqlmodel import Session
 
 from marketplace.db import is_postgres
-from marketplace.errors import NotFound
+from marketplace.errors import Forbidden, NotFound
 from marketplace.models import Account, Assignment, AssignmentItem, Item, Job, Slot, utcnow
 from marketplace.services import pool_pg
 
@@ -66,8 +66,7 @@ def lease_task(
     pg = is_postgres(session)
     status, jobs = _worker_and_jobs(session, worker_id, job_id, pg)
     if status != "active":
-        session.commit()
-        return None
+        raise Forbidden("this account cannot take work at the moment; contact support")
     for job in jobs:
         _reclaim_now_and_then(session, job.id, now)
         task = _lease_from_job(session, job, worker_id, now, pg)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: c139941689b0
+Revision ID: ee9d68e7f78f
 Revises:
-Create Date: 2026-11-28 11:45:56.692645
+Create Date: 2026-11-28 12:01:54.623829
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel types
 from alembic import op
 
 
-revision: str = 'c139941689b0'
+revision: str = 'ee9d68e7f78f'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -108,6 +108,20 @@ def upgrade() -> None:
     with op.batch_alter_table('assignmentitem', schema=None) as batch_op:
         batch_op.create_index('ix_assignment_item_assignment', ['assignment_id'], unique=False)
 
+    op.create_table('auditevent',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
+    sa.Column('actor_id', sa.Integer(), nullable=True),
+    sa.Column('action', sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+    sa.Column('subject_type', sqlmodel.sql.sqltypes.AutoString(length=20), nullable=False),
+    sa.Column('subject_id', sa.Integer(), nullable=False),
+    sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
+    sa.Column('details', sa.JSON(), nullable=False),
+    sa.PrimaryKeyConstraint('id')
+    )
+    with op.batch_alter_table('auditevent', schema=None) as batch_op:
+        batch_op.create_index('ix_audit_subject', ['subject_type', 'subject_id'], unique=False)
+
     op.create_table('item',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('job_id', sa.BigInteger(), nullable=False),
@@ -190,6 +204,10 @@ def downgrade() -> None:
         batch_op.drop_index('ix_item_golden', postgresql_where=sa.text('is_golden'), sqlite_where=sa.text('is_golden'))
 
     op.drop_table('item')
+    with op.batch_alter_table('auditevent', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_subject')
+
+    op.drop_table('auditevent')
     with op.batch_alter_table('assignmentitem', schema=None) as batch_op:
         batch_op.drop_index('ix_assignment_item_assignment')
 
