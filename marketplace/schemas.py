@@ -61,6 +61,19 @@ class JobCreateSchema(Schema):
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
 
 
+class JobPatchSchema(Schema):
+    overlap = fields.Integer(strict=True, validate=validate.Range(1, 50))
+    golden_ratio = StrictFloat(allow_nan=False, validate=validate.Range(0.0, 0.9))
+    items_per_task = fields.Integer(strict=True, validate=validate.Range(1, 100))
+    aggregation = fields.String(validate=validate.OneOf(AGGREGATION_METHODS))
+    lease_seconds = fields.Integer(strict=True, validate=validate.Range(10, 7 * 24 * 3600))
+
+    @validates_schema
+    def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
+        if not data:
+            raise ValidationError("give at least one setting to change", field_name="_schema")
+
+
 class JobSchema(Schema):
     id = fields.Integer()
     title = fields.String()

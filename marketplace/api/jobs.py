@@ -23,6 +23,7 @@ from marketplace.schemas import (
     ItemInSchema,
     ItemsAddedSchema,
     JobCreateSchema,
+    JobPatchSchema,
     JobSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
@@ -74,6 +75,17 @@ class JobResource(MethodView):
     def get(self, job_id: int) -> dict[str, Any]:
         """A job with its progress and a quality summary."""
         return _job_view(job_service.get_job(get_session(), current_principal(), job_id))
+
+    @require("requester", "operator")
+    @blp.arguments(JobPatchSchema)
+    @blp.response(200, JobSchema)
+    def patch(self, body: dict[str, Any], job_id: int) -> dict[str, Any]:
+        """Tune redundancy and task settings, also while the job runs (owner or operator)."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id, lock=True)
+        job_service.tune_job(session, job, body)
+        session.commit()
+        return _job_view(job)
 
 
 def _parse_items() -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from sqlalchemy import delete, func, insert, literal, select, update
+from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlmodel import Session
 
 from marketplace.auth import Principal
@@ -84,9 +84,9 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
     }
 
 
-def _fill_pool(session: Session, job: Job, item_ids: list[int] | None) -> None:
+def _fill_pool(session: Session, job: Job, item_ids: list[int] | None, rounds: range | None = None) -> None:
     """Put one slot per (real item, round) into the free pool."""
-    for round_no in range(job.overlap):
+    for round_no in rounds if rounds is not None else range(job.overlap):
         if item_ids is None:
             source = select(Item.job_id, Item.id, literal(round_no)).where(
                 Item.job_id == job.id,
@@ -183,3 +183,39 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
             "at": run.created_at.isoformat(),
         },
     }
+
+
+TUNABLE = ("overlap", "golden_ratio", "items_per_task", "aggregation", "lease_seconds")
+
+
+def tune_job(session: Session, job: Job, changes: dict[str, Any]) -> Job:
+    """Change redundancy and task settings, also on a running job.
+
+    Raising overlap adds the new rounds of every real item to the pool and reopens a finished
+    job; lowering it withdraws the free slots of the dropped rounds and never touches answers
+    already given (or paid for). Other settings apply from the next lease.
+    """
+    if job.state == "cancelled":
+        raise Conflict("cannot change a cancelled job")
+    new_overlap = changes.get("overlap", job.overlap)
+    if job.state != "draft" and new_overlap > job.overlap:
+        _fill_pool(session, job, None, range(job.overlap, new_overlap))
+        if job.state == "completed":
+            job.state = "running"
+    elif job.state != "draft" and new_overlap < job.overlap:
+        session.execute(delete(Slot).where(Slot.job_id == job.id, Slot.round >= new_overlap))
+        pending = session.execute(
+            select(
+                exists().where(Slot.job_id == job.id)
+                | exists().where(Assignment.job_id == job.id, Assignment.state == "leased")
+            )
+        ).scalar_one()
+        if job.state == "running" and not pending:
+            job.state = "completed"
+    for name in TUNABLE:
+        if name in changes:
+            setattr(job, name, changes[name])
+    job.updated_at = utcnow()
+    session.add(job)
+    session.flush()
+    return job
