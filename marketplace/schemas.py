@@ -245,3 +245,35 @@ class AuditEventSchema(Schema):
     subject_id = fields.Integer()
     reason = fields.String()
     details = fields.Dict()
+
+
+class QualityQuerySchema(Schema):
+    job_id = fields.Integer(validate=validate.Range(1, MAX_ID))  # a query string: not strict
+
+
+class RankingQuerySchema(Schema):
+    job_id = fields.Integer(validate=validate.Range(1, MAX_ID))
+    sort = fields.String(
+        load_default="golden_accuracy",
+        validate=validate.OneOf(("golden_accuracy", "golden_ci_low", "agreement", "answers")),
+    )
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class QualityFiguresSchema(Schema):
+    answers = fields.Integer()
+    golden_seen = fields.Integer()
+    golden_correct = fields.Integer()
+    golden_accuracy = fields.Float(allow_none=True)
+    golden_ci_low = fields.Float(allow_none=True)
+    golden_ci_high = fields.Float(allow_none=True)
+    agreement = fields.Float(allow_none=True)
+
+
+class DailyQualitySchema(QualityFiguresSchema):
+    day = fields.String()
+
+
+class RankedWorkerSchema(QualityFiguresSchema):
+    worker_id = fields.Integer()
+    status = fields.String(allow_none=True)

@@ -18,13 +18,53 @@ from marketplace.schemas import (
     AuditQuerySchema,
     BanResultSchema,
     BanSchema,
+    DailyQualitySchema,
     MeSchema,
+    QualityQuerySchema,
+    RankedWorkerSchema,
+    RankingQuerySchema,
     UnbanSchema,
 )
-from marketplace.services import bans
+from marketplace.services import bans, quality
+from marketplace.services.jobs import get_job
 from marketplace.services.results import worker_quality_of
 
 blp = Blueprint("operators", __name__, url_prefix="/v1/workers", description="Operators' view of workers")
+
+
+def _requester_scope(job_id: int | None) -> int | None:
+    """Operators see everything; a requester only answers on its own jobs (404 for others')."""
+    principal = current_principal()
+    if principal.role == "operator":
+        return None
+    if job_id is not None:
+        get_job(get_session(), principal, job_id)
+    return principal.id
+
+
+@blp.route("")
+class WorkerRanking(MethodView):
+    @require("operator", "requester")
+    @blp.arguments(RankingQuerySchema, location="query")
+    @blp.response(200, RankedWorkerSchema(many=True))
+    def get(self, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """Workers by a quality figure, worst first, with a 95% Wilson interval on golden
+        accuracy (requesters: over their own jobs only)."""
+        job_id = query.get("job_id")
+        scope = _requester_scope(job_id)
+        return quality.ranking(get_session(), query["sort"], query["limit"], scope, job_id)
+
+
+@blp.route("/<id:worker_id>/quality")
+class WorkerDailyQuality(MethodView):
+    @require("operator", "requester")
+    @blp.arguments(QualityQuerySchema, location="query")
+    @blp.response(200, DailyQualitySchema(many=True))
+    def get(self, query: dict[str, Any], worker_id: int) -> list[dict[str, Any]]:
+        """A worker's golden accuracy and agreement per day, so drift shows."""
+        job_id = query.get("job_id")
+        scope = _requester_scope(job_id)
+        return quality.daily(get_session(), worker_id, scope, job_id)
 
 
 @blp.route("/<id:worker_id>")
