@@ -185,3 +185,41 @@ class AuditEvent(SQLModel, table=True):
     subject_id: int
     reason: str = Field(default="", max_length=500)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class QualityRule(SQLModel, table=True):
+    """An operator's (global, `job_id` NULL) or a requester's (one job) condition and action."""
+
+    __table_args__ = (Index("ix_rule_job", "job_id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int | None = None
+    created_by: int
+    condition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    action: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    enabled: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WorkerBlock(SQLModel, table=True):
+    """A worker kept from one job (or, with `job_id` NULL, from all) until `until` (or for good)."""
+
+    __table_args__ = (Index("ix_block_worker", "worker_id", "job_id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    worker_id: int
+    job_id: int | None = None
+    until: datetime | None = None
+    reason: str = Field(default="", max_length=500)
+    rule_id: int | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ReviewFlag(SQLModel, table=True):
+    """A rule's 'look at this worker' for an operator."""
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    worker_id: int
+    job_id: int | None = None
+    rule_id: int | None = None
+    figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    resolved: bool = False
+    created_at: datetime = Field(default_factory=utcnow)

@@ -277,3 +277,47 @@ class DailyQualitySchema(QualityFiguresSchema):
 class RankedWorkerSchema(QualityFiguresSchema):
     worker_id = fields.Integer()
     status = fields.String(allow_none=True)
+
+
+class RuleConditionSchema(Schema):
+    type = fields.String(
+        required=True,
+        validate=validate.OneOf(("golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")),
+    )
+    threshold = StrictFloat(allow_nan=False, validate=validate.Range(0.0, 1.0))
+    seconds_per_item = StrictFloat(allow_nan=False, validate=validate.Range(0.01, 3600.0))
+    min_count = fields.Integer(strict=True, load_default=10, validate=validate.Range(1, 100_000))
+
+    @validates_schema
+    def _limit_for_type(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("type") == "too_fast":
+            if "seconds_per_item" not in data:
+                raise ValidationError("too_fast needs seconds_per_item", field_name="seconds_per_item")
+        elif "threshold" not in data:
+            raise ValidationError(f"{data.get('type')} needs a threshold between 0 and 1", field_name="threshold")
+
+
+class RuleActionSchema(Schema):
+    type = fields.String(required=True, validate=validate.OneOf(("ban_job", "ban_everywhere", "cooldown", "flag")))
+    cooldown_seconds = fields.Integer(strict=True, validate=validate.Range(60, 30 * 24 * 3600))
+    exclude_answers = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def _cooldown(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("type") == "cooldown" and "cooldown_seconds" not in data:
+            raise ValidationError("cooldown needs cooldown_seconds", field_name="cooldown_seconds")
+
+
+class RuleCreateSchema(Schema):
+    job_id = Id()
+    condition = fields.Nested(RuleConditionSchema, required=True)
+    action = fields.Nested(RuleActionSchema, required=True)
+
+
+class RuleSchema(Schema):
+    id = fields.Integer()
+    job_id = fields.Integer(allow_none=True)
+    condition = fields.Dict()
+    action = fields.Dict()
+    enabled = fields.Boolean()
+    created_at = fields.DateTime()

@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select, text
 from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Job, utcnow
-from marketplace.services import aggregating, leasing
+from marketplace.services import aggregating, leasing, rules
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = timedelta(seconds=10)
@@ -37,8 +37,24 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     redis.delete(queue.guard_key(queue.AGGREGATE_JOB, job_id))
     with session_scope(get_engine(app)) as session:
         summary = aggregating.aggregate_job(session, job_id)
+    summary["rules_fired"] = _apply_rules(app, job_id, None)
     log.info("aggregated %s", summary)
     return summary
+
+
+def apply_rules_job(job_id: int, worker_id: int) -> list[dict[str, Any]]:
+    """Rules for one worker right after its golden answers arrive: spammers stop early."""
+    return _apply_rules(_app(), job_id, [worker_id])
+
+
+def _apply_rules(app: Flask, job_id: int, worker_ids: list[int] | None) -> list[dict[str, Any]]:
+    with session_scope(get_engine(app)) as session:
+        fired = rules.apply_rules(session, job_id, worker_ids)
+    redis = queue.get_redis(app)
+    # Excluded answers change aggregates; the next run finds the rule already acted on.
+    for affected in sorted({j for f in fired for j in f.get("jobs_to_aggregate", [])}):
+        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, affected)
+    return fired
 
 
 def sweep() -> dict[str, Any]:

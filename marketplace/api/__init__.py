@@ -26,11 +26,12 @@ def init_app(app: Flask) -> Api:
         },
     )
     api.register_converter(IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
-    from marketplace.api import accounts, assignments, jobs, operators
+    from marketplace.api import accounts, assignments, jobs, operators, rules
 
     api.register_blueprint(accounts.blp)
     api.register_blueprint(jobs.blp)
     api.register_blueprint(assignments.blp)
     api.register_blueprint(operators.blp)
     api.register_blueprint(operators.audit_blp)
+    api.register_blueprint(rules.blp)
     return api

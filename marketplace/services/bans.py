@@ -7,13 +7,14 @@ had filled go back to the pool, so the freed redundancy is issued again to other
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select, update
 from sqlmodel import Session
 
 from marketplace.errors import Conflict, NotFound
-from marketplace.models import Account, Answer, Assignment, AuditEvent, Job, Slot, utcnow
+from marketplace.models import Account, Answer, Assignment, AuditEvent, Job, Slot, WorkerBlock, utcnow
 from marketplace.services.leasing import release_assignments
 
 
@@ -24,49 +25,87 @@ def _locked_worker(session: Session, worker_id: int) -> Account:
     return account
 
 
-def ban_worker(session: Session, worker_id: int, actor_id: int, reason: str, exclude_answers: bool) -> dict[str, Any]:
-    """Ban everywhere. Returns what it did; the audit log records the same."""
-    account = _locked_worker(session, worker_id)
-    if account.status == "banned":
-        raise Conflict(f"worker {worker_id} is already banned")
-    account.status = "banned"
-    session.add(account)
-    session.flush()  # from here on the worker's next lease (which locks this row) sees the ban
+def ban_worker(
+    session: Session,
+    worker_id: int,
+    actor_id: int | None,
+    reason: str,
+    exclude_answers: bool,
+    *,
+    job_id: int | None = None,
+    until: datetime | None = None,
+    rule_id: int | None = None,
+    figures: dict[str, Any] | None = None,
+    commit: bool = True,
+) -> dict[str, Any]:
+    """Ban everywhere, or (with `job_id` or `until`) block from one job or for a while.
+
+    Returns what it did; the audit log records the same, with the figures that fired a rule.
+    """
+    account = _locked_worker(session, worker_id)  # leases lock this row first: they wait for us
+    if job_id is None and until is None:
+        if account.status == "banned":
+            raise Conflict(f"worker {worker_id} is already banned")
+        account.status = "banned"
+        session.add(account)
+        action = "ban"
+    else:
+        session.add(WorkerBlock(worker_id=worker_id, job_id=job_id, until=until, reason=reason, rule_id=rule_id))
+        action = "cooldown" if until is not None else "ban_job"
+    session.flush()
     now = utcnow()
-    open_leases = session.execute(
-        select(Assignment.job_id, Assignment.id)
-        .where(Assignment.worker_id == worker_id, Assignment.state == "leased")
-        .with_for_update()
-    ).all()
+    leases = select(Assignment.job_id, Assignment.id).where(
+        Assignment.worker_id == worker_id, Assignment.state == "leased"
+    )
+    if job_id is not None:
+        leases = leases.where(Assignment.job_id == job_id)
+    open_leases = session.execute(leases.with_for_update()).all()
     by_job: dict[int, list[int]] = defaultdict(list)
-    for job_id, assignment_id in open_leases:
-        by_job[job_id].append(assignment_id)
-    for job_id, ids in by_job.items():
-        release_assignments(session, job_id, ids, "revoked", now)
+    for lease_job, assignment_id in open_leases:
+        by_job[lease_job].append(assignment_id)
+    for lease_job, ids in by_job.items():
+        release_assignments(session, lease_job, ids, "revoked", now)
     reopened: set[int] = set()
-    excluded = _exclude_answers(session, worker_id, reopened) if exclude_answers else 0
+    excluded = _exclude_answers(session, worker_id, job_id, reopened) if exclude_answers else 0
     details = {"revoked_leases": len(open_leases), "excluded_answers": excluded, "jobs_reopened": sorted(reopened)}
+    scope = {
+        "scope": "everywhere" if job_id is None else f"job {job_id}",
+        "until": until.isoformat() if until else None,
+    }
     session.add(
         AuditEvent(
             actor_id=actor_id,
-            action="ban",
+            action=action,
             subject_type="worker",
             subject_id=worker_id,
             reason=reason,
-            details={"scope": "everywhere", "exclude_answers": exclude_answers, **details},
+            details={
+                **scope,
+                "exclude_answers": exclude_answers,
+                "rule_id": rule_id,
+                "figures": figures or {},
+                **details,
+            },
         )
     )
-    session.commit()
-    return {"worker_id": worker_id, "status": "banned", **details, "jobs_to_aggregate": sorted(set(by_job) | reopened)}
+    if commit:
+        session.commit()
+    return {
+        "worker_id": worker_id,
+        "status": account.status,
+        **details,
+        "jobs_to_aggregate": sorted(set(by_job) | reopened),
+    }
 
 
-def _exclude_answers(session: Session, worker_id: int, reopened: set[int]) -> int:
+def _exclude_answers(session: Session, worker_id: int, job_id: int | None, reopened: set[int]) -> int:
     """Mark the worker's answers excluded and put the rounds they filled back in the pool."""
-    rows = session.execute(
-        select(Answer.id, Answer.job_id, Answer.item_id, Answer.round)
-        .where(Answer.worker_id == worker_id, Answer.excluded.is_(False))
-        .with_for_update()
-    ).all()
+    query = select(Answer.id, Answer.job_id, Answer.item_id, Answer.round).where(
+        Answer.worker_id == worker_id, Answer.excluded.is_(False)
+    )
+    if job_id is not None:
+        query = query.where(Answer.job_id == job_id)
+    rows = session.execute(query.with_for_update()).all()
     if not rows:
         return 0
     session.execute(update(Answer).where(Answer.id.in_([r.id for r in rows])).values(excluded=True, round=None))

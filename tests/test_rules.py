@@ -1,0 +1,132 @@
+"""Quality rules: sound firing statistics, actions with an audit trail, validated definitions."""
+
+from __future__ import annotations
+
+import random
+
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select
+
+from marketplace.db import get_engine, session_scope
+from marketplace.models import Answer, ReviewFlag, WorkerBlock
+from marketplace.services.rules import DEFAULT_RULES, apply_rules, fires
+from tests.conftest import bearer, new_key, post_job
+
+DEFAULT = DEFAULT_RULES[0]["condition"]
+SPAMMER_BOUND = 60  # golden answers; the worst of 3,000 simulated spammers needed 51
+
+
+def _first_firing(accuracy: float, seed: int, answers: int = 300) -> int | None:
+    rng, correct = random.Random(seed), 0
+    for seen in range(1, answers + 1):
+        correct += rng.random() < accuracy
+        if fires(DEFAULT, {"golden_seen": seen, "golden_correct": correct}):
+            return seen
+    return None
+
+
+def test_default_rule_stops_every_spammer_within_the_bound_and_no_honest_worker() -> None:
+    spammers = [_first_firing(0.25, seed) for seed in range(1000)]
+    assert all(n is not None and n <= SPAMMER_BOUND for n in spammers)
+    honest = [_first_firing(0.8, seed) for seed in range(1000)]
+    assert honest.count(None) == 1000, "an honest worker of accuracy 0.8 was banned"
+
+
+def test_conditions_need_their_minimum_before_firing() -> None:
+    assert not fires(DEFAULT, {"golden_seen": 4, "golden_correct": 0})
+    agreement = {"type": "agreement_below", "threshold": 0.5, "min_count": 20}
+    assert not fires(agreement, {"compared": 19, "agreed": 0})
+    assert fires(agreement, {"compared": 40, "agreed": 2})
+    fast = {"type": "too_fast", "seconds_per_item": 1.0, "min_count": 3}
+    assert fires(fast, {"timed_tasks": 3, "median_seconds_per_item": 0.2})
+    assert not fires(fast, {"timed_tasks": 3, "median_seconds_per_item": 4.0})
+    skips = {"type": "skip_share_above", "threshold": 0.5, "min_count": 10}
+    assert fires(skips, {"finished_leases": 40, "skipped": 39})
+    assert not fires(skips, {"finished_leases": 40, "skipped": 22})
+
+
+def _answer_all(client: FlaskClient, headers: dict[str, str], job_id: int, label: str) -> None:
+    for _ in range(100):
+        lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
+        if lease.status_code != 201:
+            return
+        task = lease.get_json()
+        answers = [{"item_id": i["id"], "label": label} for i in task["items"]]
+        assert (
+            client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers).status_code
+            == 200
+        )
+
+
+def test_default_rule_bans_a_liar_from_the_job_excludes_its_answers_and_audits(
+    app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
+) -> None:
+    job = post_job(client, requester, items=20, golden=20, overlap=2, golden_ratio=0.5, items_per_task=4)
+    liar, honest = bearer(new_key(app, "worker", "liar")), bearer(new_key(app, "worker", "honest"))
+    _answer_all(client, liar, job["id"], "dog")  # golden answers are all 'cat'
+    _answer_all(client, honest, job["id"], "cat")
+    liar_id = client.get("/v1/me", headers=liar).get_json()["id"]
+    with session_scope(get_engine(app)) as session:
+        fired = apply_rules(session, job["id"])
+        assert [f["worker_id"] for f in fired] == [liar_id]
+        assert apply_rules(session, job["id"]) == [], "a rule acts once"
+        block = session.execute(select(WorkerBlock).where(WorkerBlock.worker_id == liar_id)).scalar_one()
+        assert block.job_id == job["id"] and block.until is None
+        excluded = session.execute(select(Answer.excluded).where(Answer.worker_id == liar_id)).scalars().all()
+        assert excluded and all(excluded)
+    event = client.get("/v1/audit", headers=operator).get_json()[-1]
+    assert event["action"] == "ban_job" and event["subject_id"] == liar_id
+    assert event["details"]["figures"]["golden_correct"] == 0
+    assert event["details"]["figures"]["golden_seen"] >= 5
+    assert "golden_accuracy_below" in event["reason"]
+
+
+def test_rules_api_validates_and_scopes(
+    app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
+) -> None:
+    job = post_job(client, requester, items=4, golden=4)
+    good = {
+        "job_id": job["id"],
+        "condition": {"type": "agreement_below", "threshold": 0.6, "min_count": 20},
+        "action": {"type": "flag"},
+    }
+    made = client.post("/v1/rules", json=good, headers=requester)
+    assert made.status_code == 201, made.get_json()
+    bad = [
+        ({**good, "condition": {"type": "vibes", "threshold": 0.5}}, "condition"),
+        ({**good, "condition": {"type": "agreement_below", "threshold": 1.5}}, "condition"),
+        ({**good, "condition": {"type": "too_fast"}}, "condition"),
+        ({**good, "action": {"type": "cooldown"}}, "action"),
+        ({**good, "action": {"type": "explode"}}, "action"),
+        ({"condition": good["condition"], "action": good["action"]}, "job_id"),
+    ]
+    for body, field in bad:
+        response = client.post("/v1/rules", json=body, headers=requester)
+        assert response.status_code == 422, body
+        assert field in response.get_json()["errors"]["json"], response.get_json()
+    other = bearer(new_key(app, "requester", "other"))
+    assert client.post("/v1/rules", json=good, headers=other).status_code == 404
+    assert client.get("/v1/rules", headers=other).get_json() == []
+    glob = {"condition": {"type": "skip_share_above", "threshold": 0.9}, "action": {"type": "flag"}}
+    assert client.post("/v1/rules", json=glob, headers=operator).status_code == 201
+    listed = client.get(f"/v1/rules?job_id={job['id']}", headers=requester).get_json()
+    assert len(listed) == 2
+    assert client.delete(f"/v1/rules/{made.get_json()['id']}", headers=other).status_code == 404
+    assert client.delete(f"/v1/rules/{made.get_json()['id']}", headers=requester).status_code == 204
+
+
+def test_flag_rule_records_a_review_flag(app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
+    job = post_job(client, requester, items=12, golden=0, overlap=2, items_per_task=4)
+    rule = {
+        "job_id": job["id"],
+        "condition": {"type": "too_fast", "seconds_per_item": 60.0, "min_count": 2},
+        "action": {"type": "flag"},
+    }
+    assert client.post("/v1/rules", json=rule, headers=requester).status_code == 201
+    worker = bearer(new_key(app, "worker", "quick"))
+    _answer_all(client, worker, job["id"], "cat")
+    with session_scope(get_engine(app)) as session:
+        fired = apply_rules(session, job["id"])
+        assert [f["action"] for f in fired] == ["flag"]
+        assert session.execute(select(ReviewFlag)).scalar_one().figures["timed_tasks"] >= 2
