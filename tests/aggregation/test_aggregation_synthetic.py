@@ -1,0 +1,31 @@
+"""The simulator: shapes, distinct workers per item, and accuracies that hold."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregation.synthetic import simulate
+
+
+def test_shape_and_distinct_workers() -> None:
+    answers, truth = simulate(100, 7, 3, 4, seed=0)
+    assert len(answers) == 400
+    assert len(truth) == 100
+    assert answers.groupby("task")["worker"].nunique().eq(4).all()
+    assert set(answers["label"]) <= {"0", "1", "2"}
+
+
+def test_perfect_and_chance_workers() -> None:
+    answers, truth = simulate(2000, [1.0, 1.0, 0.5], 2, 3, seed=4)
+    hit = answers["label"].to_numpy() == truth.loc[answers["task"]].to_numpy()
+    by_worker = answers.assign(hit=hit).groupby("worker")["hit"].mean()
+    assert by_worker["w0"] == 1.0
+    assert by_worker["w2"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_spammers_and_seed() -> None:
+    first = simulate(50, 10, 4, 3, seed=9, spammers=0.5)[0]
+    again = simulate(50, 10, 4, 3, seed=9, spammers=0.5)[0]
+    assert first.equals(again)
+    with pytest.raises(ValueError):
+        simulate(5, 2, 2, 3)
