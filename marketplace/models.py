@@ -41,7 +41,9 @@ class Job(SQLModel, table=True):
     title: str = Field(max_length=200)
     instructions: str = Field(sa_column=Column(Text, nullable=False))
     annotation: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
-    overlap: int
+    overlap: int  # with dynamic overlap: the minimum
+    overlap_max: int | None = None  # set: ask more workers while the aggregate is unsure
+    target_confidence: float | None = None
     golden_ratio: float
     items_per_task: int
     reward_cents: int

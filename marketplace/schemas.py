@@ -54,15 +54,32 @@ class JobCreateSchema(Schema):
     instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
     annotation = fields.Nested(AnnotationSchema, required=True)
     overlap = fields.Integer(strict=True, load_default=3, validate=validate.Range(1, 50))
+    overlap_max = fields.Integer(strict=True, validate=validate.Range(1, 50))
+    target_confidence = StrictFloat(allow_nan=False, validate=validate.Range(0.5, 0.9999))
     golden_ratio = StrictFloat(load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9))
     items_per_task = fields.Integer(strict=True, load_default=5, validate=validate.Range(1, 100))
     reward_cents = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, 100_000))
     aggregation = fields.String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
 
+    @validates_schema
+    def _dynamic_overlap(self, data: dict[str, Any], **_: Any) -> None:
+        check_dynamic_overlap(data.get("overlap", 3), data.get("overlap_max"), data.get("target_confidence"))
+
+
+def check_dynamic_overlap(minimum: int, maximum: int | None, target: float | None) -> None:
+    """Dynamic overlap needs both a maximum and a target, and the maximum is at least the minimum."""
+    if (maximum is None) != (target is None):
+        field = "target_confidence" if target is None else "overlap_max"
+        raise ValidationError("dynamic overlap needs both overlap_max and target_confidence", field_name=field)
+    if maximum is not None and maximum < minimum:
+        raise ValidationError("must be at least overlap (the minimum)", field_name="overlap_max")
+
 
 class JobPatchSchema(Schema):
     overlap = fields.Integer(strict=True, validate=validate.Range(1, 50))
+    overlap_max = fields.Integer(strict=True, validate=validate.Range(1, 50))
+    target_confidence = StrictFloat(allow_nan=False, validate=validate.Range(0.5, 0.9999))
     golden_ratio = StrictFloat(allow_nan=False, validate=validate.Range(0.0, 0.9))
     items_per_task = fields.Integer(strict=True, validate=validate.Range(1, 100))
     aggregation = fields.String(validate=validate.OneOf(AGGREGATION_METHODS))
@@ -80,6 +97,8 @@ class JobSchema(Schema):
     instructions = fields.String()
     annotation = fields.Dict()
     overlap = fields.Integer()
+    overlap_max = fields.Integer(allow_none=True)
+    target_confidence = fields.Float(allow_none=True)
     golden_ratio = StrictFloat()
     items_per_task = fields.Integer()
     reward_cents = fields.Integer()

@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 import aggregation
 from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
+from marketplace.services.dynamic_overlap import extend_unsure
 
 
 def load_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
@@ -71,6 +72,7 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
             ],
         )
     _store_quality(session, job_id, answers, golden, real)
+    extended = extend_unsure(session, job, result.confidence[real.index], result.answers_used[real.index])
     seconds = time.perf_counter() - started
     session.add(
         AggregationRun(
@@ -90,6 +92,7 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
         "answers": len(answers),
         "method": result.method,
         "seconds": round(seconds, 3),
+        "answers_added": extended,
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from marshmallow import ValidationError
 from sqlalchemy import delete, exists, func, insert, literal, select, update
 from sqlmodel import Session
 
@@ -21,6 +22,7 @@ from marketplace.models import (
     Slot,
     utcnow,
 )
+from marketplace.schemas import check_dynamic_overlap
 
 TRANSITIONS = {
     "launch": ({"draft", "paused"}, "running"),
@@ -185,7 +187,15 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
     }
 
 
-TUNABLE = ("overlap", "golden_ratio", "items_per_task", "aggregation", "lease_seconds")
+TUNABLE = (
+    "overlap",
+    "overlap_max",
+    "target_confidence",
+    "golden_ratio",
+    "items_per_task",
+    "aggregation",
+    "lease_seconds",
+)
 
 
 def tune_job(session: Session, job: Job, changes: dict[str, Any]) -> Job:
@@ -198,6 +208,15 @@ def tune_job(session: Session, job: Job, changes: dict[str, Any]) -> Job:
     if job.state == "cancelled":
         raise Conflict("cannot change a cancelled job")
     new_overlap = changes.get("overlap", job.overlap)
+    try:
+        check_dynamic_overlap(
+            new_overlap,
+            changes.get("overlap_max", job.overlap_max),
+            changes.get("target_confidence", job.target_confidence),
+        )
+    except ValidationError as error:
+        field, reasons = next(iter(error.normalized_messages().items()))
+        raise Invalid(str(field), str(reasons[0])) from None
     if job.state != "draft" and new_overlap > job.overlap:
         _fill_pool(session, job, None, range(job.overlap, new_overlap))
         if job.state == "completed":

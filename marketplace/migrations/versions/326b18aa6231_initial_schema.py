@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 70f16484297e
+Revision ID: 326b18aa6231
 Revises:
-Create Date: 2026-11-28 12:08:03.579104
+Create Date: 2026-11-28 12:11:54.158753
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel types
 from alembic import op
 
 
-revision: str = '70f16484297e'
+revision: str = '326b18aa6231'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -142,6 +142,8 @@ def upgrade() -> None:
     sa.Column('instructions', sa.Text(), nullable=False),
     sa.Column('annotation', sa.JSON(), nullable=False),
     sa.Column('overlap', sa.Integer(), nullable=False),
+    sa.Column('overlap_max', sa.Integer(), nullable=True),
+    sa.Column('target_confidence', sa.Float(), nullable=True),
     sa.Column('golden_ratio', sa.Float(), nullable=False),
     sa.Column('items_per_task', sa.Integer(), nullable=False),
     sa.Column('reward_cents', sa.Integer(), nullable=False),
