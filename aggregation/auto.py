@@ -10,9 +10,10 @@ With golden tasks it starts from Dawid-Skene with the golden tasks clamped to th
 labels and cross-validates that against Dawid-Skene ignoring them (clamping usually helps,
 but on some data, e.g. d_product, it pulls confusion matrices the wrong way) on the golden
 set alone: each fold's golden tasks are hidden (not clamped) and predicted by a model that
-sees the rest clamped. An alternative replaces the default only when it gets at least `MARGIN` more
-held-out golden tasks right, because a one-item difference on a few dozen golden tasks is a
-coin flip, not evidence. Nothing here looks at anything but the answers and golden labels.
+sees the rest clamped. An alternative replaces the default only when it gets at least
+`MARGIN` more held-out golden tasks right, because a one-item difference on a few dozen
+golden tasks is a coin flip, not evidence. Nothing here looks at anything but the answers
+and golden labels.
 """
 
 from __future__ import annotations
@@ -63,19 +64,21 @@ DS_UNCLAMPED = Candidate("dawid_skene_unclamped", _ds_unclamped, False)
 MAJORITY = Candidate("majority_vote", majority_vote, True)
 
 
-def held_out_correct(enc: Encoded, candidate: Candidate) -> int:
-    """Golden tasks a candidate gets right when they are hidden from it, fold by fold."""
+def held_out(enc: Encoded, candidate: Candidate) -> tuple[IntArray, FloatArray]:
+    """Choices and posteriors for every golden task while it is hidden from the model."""
     n_gold = len(enc.gold_t)
-    folds = np.arange(n_gold) % min(MAX_FOLDS, n_gold)
-    correct = 0
     if not candidate.uses_golden:
-        _, choice = candidate.fit(enc.with_gold(enc.gold_t[:0], enc.gold_l[:0]))
-        return int((choice[enc.gold_t] == enc.gold_l).sum())
+        probas, choice = candidate.fit(enc.with_gold(enc.gold_t[:0], enc.gold_l[:0]))
+        return choice[enc.gold_t], probas[enc.gold_t]
+    folds = np.arange(n_gold) % min(MAX_FOLDS, n_gold)
+    choices = np.empty(n_gold, dtype=np.int64)
+    posteriors = np.empty((n_gold, enc.n_labels))
     for fold in np.unique(folds):
         train = folds != fold
-        _, choice = candidate.fit(enc.with_gold(enc.gold_t[train], enc.gold_l[train]))
-        correct += int((choice[enc.gold_t[~train]] == enc.gold_l[~train]).sum())
-    return correct
+        probas, choice = candidate.fit(enc.with_gold(enc.gold_t[train], enc.gold_l[train]))
+        choices[~train] = choice[enc.gold_t[~train]]
+        posteriors[~train] = probas[enc.gold_t[~train]]
+    return choices, posteriors
 
 
 def candidates(enc: Encoded) -> tuple[Candidate, ...]:
@@ -87,20 +90,28 @@ def candidates(enc: Encoded) -> tuple[Candidate, ...]:
     return (DS_CLAMPED, DS_UNCLAMPED)
 
 
-def select(enc: Encoded) -> tuple[Candidate, dict[str, int]]:
-    """The candidate to use, and every candidate's held-out golden score (for the record)."""
+@dataclass(frozen=True)
+class Selection:
+    """What auto chose and why: every candidate's held-out golden score."""
+
+    candidate: Candidate
+    scores: dict[str, int]
+
+
+def select(enc: Encoded) -> Selection:
+    """The candidate to use and every candidate's held-out golden score."""
     default, *others = candidates(enc)
     if len(enc.gold_t) == 0 or len(enc.t) > MAX_ANSWERS_FOR_SELECTION:
-        return default, {}
-    scores = {c.name: held_out_correct(enc, c) for c in (default, *others)}
+        return Selection(default, {})
+    runs = {c.name: held_out(enc, c) for c in (default, *others)}
+    scores = {name: int((choice == enc.gold_l).sum()) for name, (choice, _) in runs.items()}
     best = max(others, key=lambda c: scores[c.name])  # max keeps the first on ties
-    if scores[best.name] - scores[default.name] >= MARGIN:
-        return best, scores
-    return default, scores
+    chosen = best if scores[best.name] - scores[default.name] >= MARGIN else default
+    return Selection(chosen, scores)
 
 
 def auto(enc: Encoded) -> tuple[FloatArray, IntArray, str]:
     """Posteriors, choices and the name of the method used, fitted on all golden tasks."""
-    chosen, _ = select(enc)
-    probas, choice = chosen.fit(enc)
-    return probas, choice, chosen.name
+    selection = select(enc)
+    probas, choice = selection.candidate.fit(enc)
+    return probas, choice, selection.candidate.name
