@@ -1,6 +1,7 @@
 """Accuracy and speed of every method on the public data sets.
 
     python -m aggregation.bench --data /work/shared/data [--json] [--methods auto,dawid_skene]
+    python -m aggregation.bench --scale 1000000   # simulated: items, overlap 10, 5 classes
 
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
 golden, drawn with a fixed seed, and scored only on the other 95%). In golden5 the row
@@ -115,13 +116,37 @@ def print_table(records: list[dict[str, object]]) -> None:
             )
 
 
+def scale(n_items: int) -> dict[str, object]:
+    """Time "auto" on a simulated crowd: overlap 10, one worker per 50 items, 5 classes."""
+    import resource
+
+    from .synthetic import simulate
+
+    answers, truth = simulate(n_items, max(n_items // 50, 10), 5, 10, seed=SEED)
+    start = time.perf_counter()
+    result = aggregate(answers)
+    return {
+        "answers": len(answers),
+        "method": result.method,
+        "accuracy": round(score(result, truth), 4),
+        "seconds": round(time.perf_counter() - start, 2),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--data", type=Path, required=True, help="folder of data sets")
+    parser.add_argument("--data", type=Path, help="folder of data sets")
+    parser.add_argument("--scale", type=int, help="instead: time auto on this many items")
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     parser.add_argument("--datasets", help="comma-separated; default: every folder with labels")
     parser.add_argument("--methods", default=",".join(METHODS))
     args = parser.parse_args(argv)
+    if args.scale:
+        print(json.dumps(scale(args.scale)))
+        return
+    if args.data is None:
+        parser.error("--data is required unless --scale is given")
     found = sorted(p.parent.name for p in args.data.glob("*/labels.csv"))
     known = [d for d in DATASETS if d in found] + [d for d in found if d not in DATASETS]
     datasets = args.datasets.split(",") if args.datasets else known

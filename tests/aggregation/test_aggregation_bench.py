@@ -32,3 +32,11 @@ def test_json_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert 0.8 < auto["accuracy"] <= 1.0
     assert 0.0 <= auto["ece"] <= 1.0
     assert "acc_above_0_9" in auto and auto["seconds"] >= 0
+
+
+def test_scale_mode(capsys: pytest.CaptureFixture[str]) -> None:
+    main(["--scale", "1000"])
+    record = json.loads(capsys.readouterr().out)
+    assert record["answers"] == 10_000
+    assert record["method"] == "auto:dawid_skene"
+    assert record["accuracy"] > 0.95
