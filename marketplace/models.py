@@ -203,12 +203,14 @@ class QualityRule(SQLModel, table=True):
 
 
 class WorkerBlock(SQLModel, table=True):
-    """A worker kept from one job (or, with `job_id` NULL, from all) until `until` (or for good)."""
+    """A worker kept from one job, one requester's jobs, or (both NULL) all jobs, until `until`
+    (or for good)."""
 
     __table_args__ = (Index("ix_block_worker", "worker_id", "job_id"),)
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     worker_id: int
     job_id: int | None = None
+    requester_id: int | None = None
     until: datetime | None = None
     reason: str = Field(default="", max_length=500)
     rule_id: int | None = None

@@ -236,6 +236,18 @@ class AggregateQueuedSchema(Schema):
 class BanSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(1, 500))
     exclude_answers = fields.Boolean(load_default=False)
+    scope = fields.String(load_default="everywhere", validate=validate.OneOf(("everywhere", "job", "requester")))
+    job_id = Id()
+    requester_id = Id()
+    duration_seconds = fields.Integer(strict=True, validate=validate.Range(60, 365 * 24 * 3600))
+
+    @validates_schema
+    def _scope_target(self, data: dict[str, Any], **_: Any) -> None:
+        for scope, field in (("job", "job_id"), ("requester", "requester_id")):
+            if data.get("scope") == scope and field not in data:
+                raise ValidationError(f"scope {scope} needs {field}", field_name=field)
+            if data.get("scope") != scope and field in data:
+                raise ValidationError(f"only with scope {scope}", field_name=field)
 
 
 class UnbanSchema(Schema):

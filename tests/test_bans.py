@@ -146,3 +146,38 @@ def test_ban_under_concurrent_leasing_leaves_no_open_lease(pg_app: Flask) -> Non
     assert all(state != "leased" for state, _ in states), "an open lease survived the ban"
     assert all(created <= banned_at for _, created in states), "work was issued after the ban"
     assert statuses[-1] == 403
+
+
+def test_scoped_bans_revoke_only_in_scope_and_unban_ends_them(
+    app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
+) -> None:
+    first = post_job(client, requester, items=4, golden=0, overlap=1, items_per_task=2)
+    second = post_job(client, requester, items=4, golden=0, overlap=1, items_per_task=2)
+    worker = bearer(new_key(app, "worker", "w"))
+    worker_id = _me(client, worker)
+    in_first = client.post("/v1/assignments", json={"job_id": first["id"]}, headers=worker).get_json()
+    in_second = client.post("/v1/assignments", json={"job_id": second["id"]}, headers=worker).get_json()
+    body = {"reason": "sloppy here", "scope": "job", "job_id": first["id"]}
+    banned = client.post(f"/v1/workers/{worker_id}/ban", json=body, headers=operator)
+    assert banned.status_code == 200 and banned.get_json()["revoked_leases"] == 1
+    assert client.get(f"/v1/assignments/{in_first['id']}", headers=worker).get_json()["state"] == "revoked"
+    assert client.get(f"/v1/assignments/{in_second['id']}", headers=worker).get_json()["state"] == "leased"
+    assert client.get("/v1/me", headers=worker).get_json()["status"] == "active"
+    event = client.get("/v1/audit", headers=operator).get_json()[-1]
+    assert event["action"] == "ban_job" and event["details"]["scope"] == f"job {first['id']}"
+    assert client.delete(f"/v1/workers/{worker_id}/ban", json={"reason": "ok"}, headers=operator).status_code == 200
+    assert client.delete(f"/v1/workers/{worker_id}/ban", json={"reason": "ok"}, headers=operator).status_code == 409
+    timed = {"reason": "cool off", "scope": "requester", "requester_id": first["id"], "duration_seconds": 600}
+    requester_id = client.get("/v1/me", headers=requester).get_json()["id"]
+    timed["requester_id"] = requester_id
+    assert client.post(f"/v1/workers/{worker_id}/ban", json=timed, headers=operator).status_code == 200
+    assert client.get(f"/v1/assignments/{in_second['id']}", headers=worker).get_json()["state"] == "revoked"
+    bad = [
+        ({"reason": "x", "scope": "job"}, "job_id"),
+        ({"reason": "x", "job_id": 1}, "job_id"),
+        ({"reason": "x", "scope": "planet"}, "scope"),
+        ({"reason": "x", "duration_seconds": 5}, "duration_seconds"),
+    ]
+    for payload, field in bad:
+        response = client.post(f"/v1/workers/{worker_id}/ban", json=payload, headers=operator)
+        assert response.status_code == 422 and field in response.get_json()["errors"]["json"], payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -12,7 +13,7 @@ from marketplace import queue
 from marketplace.auth import current_principal, forget, require
 from marketplace.db import get_session
 from marketplace.errors import NotFound
-from marketplace.models import Account
+from marketplace.models import Account, utcnow
 from marketplace.schemas import (
     AuditEventSchema,
     AuditQuerySchema,
@@ -92,10 +93,19 @@ class WorkerBan(MethodView):
     @blp.arguments(BanSchema)
     @blp.response(200, BanResultSchema)
     def post(self, body: dict[str, Any], worker_id: int) -> dict[str, Any]:
-        """Ban a worker everywhere: no new work, open leases revoked; with `exclude_answers` its
+        """Ban a worker everywhere, from one job or from one requester's jobs, for good or for
+        `duration_seconds`: no new work there, open leases revoked; with `exclude_answers` its
         answers leave aggregation and their redundancy is issued again."""
+        until = utcnow() + timedelta(seconds=body["duration_seconds"]) if "duration_seconds" in body else None
         result = bans.ban_worker(
-            get_session(), worker_id, current_principal().id, body["reason"], body["exclude_answers"]
+            get_session(),
+            worker_id,
+            current_principal().id,
+            body["reason"],
+            body["exclude_answers"],
+            job_id=body.get("job_id"),
+            requester_id=body.get("requester_id"),
+            until=until,
         )
         forget()
         for job_id in result.pop("jobs_to_aggregate"):

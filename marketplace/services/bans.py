@@ -10,7 +10,7 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlmodel import Session
 
 from marketplace.errors import Conflict, NotFound
@@ -33,32 +33,44 @@ def ban_worker(
     exclude_answers: bool,
     *,
     job_id: int | None = None,
+    requester_id: int | None = None,
     until: datetime | None = None,
     rule_id: int | None = None,
     figures: dict[str, Any] | None = None,
     commit: bool = True,
 ) -> dict[str, Any]:
-    """Ban everywhere, or (with `job_id` or `until`) block from one job or for a while.
+    """Ban everywhere, or block from one job (`job_id`), one requester's jobs
+    (`requester_id`), or for a while (`until`).
 
     Returns what it did; the audit log records the same, with the figures that fired a rule.
     """
     account = _locked_worker(session, worker_id)  # leases lock this row first: they wait for us
-    if job_id is None and until is None:
+    if job_id is None and requester_id is None and until is None:
         if account.status == "banned":
             raise Conflict(f"worker {worker_id} is already banned")
         account.status = "banned"
         session.add(account)
         action = "ban"
     else:
-        session.add(WorkerBlock(worker_id=worker_id, job_id=job_id, until=until, reason=reason, rule_id=rule_id))
-        action = "cooldown" if until is not None else "ban_job"
+        session.add(
+            WorkerBlock(
+                worker_id=worker_id,
+                job_id=job_id,
+                requester_id=requester_id,
+                until=until,
+                reason=reason,
+                rule_id=rule_id,
+            )
+        )
+        action = "cooldown" if until is not None else ("ban_job" if job_id is not None else "ban_requester")
     session.flush()
     now = utcnow()
     leases = select(Assignment.job_id, Assignment.id).where(
         Assignment.worker_id == worker_id, Assignment.state == "leased"
     )
-    if job_id is not None:
-        leases = leases.where(Assignment.job_id == job_id)
+    jobs = _scope_jobs(job_id, requester_id)
+    if jobs is not None:
+        leases = leases.where(Assignment.job_id.in_(jobs))
     open_leases = session.execute(leases.with_for_update()).all()
     by_job: dict[int, list[int]] = defaultdict(list)
     for lease_job, assignment_id in open_leases:
@@ -66,7 +78,7 @@ def ban_worker(
     for lease_job, ids in by_job.items():
         release_assignments(session, lease_job, ids, "revoked", now)
     reopened: set[int] = set()
-    excluded = _exclude_answers(session, worker_id, job_id, reopened) if exclude_answers else 0
+    excluded = _exclude_answers(session, worker_id, jobs, reopened) if exclude_answers else 0
     details = {"revoked_leases": len(open_leases), "excluded_answers": excluded, "jobs_reopened": sorted(reopened)}
     scope = {
         "scope": "everywhere" if job_id is None else f"job {job_id}",
@@ -98,13 +110,22 @@ def ban_worker(
     }
 
 
-def _exclude_answers(session: Session, worker_id: int, job_id: int | None, reopened: set[int]) -> int:
+def _scope_jobs(job_id: int | None, requester_id: int | None) -> Any:
+    """The jobs a scoped ban covers (a subquery), or None for everywhere."""
+    if job_id is not None:
+        return select(Job.id).where(Job.id == job_id)
+    if requester_id is not None:
+        return select(Job.id).where(Job.requester_id == requester_id)
+    return None
+
+
+def _exclude_answers(session: Session, worker_id: int, jobs: Any, reopened: set[int]) -> int:
     """Mark the worker's answers excluded and put the rounds they filled back in the pool."""
     query = select(Answer.id, Answer.job_id, Answer.item_id, Answer.round).where(
         Answer.worker_id == worker_id, Answer.excluded.is_(False)
     )
-    if job_id is not None:
-        query = query.where(Answer.job_id == job_id)
+    if jobs is not None:
+        query = query.where(Answer.job_id.in_(jobs))
     rows = session.execute(query.with_for_update()).all()
     if not rows:
         return 0
@@ -126,7 +147,12 @@ def _exclude_answers(session: Session, worker_id: int, job_id: int | None, reope
 
 def unban_worker(session: Session, worker_id: int, actor_id: int, reason: str) -> dict[str, Any]:
     account = _locked_worker(session, worker_id)
-    if account.status != "banned":
+    now = utcnow()
+    active = or_(WorkerBlock.until.is_(None), WorkerBlock.until > now)
+    ended = session.execute(
+        update(WorkerBlock).where(WorkerBlock.worker_id == worker_id, active).values(until=now)
+    ).rowcount
+    if account.status != "banned" and not ended:
         raise Conflict(f"worker {worker_id} is not banned")
     account.status = "active"
     session.add(account)

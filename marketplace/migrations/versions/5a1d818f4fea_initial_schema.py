@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 326b18aa6231
+Revision ID: 5a1d818f4fea
 Revises:
-Create Date: 2026-11-28 12:11:54.158753
+Create Date: 2026-11-28 12:15:45.036296
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sqlmodel  # noqa: F401 - autogenerate renders sqlmodel types
 from alembic import op
 
 
-revision: str = '326b18aa6231'
+revision: str = '5a1d818f4fea'
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -196,6 +196,7 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('worker_id', sa.Integer(), nullable=False),
     sa.Column('job_id', sa.Integer(), nullable=True),
+    sa.Column('requester_id', sa.Integer(), nullable=True),
     sa.Column('until', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
     sa.Column('rule_id', sa.Integer(), nullable=True),
