@@ -171,16 +171,19 @@ def server_processes(server_pid: int, dbname: str) -> dict[str, list[psutil.Proc
     """gunicorn master+workers; the postmaster's children except backends of other databases."""
     master = psutil.Process(server_pid)
     gunicorn = [master, *master.children(recursive=True)]
-    postgres: list[psutil.Process] = []
+    backends: list[psutil.Process] = []
+    shared: list[psutil.Process] = []
     backend = re.compile(r"^postgres: (?:\S+: )?\S+ (\S+) (?:\S+\(\d+\)|\[local\])")
     for proc in psutil.process_iter(["username", "cmdline"]):
         cmdline = " ".join(proc.info["cmdline"] or [])
         if proc.info["username"] != "postgres" or not cmdline.startswith("postgres:"):
             continue
         match = backend.match(cmdline)
-        if match is None or match.group(1) == dbname:
-            postgres.append(proc)
-    return {"gunicorn": gunicorn, "postgres": postgres}
+        if match is None:
+            shared.append(proc)  # walwriter, checkpointer, ...: they also work for other databases
+        elif match.group(1) == dbname:
+            backends.append(proc)
+    return {"gunicorn": gunicorn, "pg_backends": backends, "pg_shared": shared}
 
 
 def cpu_snapshot(groups: dict[str, list[psutil.Process]]) -> Snapshot:
@@ -197,7 +200,9 @@ def cpu_snapshot(groups: dict[str, list[psutil.Process]]) -> Snapshot:
 
 
 def cpu_delta(before: Snapshot, after: Snapshot) -> dict[str, float]:
-    return {name: sum(v - before.get(name, {}).get(k, 0.0) for k, v in after[name].items()) for name in after}
+    delta = {name: sum(v - before.get(name, {}).get(k, 0.0) for k, v in after[name].items()) for name in after}
+    delta["postgres"] = delta["pg_backends"] + delta["pg_shared"]
+    return delta
 
 
 def timed(client: Client, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any, float]:
@@ -341,6 +346,8 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
         "server_cpu_ms_per_cycle": round((cpu["gunicorn"] + cpu["postgres"]) * ms / n, 2),
         "gunicorn_cpu_ms_per_cycle": round(cpu["gunicorn"] * ms / n, 2),
         "postgres_cpu_ms_per_cycle": round(cpu["postgres"] * ms / n, 2),
+        "postgres_backends_cpu_ms_per_cycle": round(cpu["pg_backends"] * ms / n, 2),
+        "postgres_shared_cpu_ms_per_cycle": round(cpu["pg_shared"] * ms / n, 2),
         "client_cpu_ms_per_cycle": round(client_cpu * ms / n, 2),
         "client_cpu_share": round(client_cpu / (seconds * (psutil.cpu_count() or 1)), 3),
         "machine_busy": round(busy, 3),
@@ -361,7 +368,9 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
         f"  server CPU {r['server_cpu_ms_per_cycle']} ms/cycle (gunicorn {r['gunicorn_cpu_ms_per_cycle']} + postgres ",
         end="",
     )
-    print(f"{r['postgres_cpu_ms_per_cycle']}); client CPU {r['client_cpu_ms_per_cycle']} ms/cycle = ", end="")
+    print(f"{r['postgres_cpu_ms_per_cycle']} = backends {r['postgres_backends_cpu_ms_per_cycle']}", end="")
+    print(f" + shared {r['postgres_shared_cpu_ms_per_cycle']});", end="")
+    print(f" client CPU {r['client_cpu_ms_per_cycle']} ms/cycle = ", end="")
     print(f"{r['client_cpu_share']:.1%} of the machine; machine busy {busy:.1%}")
     print(f"  errors {level.errors or 0}; no work (204) {level.no_work}")
     for name, (ok, detail) in checks.items():

@@ -111,24 +111,16 @@ def run(args: argparse.Namespace, url: str) -> int:
 
     engine = get_engine(app)
     stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
-    pids: dict[int, int] = {}
+    pids: set[int] = set()
+    patched = _measure_statements(stats, pids)
 
-    @event.listens_for(engine, "before_cursor_execute")
-    def _before(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        dbapi = conn.connection.dbapi_connection
-        pid = pids.setdefault(id(dbapi), dbapi.info.backend_pid)
-        conn.info["t0"] = (time.perf_counter(), backend_ns(pid), pid)
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi: Any, *_: Any) -> None:
+        pids.add(dbapi.info.backend_pid)
 
-    @event.listens_for(engine, "after_cursor_execute")
-    def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-        wall0, cpu0, pid = conn.info.pop("t0")
-        entry = stats[shape(statement)]
-        entry[0] += 1
-        entry[1] += time.perf_counter() - wall0
-        entry[2] += (backend_ns(pid) - cpu0) / 1e9
-
-    cycle(0)  # records the backend pid
-    backend_start = {pid: backend_ns(pid) for pid in set(pids.values())}
+    for index in range(20):  # records the backend pids
+        cycle(index)
+    backend_start = {pid: backend_ns(pid) for pid in pids}
     stats.clear()
     profiler = cProfile.Profile(time.process_time)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -136,6 +128,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     for index in range(args.cycles):
         cycle(index)
     profiler.disable()
+    patched.clear()
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     backend = sum(backend_ns(pid) - start for pid, start in backend_start.items()) / 1e9
     n = args.cycles
@@ -165,8 +158,42 @@ def run(args: argparse.Namespace, url: str) -> int:
     for sql, (count, seconds, backend_cpu) in sorted(stats.items(), key=lambda kv: -kv[1][2]):
         stmt_cpu += backend_cpu
         print(f"  {count / n:4.1f}  {seconds / n * 1000:6.3f}  {backend_cpu / n * 1000:6.3f}  {sql}")
-    print(f"  backend CPU outside statements (BEGIN/COMMIT, protocol): {(backend - stmt_cpu) / n * 1000:.3f} ms")
+    outside = (backend - stmt_cpu) / n * 1000
+    print(f"  backend CPU outside these statements (protocol, BEGIN without a statement): {outside:.3f} ms")
     return 0
+
+
+def _measure_statements(stats: dict[str, list[float]], pids: set[int]) -> list[Any]:
+    """Time every psycopg statement and commit (SQLAlchemy's and the raw hot path's alike),
+    with the backend's CPU from /proc; returns a list that, cleared, stops the measuring."""
+    import psycopg
+
+    active: list[Any] = [True]
+    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+
+    def measured(label: str, pid: int, call: Any) -> Any:
+        if not active:
+            return call()
+        wall0, cpu0 = time.perf_counter(), backend_ns(pid)
+        try:
+            return call()
+        finally:
+            entry = stats[label]
+            entry[0] += 1
+            entry[1] += time.perf_counter() - wall0
+            entry[2] += (backend_ns(pid) - cpu0) / 1e9
+
+    def timed_execute(self: Any, query: Any, params: Any = None, **kwargs: Any) -> Any:
+        pid = self.connection.info.backend_pid
+        text = query if isinstance(query, str) else str(query)
+        return measured(shape(text), pid, lambda: execute(self, query, params, **kwargs))
+
+    def timed_commit(self: Any) -> Any:
+        return measured("COMMIT", self.info.backend_pid, lambda: commit(self))
+
+    psycopg.Cursor.execute = timed_execute  # type: ignore[method-assign,assignment]
+    psycopg.Connection.commit = timed_commit  # type: ignore[method-assign,assignment]
+    return active
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from marketplace import queue
 from marketplace.auth import current_principal, require
-from marketplace.db import get_session
+from marketplace.db import get_engine, get_session
 from marketplace.errors import Invalid
 from marketplace.models import utcnow
 from marketplace.schemas import AssignmentSchema, LeaseRequestSchema, SubmitResultSchema, SubmitSchema
@@ -27,7 +27,12 @@ class Assignments(MethodView):
     @blp.alt_response(204, description="no work for you now")
     def post(self, body: dict[str, Any]) -> Any:
         """Lease the next task: items you have never seen, with a deadline; 204 when none."""
-        task = leasing.lease_task(get_session(), current_principal().id, (body or {}).get("job_id"))
+        job_id = (body or {}).get("job_id")
+        engine = get_engine()
+        if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)
+            task = leasing.lease_task_pg(engine, current_principal().id, job_id)
+        else:
+            task = leasing.lease_task(get_session(), current_principal().id, job_id)
         if task is None:
             return "", 204
         return task
@@ -52,7 +57,12 @@ def submit(body: dict[str, Any], assignment_id: int) -> Any:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 200:
         raise Invalid("Idempotency-Key", "must be 1 to 200 characters")
-    result = submissions.submit(get_session(), current_principal().id, assignment_id, body["answers"], key, received_at)
+    engine = get_engine()
+    worker_id, answers = current_principal().id, body["answers"]
+    if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)
+        result = submissions.submit_pg(engine, worker_id, assignment_id, answers, key, received_at)
+    else:
+        result = submissions.submit(get_session(), worker_id, assignment_id, answers, key, received_at)
     _trigger_aggregation(result)
     return result
 

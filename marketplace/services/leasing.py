@@ -12,13 +12,17 @@ nothing about an item, golden or not, can be read from its id.
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, insert, select, update
+import psycopg
+from sqlalchemy import Engine, and_, delete, exists, insert, select, update
 from sqlmodel import Session
 
 from marketplace.db import is_postgres
@@ -33,6 +37,11 @@ _golden_ids: dict[tuple[str, int], tuple[float, list[int]]] = {}
 RECLAIM_EVERY_SECONDS = 5.0
 _last_reclaim: dict[tuple[str, int], float] = {}
 _rng = random.SystemRandom()
+# PostgreSQL's lease: the job's (items per task, golden ratio) as last seen, to size the golden
+# sample before the lease statement reads the job; a guess until then.
+_job_shapes: dict[tuple[str, int], tuple[int, float]] = {}
+_GOLDEN_GUESS = 5
+_LEASE_ATTEMPTS = 8
 
 
 @dataclass(frozen=True)
@@ -61,15 +70,21 @@ class JobView:
 def lease_task(
     session: Session, worker_id: int, job_id: int | None = None, now: datetime | None = None
 ) -> LeasedTask | None:
-    """Lease the next task for a worker, or None when there is no work for it."""
+    """Lease the next task for a worker, or None when there is no work for it.
+
+    On PostgreSQL this runs on a connection of its own from the engine's pool, outside the
+    session (see `lease_task_pg`)."""
+    if is_postgres(session):
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        return lease_task_pg(engine, worker_id, job_id, now)
     now = now or utcnow()
-    pg = is_postgres(session)
-    status, jobs = _worker_and_jobs(session, worker_id, job_id, pg)
+    status, jobs = _worker_and_jobs(session, worker_id, job_id)
     if status != "active":
         raise Forbidden("this account cannot take work at the moment; contact support")
     for job in jobs:
-        _reclaim_now_and_then(session, job.id, now)
-        task = _lease_from_job(session, job, worker_id, now, pg)
+        _reclaim_now_and_then(session.get_bind(), job.id, now, session)
+        task = _lease_from_job(session, job, worker_id, now)
         if task is not None:
             session.commit()
             return task
@@ -77,15 +92,78 @@ def lease_task(
     return None
 
 
-def _worker_and_jobs(session: Session, worker_id: int, job_id: int | None, pg: bool) -> tuple[str, list[JobView]]:
-    """Lock the worker's row (its leases run one at a time) and read the candidate jobs."""
-    if pg:
-        status, row = pool_pg.worker_and_job(session, worker_id, job_id)
-        named = [JobView(*row)] if row is not None else []
-    else:
-        status = session.execute(select(Account.status).where(Account.id == worker_id)).scalar_one()
-        query = select(*JOB_VIEW_COLUMNS).where(Job.id == job_id) if job_id is not None else None
-        named = [JobView(*r) for r in session.execute(query).all()] if query is not None else []
+def lease_task_pg(
+    engine: Engine, worker_id: int, job_id: int | None = None, now: datetime | None = None
+) -> LeasedTask | None:
+    """The same on PostgreSQL: one statement per lease (`pool_pg.LEASE`) on a raw psycopg
+    connection of the engine's pool, in autocommit; no Session."""
+    now = now or utcnow()
+    with pool_pg.autocommit(engine) as cur:
+        if job_id is not None:
+            jobs = [job_id]
+        else:
+            found = pool_pg.worker_and_running_jobs(cur, worker_id)
+            if found is None or found[0] != "active":
+                raise Forbidden("this account cannot take work at the moment; contact support")
+            jobs = found[1]
+        for job in jobs:
+            task = _lease_from_job_pg(cur, engine, job, worker_id, now, named=job_id is not None)
+            if task is not None:
+                return task
+    return None
+
+
+def _lease_from_job_pg(
+    cur: Any, engine: Engine, job_id: int, worker_id: int, now: datetime, named: bool
+) -> LeasedTask | None:
+    key = (str(engine.url), job_id)
+    pool = _golden_pool(engine, job_id, loader=lambda: pool_pg.golden_pool(cur, job_id))
+    shape = _job_shapes.get(key)
+    most = _golden_most(*shape) if shape is not None else _GOLDEN_GUESS
+    sample = _rng.sample(pool, min(len(pool), most * 8))
+    draw, order = _rng.random(), os.urandom(pool_pg.ORDER_BYTES)
+    reclaimed = False
+    for attempt in range(_LEASE_ATTEMPTS):
+        try:
+            row = pool_pg.lease(cur, job_id, worker_id, now, draw, sample, len(pool), order)
+        except psycopg.errors.UniqueViolation as error:
+            if error.diag.constraint_name != "uq_seen_once" or attempt == _LEASE_ATTEMPTS - 1:
+                raise
+            continue  # a lease of the same worker committed while this one waited for its row
+        if row is None or row[0] != "active":
+            raise Forbidden("this account cannot take work at the moment; contact support")
+        state, title, instructions, annotation, items_per_task, ratio, sample_ok = row[1:8]
+        if state is None and named:
+            raise NotFound(f"job {job_id} not found")
+        if state != "running":
+            return None
+        if attempt == 0:  # a job that exists and runs: its overdue leases, now and then
+            _reclaim_now_and_then(engine, job_id, now)
+        _job_shapes[key] = (items_per_task, ratio)
+        assignment_id, expires_at, items = row[8:11]
+        if not sample_ok:  # drawn for other settings of the job: draw again for these
+            sample = _rng.sample(pool, min(len(pool), _golden_most(items_per_task, ratio) * 8))
+            continue
+        if assignment_id is None:
+            if not reclaimed and _reclaim_apart(engine, job_id, now):
+                reclaimed = True  # the pool ran dry: overdue leases first
+                continue
+            return None  # no golden-only tasks: golden items ride along with real work
+        job = {"id": job_id, "title": title, "instructions": instructions, "annotation": annotation}
+        return LeasedTask(id=assignment_id, state="leased", expires_at=expires_at, items=items, job=job)
+    raise RuntimeError(f"no lease after {_LEASE_ATTEMPTS} attempts")
+
+
+def _golden_most(items_per_task: int, ratio: float) -> int:
+    """The most golden items `_golden_count` can ask for."""
+    return max(0, min(math.ceil(items_per_task * ratio), items_per_task - 1))
+
+
+def _worker_and_jobs(session: Session, worker_id: int, job_id: int | None) -> tuple[str, list[JobView]]:
+    """Read the worker's status and the candidate jobs (SQLite: the transaction is the lock)."""
+    status = session.execute(select(Account.status).where(Account.id == worker_id)).scalar_one()
+    query = select(*JOB_VIEW_COLUMNS).where(Job.id == job_id) if job_id is not None else None
+    named = [JobView(*r) for r in session.execute(query).all()] if query is not None else []
     if job_id is not None:
         if not named:
             raise NotFound(f"job {job_id} not found")
@@ -106,37 +184,32 @@ JOB_VIEW_COLUMNS = (
 )
 
 
-def _reclaim_now_and_then(session: Session, job_id: int, now: datetime) -> None:
+def _reclaim_now_and_then(engine: Any, job_id: int, now: datetime, session: Session | None = None) -> None:
     """Expire overdue leases of the job at most every few seconds per process.
 
     The RQ sweep does the same for every job; this keeps a deployment without a running
-    worker from stalling on expired leases, without a query on every lease.
+    worker from stalling on expired leases, without a query on every lease. Without a
+    session (PostgreSQL's hot path) it runs in a transaction of its own.
     """
-    key = (str(session.get_bind().url), job_id)
+    key = (str(engine.url), job_id)
     due = _last_reclaim.get(key, 0.0) + RECLAIM_EVERY_SECONDS
     if time.monotonic() >= due:
         _last_reclaim[key] = time.monotonic()
-        reclaim_expired(session, job_id, now)
+        if session is not None:
+            reclaim_expired(session, job_id, now)
+        else:
+            _reclaim_apart(engine, job_id, now)
 
 
-def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetime, pg: bool) -> LeasedTask | None:
-    golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
-    golden = _pick_golden(session, job.id, worker_id, golden_wanted, pg)
-    wanted = job.items_per_task - len(golden)
-    take = pool_pg.take_slots if pg else _take_slots
-    real = take(session, job.id, worker_id, wanted)
-    if not real and reclaim_expired(session, job.id, now):
-        real = take(session, job.id, worker_id, wanted)  # the pool ran dry: overdue leases first
-    if not real:
-        return None  # no golden-only tasks: golden items ride along with real work
-    entries: list[tuple[int, int | None]] = [(item_id, round_no) for item_id, round_no in real]
-    entries += [(g, None) for g in golden]
-    _rng.shuffle(entries)
-    expires_at = now + timedelta(seconds=job.lease_seconds)
-    if pg:
-        assignment_id, items = pool_pg.create_assignment(session, job.id, worker_id, entries, now, expires_at)
-    else:
-        assignment_id, items = _create_assignment(session, job.id, worker_id, entries, now, expires_at)
+def _reclaim_apart(engine: Engine, job_id: int, now: datetime) -> int:
+    """Reclaim in a session and transaction of its own (rare: see `_reclaim_now_and_then`)."""
+    with Session(engine, expire_on_commit=False) as session:
+        count = reclaim_expired(session, job_id, now)
+        session.commit()
+    return count
+
+
+def _task(job: JobView, assignment_id: int, expires_at: datetime, items: list[dict[str, Any]]) -> LeasedTask:
     return LeasedTask(
         id=assignment_id,
         state="leased",
@@ -144,6 +217,28 @@ def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetim
         items=items,
         job={"id": job.id, "title": job.title, "instructions": job.instructions, "annotation": job.annotation},
     )
+
+
+def _entries(real: list[tuple[int, int]], golden: list[int]) -> list[tuple[int, int | None]]:
+    entries: list[tuple[int, int | None]] = [(item_id, round_no) for item_id, round_no in real]
+    entries += [(g, None) for g in golden]
+    _rng.shuffle(entries)
+    return entries
+
+
+def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetime) -> LeasedTask | None:
+    golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
+    golden = _pick_golden(session, job.id, worker_id, golden_wanted)
+    wanted = job.items_per_task - len(golden)
+    real = _take_slots(session, job.id, worker_id, wanted)
+    if not real and reclaim_expired(session, job.id, now):
+        real = _take_slots(session, job.id, worker_id, wanted)  # the pool ran dry: overdue leases first
+    if not real:
+        return None  # no golden-only tasks: golden items ride along with real work
+    entries = _entries(real, golden)
+    expires_at = now + timedelta(seconds=job.lease_seconds)
+    assignment_id, items = _create_assignment(session, job.id, worker_id, entries, now, expires_at)
+    return _task(job, assignment_id, expires_at, items)
 
 
 def _create_assignment(
@@ -211,17 +306,21 @@ def _take_slots(session: Session, job_id: int, worker_id: int, wanted: int) -> l
     return [(item_id, round_no) for item_id, (_, round_no) in chosen.items()]
 
 
-def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int, pg: bool) -> list[int]:
-    """Random golden items this worker has not seen, without sorting the golden set."""
+def _golden_candidates(engine: Engine, job_id: int, wanted: int, session: Session | None = None) -> list[int]:
+    """A random sample of the job's golden items, without sorting the golden set."""
     if wanted <= 0:
         return []
-    pool = _golden_pool(session, job_id)
+    pool = _golden_pool(engine, job_id, session)
     if not pool:
         return []
-    candidates = _rng.sample(pool, min(len(pool), wanted * 8))
-    if pg:
-        seen = pool_pg.golden_seen(session, job_id, worker_id, candidates)
-        return [c for c in candidates if c not in seen][:wanted]
+    return _rng.sample(pool, min(len(pool), wanted * 8))
+
+
+def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int) -> list[int]:
+    """Random golden items this worker has not seen."""
+    candidates = _golden_candidates(session.get_bind(), job_id, wanted, session)  # type: ignore[arg-type]
+    if not candidates:
+        return []
     seen = set(
         session.execute(
             select(AssignmentItem.item_id).where(
@@ -234,13 +333,20 @@ def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int, pg:
     return [c for c in candidates if c not in seen][:wanted]
 
 
-def _golden_pool(session: Session, job_id: int) -> list[int]:
+def _golden_pool(
+    engine: Engine, job_id: int, session: Session | None = None, loader: Callable[[], list[int]] | None = None
+) -> list[int]:
+    """The job's golden item ids, cached for a while per process."""
     now = time.monotonic()
-    key = (str(session.get_bind().url), job_id)
+    key = (str(engine.url), job_id)
     hit = _golden_ids.get(key)
     if hit and hit[0] > now:
         return hit[1]
-    ids = list(session.execute(select(Item.id).where(Item.job_id == job_id, Item.is_golden.is_(True))).scalars())
+    if loader is not None:
+        ids = loader()
+    else:
+        assert session is not None
+        ids = list(session.execute(select(Item.id).where(Item.job_id == job_id, Item.is_golden.is_(True))).scalars())
     _golden_ids[key] = (now + _GOLDEN_CACHE_SECONDS, ids)
     return ids
 

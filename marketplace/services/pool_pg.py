@@ -1,64 +1,23 @@
-"""The hot path's statements on PostgreSQL: few round trips, run on the session's own psycopg
-connection (so they share its transaction) and prepared by psycopg after a few uses.
+"""The hot path's statements on PostgreSQL: few round trips, run on a raw psycopg connection
+checked out of the app's engine pool (no SQLAlchemy Session on the hot path) and prepared by
+psycopg after a few uses.
 
 Why not SQLAlchemy here: the benchmark (`bench/hotpath.py`) measured ~0.33 ms of client CPU
-per `select()` statement through SQLAlchemy against ~0.07 ms for a prepared psycopg one,
-and the old path took ~20 statements per lease+submit. The same steps exist in portable
+per `select()` statement through SQLAlchemy against ~0.07 ms for a prepared psycopg one
+(and ~0.57 ms per statement with the Session's begin/commit/close around it), and the old
+path took ~20 statements per lease+submit. The same steps exist in portable
 SQLAlchemy in `leasing.py` / `submissions.py`, which SQLite runs; the tests run both.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session
-
-WORKER_AND_JOB = """
-SELECT a.status, j.id, j.state, j.title, j.instructions, j.annotation, j.items_per_task,
-       j.golden_ratio, j.lease_seconds
-FROM account a LEFT JOIN job j ON j.id = %(job)s
-WHERE a.id = %(worker)s
-FOR UPDATE OF a
-"""
-
-# Take slots of distinct items the worker has never seen; concurrent leases skip each
-# other's rows instead of waiting. Deleted rows leave the queue, so the scan stays short.
-TAKE_SLOTS = """
-WITH picked AS (
-    SELECT s.id, s.item_id, s.round FROM slot s
-    WHERE s.job_id = %(job)s
-      AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
-                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id)
-    ORDER BY s.round, s.item_id
-    LIMIT %(candidates)s
-    FOR UPDATE SKIP LOCKED
-), chosen AS (
-    SELECT DISTINCT ON (item_id) id, item_id, round FROM picked ORDER BY item_id, round
-), taken AS (
-    DELETE FROM slot WHERE id IN (SELECT id FROM chosen ORDER BY round, item_id LIMIT %(wanted)s)
-    RETURNING item_id, round
-)
-SELECT item_id, round FROM taken
-"""
-
-GOLDEN_SEEN = """
-SELECT item_id FROM assignmentitem WHERE job_id = %s AND worker_id = %s AND item_id = ANY(%s)
-"""
-
-CREATE_ASSIGNMENT = """
-WITH a AS (
-    INSERT INTO assignment (job_id, worker_id, state, created_at, expires_at)
-    VALUES (%(job)s, %(worker)s, 'leased', %(now)s, %(expires)s)
-    RETURNING id
-), refs AS (
-    INSERT INTO assignmentitem (assignment_id, job_id, worker_id, item_id, round, position)
-    SELECT a.id, %(job)s, %(worker)s, e.item_id, e.round, e.position
-    FROM a, unnest(%(items)s::bigint[], %(rounds)s::int[], %(positions)s::int[]) AS e(item_id, round, position)
-    RETURNING id, assignment_id, item_id, position
-)
-SELECT refs.assignment_id, refs.id, i.data FROM refs JOIN item i ON i.id = refs.item_id ORDER BY refs.position
-"""
+import psycopg
+from sqlalchemy import Engine
 
 LOCK_TASK = """
 SELECT a.worker_id, a.job_id, a.state, a.expires_at, a.idempotency_key, a.finished_at, j.annotation,
@@ -91,62 +50,250 @@ SELECT (SELECT array_agg(id) FROM stored),
 """
 
 
-def cursor(session: Session) -> Any:
-    """A cursor on the session's psycopg connection, inside the session's transaction.
+# The whole lease in one statement, run on its own (autocommit): lock the worker's row and
+# read its status, read the job, draw the golden count (`leasing._golden_count`, with the
+# caller's uniform draw `r`), keep the first unseen of the caller's random golden sample, take
+# slots of distinct unseen items (FOR UPDATE SKIP LOCKED, then deleted: concurrent leases skip
+# each other and the queue scan stays short), create the assignment and its entries in an
+# order given by the caller's random bytes (4 per entry), and return the task with the items'
+# data. It leases nothing unless the worker is active, the job running, the golden sample large
+# enough (`sample_ok`: at least what `_pick_golden` would draw) and some real slot was taken.
+#
+# One statement has one snapshot, taken before the worker's row lock is granted: when two
+# leases of one worker race, the second may not see what the first took, and the unique
+# (job, worker, item) of `assignmentitem` refuses it; the caller runs it again (see
+# `leasing.lease_task_pg`). Every LIMIT falls back to 0, never to "all". The job id is written
+# from the job's row, not the parameter: a parameter cast to the column's type is folded
+# when planned, and an id out of range would fail instead of finding no job.
+LEASE = """
+WITH w AS (
+    SELECT status FROM account WHERE id = %(worker)s FOR UPDATE
+), j AS (
+    SELECT id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
+           least(floor(items_per_task * golden_ratio)::int
+                 + (%(r)s::float8 < items_per_task * golden_ratio - floor(items_per_task * golden_ratio))::int,
+                 items_per_task - 1) AS golden_wanted
+    FROM job WHERE id = %(job)s
+), go AS (
+    SELECT j.id, j.items_per_task, j.golden_wanted, j.lease_seconds FROM j, w
+    WHERE w.status = 'active' AND j.state = 'running'
+      AND cardinality(%(golden)s::bigint[]) >= least(%(pool)s::int, j.golden_wanted * 8)
+), golden AS (
+    SELECT g.item_id FROM unnest(%(golden)s::bigint[]) WITH ORDINALITY AS g(item_id, n)
+    WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai
+                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = g.item_id)
+    ORDER BY g.n
+    LIMIT coalesce((SELECT golden_wanted FROM go), 0)
+), wanted AS (
+    SELECT coalesce((SELECT items_per_task FROM go), 0) - (SELECT count(*) FROM golden) AS n
+), picked AS (
+    SELECT s.id, s.item_id, s.round FROM slot s
+    WHERE s.job_id = %(job)s
+      AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
+                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id)
+    ORDER BY s.round, s.item_id
+    LIMIT coalesce((SELECT 2 * n FROM wanted), 0)
+    FOR UPDATE SKIP LOCKED
+), chosen AS (
+    SELECT DISTINCT ON (item_id) id, item_id, round FROM picked ORDER BY item_id, round
+), taken AS (
+    DELETE FROM slot
+    WHERE id IN (SELECT id FROM chosen ORDER BY round, item_id LIMIT coalesce((SELECT n FROM wanted), 0))
+    RETURNING item_id, round
+), entries AS (
+    SELECT e.item_id, e.round, row_number() OVER () AS n
+    FROM (SELECT item_id, round FROM taken
+          UNION ALL
+          SELECT item_id, NULL FROM golden WHERE EXISTS (SELECT 1 FROM taken)) AS e
+), a AS (
+    INSERT INTO assignment (job_id, worker_id, state, created_at, expires_at)
+    SELECT go.id, %(worker)s, 'leased', %(now)s, %(now)s + make_interval(secs => go.lease_seconds)
+    FROM go WHERE EXISTS (SELECT 1 FROM taken)
+    RETURNING id, job_id, expires_at
+), refs AS (
+    INSERT INTO assignmentitem (assignment_id, job_id, worker_id, item_id, round, position)
+    SELECT a.id, a.job_id, %(worker)s, e.item_id, e.round,
+           row_number() OVER (ORDER BY substring(%(order)s::bytea FROM (4 * e.n - 3)::int FOR 4), e.n) - 1
+    FROM a, entries e
+    RETURNING id, item_id, position
+)
+SELECT w.status, j.state, j.title, j.instructions, j.annotation, j.items_per_task, j.golden_ratio,
+       EXISTS (SELECT 1 FROM go), a.id, a.expires_at,
+       (SELECT json_agg(json_build_object('id', r.id, 'data', i.data) ORDER BY r.position)
+        FROM refs r JOIN item i ON i.id = r.item_id)
+FROM w LEFT JOIN j ON true LEFT JOIN a ON true
+"""
 
-    Kept for the rest of the transaction: asking the session for its connection on every
-    statement cost about as much as running the statement.
-    """
-    transaction = session.get_transaction()
-    cached = session.info.get("pg_cursor")
-    if transaction is not None and cached is not None and cached[0] is transaction:
-        return cached[1]
-    raw = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
-    session.info["pg_cursor"] = (session.get_transaction(), raw)
-    return raw
+# Random order bytes per lease: 4 per entry, for the most entries a task can have
+# (`items_per_task` is at most 100, see `schemas.JobCreateSchema`).
+ORDER_BYTES = 4 * 100
+
+WORKER_AND_RUNNING_JOBS = """
+SELECT status, ARRAY(SELECT id FROM job WHERE state = 'running' ORDER BY id LIMIT 20)
+FROM account WHERE id = %s
+"""
+
+GOLDEN_POOL = "SELECT id FROM item WHERE job_id = %s AND is_golden"
+
+# The whole submit in one statement, run on its own (autocommit), for a submit that is in
+# order: the assignment is the worker's, leased, not past its deadline, and the answers name
+# each of its entries once with a label of the job's. Anything else changes nothing and
+# returns no job: the caller then runs the checking path (`submissions.submit_pg`) for the
+# precise refusal, or the replay of a retried submit. The UPDATE locks the assignment row
+# and re-checks its state once a concurrent submit of it commits.
+SUBMIT = """
+WITH closed AS (
+    UPDATE assignment a SET state = 'submitted', finished_at = %(now)s, idempotency_key = %(key)s
+    FROM job j
+    WHERE a.id = %(assignment)s AND a.worker_id = %(worker)s AND a.state = 'leased' AND a.expires_at >= %(now)s
+      AND j.id = a.job_id
+      AND (SELECT count(*) FROM assignmentitem ai WHERE ai.assignment_id = a.id) = cardinality(%(refs)s::bigint[])
+      AND NOT EXISTS (
+          SELECT 1 FROM unnest(%(refs)s::bigint[], %(labels)s::varchar[]) AS u(ref, label)
+          WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai WHERE ai.id = u.ref AND ai.assignment_id = a.id)
+             OR u.label IS NULL
+             OR u.label NOT IN (SELECT json_array_elements_text(j.annotation -> 'labels')))
+    RETURNING a.id, a.job_id
+), stored AS (
+    INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, is_golden, correct, excluded,
+                        created_at)
+    SELECT c.job_id, ai.item_id, %(worker)s, c.id, ai.round, u.label, i.is_golden,
+           CASE WHEN i.is_golden THEN coalesce(u.label = i.answer, false) END, false, %(now)s
+    FROM closed c
+    CROSS JOIN unnest(%(refs)s::bigint[], %(labels)s::varchar[]) AS u(ref, label)
+    JOIN assignmentitem ai ON ai.id = u.ref AND ai.assignment_id = c.id
+    JOIN item i ON i.id = ai.item_id
+    RETURNING id
+)
+SELECT c.job_id, (SELECT array_agg(id) FROM stored),
+       EXISTS (SELECT 1 FROM slot WHERE job_id = c.job_id ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1)
+FROM closed c
+"""
+
+JOB_FINISHED_LOCK = "SELECT id FROM job WHERE id = %s FOR UPDATE"
+
+# Run after the job row is locked, in a statement of its own: its snapshot then sees every
+# submit that committed before the lock was granted.
+JOB_FINISHED = """
+WITH done AS (
+    SELECT NOT EXISTS (SELECT 1 FROM assignment WHERE job_id = %(job)s AND state = 'leased')
+       AND NOT EXISTS (SELECT 1 FROM slot WHERE job_id = %(job)s) AS finished
+), completed AS (
+    UPDATE job SET state = 'completed', updated_at = %(now)s
+    WHERE id = %(job)s AND state = 'running' AND (SELECT finished FROM done)
+    RETURNING id
+)
+SELECT finished, (SELECT count(*) FROM completed) FROM done
+"""
+
+_CURSOR = "marketplace.hot_cursor"
 
 
-def worker_and_job(session: Session, worker_id: int, job_id: int | None) -> tuple[str, Any]:
-    row = cursor(session).execute(WORKER_AND_JOB, {"job": job_id, "worker": worker_id}).fetchone()
-    return row[0], (row[1:] if row[1] is not None else None)
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Any]:
+    """A psycopg cursor on a connection of the engine's pool, in a transaction of its own:
+    committed when the block ends, rolled back when it raises; the connection always goes
+    back to the pool. The cursor is kept with the pooled connection and reused."""
+    pooled = engine.raw_connection()
+    try:
+        cur = pooled.info.get(_CURSOR)
+        if cur is None or cur.closed:
+            cur = pooled.info[_CURSOR] = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            yield cur
+        except BaseException:
+            pooled.rollback()
+            raise
+        pooled.commit()
+    finally:
+        pooled.close()
 
 
-def take_slots(session: Session, job_id: int, worker_id: int, wanted: int) -> list[tuple[int, int]]:
-    params = {"job": job_id, "worker": worker_id, "candidates": wanted * 2, "wanted": wanted}
-    return [(r[0], r[1]) for r in cursor(session).execute(TAKE_SLOTS, params).fetchall()]
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Any]:
+    """A psycopg cursor on a connection of the engine's pool in autocommit mode: each
+    statement is a transaction of its own (no BEGIN or COMMIT round trips). The connection
+    goes back to the pool as it came, or is dropped when it cannot be."""
+    pooled = engine.raw_connection()
+    try:
+        conn: Any = pooled.driver_connection
+        cur = pooled.info.get(_CURSOR)
+        if cur is None or cur.closed:
+            cur = pooled.info[_CURSOR] = conn.cursor()
+        conn.autocommit = True
+        try:
+            yield cur
+        finally:
+            try:
+                conn.autocommit = False
+            except psycopg.Error:  # a broken connection: not for the pool
+                pooled.invalidate()
+    finally:
+        pooled.close()
 
 
-def golden_seen(session: Session, job_id: int, worker_id: int, candidates: list[int]) -> set[int]:
-    return {r[0] for r in cursor(session).execute(GOLDEN_SEEN, (job_id, worker_id, candidates)).fetchall()}
-
-
-def create_assignment(
-    session: Session,
+def lease(
+    cur: Any,
     job_id: int,
     worker_id: int,
-    entries: list[tuple[int, int | None]],
     now: datetime,
-    expires_at: datetime,
-) -> tuple[int, list[dict[str, Any]]]:
+    draw: float,
+    golden: list[int],
+    pool: int,
+    order: bytes,
+) -> tuple[Any, ...] | None:
+    """Run LEASE; the row: status, job state, title, instructions, annotation, items per task,
+    golden ratio, sample_ok, assignment id, expires at, items ([{id, data}] in task order)."""
     params = {
         "job": job_id,
         "worker": worker_id,
         "now": now,
-        "expires": expires_at,
-        "items": [e[0] for e in entries],
-        "rounds": [e[1] for e in entries],
-        "positions": list(range(len(entries))),
+        "r": draw,
+        "golden": golden,
+        "pool": pool,
+        "order": order,
     }
-    rows = cursor(session).execute(CREATE_ASSIGNMENT, params).fetchall()
-    return rows[0][0], [{"id": r[1], "data": r[2]} for r in rows]
+    return cur.execute(LEASE, params).fetchone()  # type: ignore[no-any-return]
 
 
-def lock_task(session: Session, assignment_id: int) -> list[Any]:
-    return cursor(session).execute(LOCK_TASK, (assignment_id,)).fetchall()  # type: ignore[no-any-return]
+def worker_and_running_jobs(cur: Any, worker_id: int) -> tuple[str, list[int]] | None:
+    row = cur.execute(WORKER_AND_RUNNING_JOBS, (worker_id,)).fetchone()
+    return None if row is None else (row[0], list(row[1]))
+
+
+def golden_pool(cur: Any, job_id: int) -> list[int]:
+    return [r[0] for r in cur.execute(GOLDEN_POOL, (job_id,)).fetchall()]
+
+
+def submit(
+    cur: Any,
+    assignment_id: int,
+    worker_id: int,
+    answers: list[dict[str, Any]],
+    now: datetime,
+    key: str | None,
+) -> tuple[int, list[int], bool] | None:
+    """Run SUBMIT: (job id, answer ids, pool has free slots), or None when it stored nothing."""
+    params = {
+        "assignment": assignment_id,
+        "worker": worker_id,
+        "now": now,
+        "key": key,
+        "refs": [a["item_id"] for a in answers],
+        "labels": [a["label"] for a in answers],
+    }
+    row = cur.execute(SUBMIT, params).fetchone()
+    if row is None:
+        return None
+    return row[0], list(row[1]), bool(row[2])
+
+
+def lock_task(cur: Any, assignment_id: int) -> list[Any]:
+    return cur.execute(LOCK_TASK, (assignment_id,)).fetchall()  # type: ignore[no-any-return]
 
 
 def store_submit(
-    session: Session,
+    cur: Any,
     job_id: int,
     worker_id: int,
     assignment_id: int,
@@ -168,6 +315,13 @@ def store_submit(
         "golden": [r["is_golden"] for r in rows],
         "correct": [r["correct"] for r in rows],
     }
-    ids, closed, has_slots = cursor(session).execute(STORE_SUBMIT, params).fetchone()
+    ids, closed, has_slots = cur.execute(STORE_SUBMIT, params).fetchone()
     assert closed == 1
     return list(ids), bool(has_slots)
+
+
+def job_finished(cur: Any, job_id: int, now: datetime) -> bool:
+    """No free slots and no open leases: the job is done (marked completed if running)."""
+    cur.execute(JOB_FINISHED_LOCK, (job_id,))
+    finished, _ = cur.execute(JOB_FINISHED, {"job": job_id, "now": now}).fetchone()
+    return bool(finished)

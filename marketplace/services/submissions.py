@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, insert, select, update
+from sqlalchemy import Engine, exists, insert, select, update
 from sqlmodel import Session
 
 from marketplace.db import is_postgres
@@ -65,56 +65,53 @@ class LockedTask:
     refs: dict[int, TaskRef]
 
 
-def _lock_task(session: Session, worker_id: int, assignment_id: int, pg: bool) -> LockedTask:
-    if pg:
-        rows = pool_pg.lock_task(session, assignment_id)
-        if not rows:
-            raise NotFound(f"assignment {assignment_id} not found")
-        head = rows[0]
-        refs = {r[7]: TaskRef(*r[7:12]) for r in rows}
-        worker, job_id, state, expires_at, key, finished_at = head[:6]
-        task = LockedTask(worker, job_id, state, expires_at, key, finished_at, head[6]["labels"], refs)
-    else:
-        assignment = session.get(Assignment, assignment_id)
-        if assignment is None:
-            raise NotFound(f"assignment {assignment_id} not found")
-        job = session.get(Job, assignment.job_id)
-        assert job is not None
-        items = session.execute(
-            select(AssignmentItem.id, AssignmentItem.item_id, AssignmentItem.round, Item.is_golden, Item.answer)
-            .join(Item, Item.id == AssignmentItem.item_id)
-            .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
-        ).all()
-        task = LockedTask(
-            assignment.worker_id,
-            assignment.job_id,
-            assignment.state,
-            assignment.expires_at,
-            assignment.idempotency_key,
-            assignment.finished_at,
-            job.annotation["labels"],
-            {r[0]: TaskRef(*r) for r in items},
-        )
+def _lock_task(session: Session, worker_id: int, assignment_id: int) -> LockedTask:
+    assignment = session.get(Assignment, assignment_id)
+    if assignment is None:
+        raise NotFound(f"assignment {assignment_id} not found")
+    job = session.get(Job, assignment.job_id)
+    assert job is not None
+    items = session.execute(
+        select(AssignmentItem.id, AssignmentItem.item_id, AssignmentItem.round, Item.is_golden, Item.answer)
+        .join(Item, Item.id == AssignmentItem.item_id)
+        .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
+    ).all()
+    task = LockedTask(
+        assignment.worker_id,
+        assignment.job_id,
+        assignment.state,
+        assignment.expires_at,
+        assignment.idempotency_key,
+        assignment.finished_at,
+        job.annotation["labels"],
+        {r[0]: TaskRef(*r) for r in items},
+    )
+    return _own(task, worker_id, assignment_id)
+
+
+def _lock_task_pg(cur: Any, worker_id: int, assignment_id: int) -> LockedTask:
+    rows = pool_pg.lock_task(cur, assignment_id)
+    if not rows:
+        raise NotFound(f"assignment {assignment_id} not found")
+    head = rows[0]
+    refs = {r[7]: TaskRef(*r[7:12]) for r in rows}
+    worker, job_id, state, expires_at, key, finished_at = head[:6]
+    task = LockedTask(worker, job_id, state, expires_at, key, finished_at, head[6]["labels"], refs)
+    return _own(task, worker_id, assignment_id)
+
+
+def _own(task: LockedTask, worker_id: int, assignment_id: int) -> LockedTask:
     if task.worker_id != worker_id:
         raise NotFound(f"assignment {assignment_id} not found")
     return task
 
 
-def submit(
-    session: Session,
-    worker_id: int,
-    assignment_id: int,
-    answers: list[dict[str, Any]],
-    idempotency_key: str | None = None,
-    received_at: datetime | None = None,
-) -> SubmitResult:
-    """Store one answer per task item; a retry with the same key returns the first result."""
-    received_at = received_at or utcnow()
-    pg = is_postgres(session)
-    task = _lock_task(session, worker_id, assignment_id, pg)
+def _replay_or_refuse(
+    task: LockedTask, assignment_id: int, idempotency_key: str | None, received_at: datetime
+) -> SubmitResult | None:
+    """The first result again for a retry of a stored submit; otherwise why it is refused."""
     if task.state == "submitted":
         if idempotency_key and task.idempotency_key == idempotency_key:
-            session.commit()
             assert task.finished_at is not None
             return SubmitResult(
                 assignment_id, "submitted", len(task.refs), task.finished_at, job_id=task.job_id, replayed=True
@@ -124,6 +121,12 @@ def submit(
         raise Conflict(f"assignment is {task.state}")
     if received_at > task.expires_at:
         raise Conflict("the lease expired before this submit arrived")
+    return None
+
+
+def _answer_rows(
+    task: LockedTask, worker_id: int, assignment_id: int, answers: list[dict[str, Any]], received_at: datetime
+) -> list[dict[str, Any]]:
     _check_answers(answers, task.refs, task.labels)
     rows = []
     for answer in answers:
@@ -142,19 +145,39 @@ def submit(
                 "created_at": received_at,
             }
         )
-    if pg:
-        answer_ids, has_slots = pool_pg.store_submit(
-            session, task.job_id, worker_id, assignment_id, rows, received_at, idempotency_key
-        )
-    else:
-        answer_ids = list(session.execute(insert(Answer).returning(Answer.id), rows).scalars())
-        session.execute(
-            update(Assignment)
-            .where(Assignment.id == assignment_id)
-            .values(state="submitted", finished_at=received_at, idempotency_key=idempotency_key)
-        )
-        has_slots = _pool_has_slots(session, task.job_id)
-    finished = not has_slots and _job_finished(session, task.job_id)
+    return rows
+
+
+def submit(
+    session: Session,
+    worker_id: int,
+    assignment_id: int,
+    answers: list[dict[str, Any]],
+    idempotency_key: str | None = None,
+    received_at: datetime | None = None,
+) -> SubmitResult:
+    """Store one answer per task item; a retry with the same key returns the first result.
+
+    On PostgreSQL this runs on a connection of its own from the engine's pool, outside the
+    session (see `submit_pg`)."""
+    if is_postgres(session):
+        engine = session.get_bind()
+        assert isinstance(engine, Engine)
+        return submit_pg(engine, worker_id, assignment_id, answers, idempotency_key, received_at)
+    received_at = received_at or utcnow()
+    task = _lock_task(session, worker_id, assignment_id)
+    replay = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
+    if replay is not None:
+        session.commit()
+        return replay
+    rows = _answer_rows(task, worker_id, assignment_id, answers, received_at)
+    answer_ids = list(session.execute(insert(Answer).returning(Answer.id), rows).scalars())
+    session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values(state="submitted", finished_at=received_at, idempotency_key=idempotency_key)
+    )
+    finished = not _pool_has_slots(session, task.job_id) and _job_finished(session, task.job_id)
     session.commit()
     return SubmitResult(
         id=assignment_id,
@@ -165,6 +188,62 @@ def submit(
         job_id=task.job_id,
         job_finished=finished,
     )
+
+
+def submit_pg(
+    engine: Engine,
+    worker_id: int,
+    assignment_id: int,
+    answers: list[dict[str, Any]],
+    idempotency_key: str | None = None,
+    received_at: datetime | None = None,
+) -> SubmitResult:
+    """The same on PostgreSQL, on a raw psycopg connection of the engine's pool, no Session.
+
+    A submit in order is one statement (`pool_pg.SUBMIT`, autocommit); anything else (a
+    retry, a late or bad submit) stores nothing there and takes the checking path below, in
+    one transaction, for the first result or the precise refusal."""
+    received_at = received_at or utcnow()
+    with pool_pg.autocommit(engine) as cur:
+        stored = pool_pg.submit(cur, assignment_id, worker_id, answers, received_at, idempotency_key)
+        if stored is not None:
+            job_id, answer_ids, has_slots = stored
+            finished = not has_slots and _job_finished_pg(engine, job_id)
+            return SubmitResult(
+                id=assignment_id,
+                state="submitted",
+                answers=len(answer_ids),
+                submitted_at=received_at,
+                answer_ids=tuple(answer_ids),
+                job_id=job_id,
+                job_finished=finished,
+            )
+    with pool_pg.transaction(engine) as cur:
+        task = _lock_task_pg(cur, worker_id, assignment_id)
+        replay = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
+        if replay is not None:
+            return replay
+        rows = _answer_rows(task, worker_id, assignment_id, answers, received_at)
+        answer_ids, has_slots = pool_pg.store_submit(
+            cur, task.job_id, worker_id, assignment_id, rows, received_at, idempotency_key
+        )
+        finished = not has_slots and pool_pg.job_finished(cur, task.job_id, utcnow())
+    return SubmitResult(
+        id=assignment_id,
+        state="submitted",
+        answers=len(rows),
+        submitted_at=received_at,
+        answer_ids=tuple(answer_ids),
+        job_id=task.job_id,
+        job_finished=finished,
+    )
+
+
+def _job_finished_pg(engine: Engine, job_id: int) -> bool:
+    """After a submit that saw the pool empty, in a transaction of its own: of the last
+    concurrent submits, the one that locks the job last sees every other one committed."""
+    with pool_pg.transaction(engine) as cur:
+        return pool_pg.job_finished(cur, job_id, utcnow())
 
 
 def _check_answers(answers: list[dict[str, Any]], by_ref: dict[int, Any], labels: list[str]) -> None:
