@@ -100,11 +100,20 @@ def test_aggregation_is_reproducible_and_runs_in_batches(
     assert redis.llen(f"rq:queue:{app.config['QUEUE_NAME']}") == 1, "submits queue one batch job, not one per answer"
     _run_queue(app, redis)
     first = _results(client, job["id"], requester)
+
+    def runs() -> list[AggregationRun]:
+        with session_scope(get_engine(app)) as session:
+            query = select(AggregationRun).where(AggregationRun.job_id == job["id"]).order_by(AggregationRun.id)
+            return list(session.execute(query).scalars())
+
     client.post(f"/v1/jobs/{job['id']}/aggregate", headers=requester)
     _run_queue(app, redis)
-    second = _results(client, job["id"], requester)
-    assert first == second
-    with session_scope(get_engine(app)) as session:
-        runs = session.execute(select(AggregationRun).where(AggregationRun.job_id == job["id"])).scalars().all()
-        assert len(runs) == 2
-        assert runs[0].answers_used == runs[1].answers_used > 0
+    assert len(runs()) == 1, "nothing changed: the run is skipped"
+    for method in ("majority_vote", "dawid_skene"):  # a refit from scratch, then the original method again
+        assert client.patch(f"/v1/jobs/{job['id']}", json={"aggregation": method}, headers=requester).status_code == 200
+        client.post(f"/v1/jobs/{job['id']}/aggregate", headers=requester)
+        _run_queue(app, redis)
+    assert _results(client, job["id"], requester) == first, "same answers and settings, same result"
+    recorded = runs()
+    assert [r.method for r in recorded] == ["dawid_skene", "majority_vote", "dawid_skene"]
+    assert len({r.answers_used for r in recorded}) == 1 and recorded[0].answers_used > 0

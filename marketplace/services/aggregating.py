@@ -1,7 +1,8 @@
 """Aggregate a job: read its answers in bulk, run `aggregation`, store results and quality.
 
-Reads are plain column tuples streamed from the database (no ORM objects), and results are
-replaced for the job in one transaction, so a reader sees either the old or the new run.
+On PostgreSQL answers are read and results written with COPY (`bulk_pg`); on SQLite with
+plain column tuples. Results are replaced for the job in one transaction, so a reader sees
+either the old or the new run.
 """
 
 from __future__ import annotations
@@ -9,12 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import delete, func, insert, select
 from sqlmodel import Session
 
 import aggregation
+from marketplace.db import is_postgres
 from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
+from marketplace.services.bulk_pg import copy_answers, copy_rows
 from marketplace.services.dynamic_overlap import extend_unsure
 
 
@@ -41,38 +45,43 @@ def load_golden(session: Session, job_id: int) -> pd.Series:
 
 
 def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
-    """Recompute the job's aggregates and worker quality from its current answers."""
+    """Recompute the job's aggregates and worker quality from its current answers.
+
+    Skipped when nothing changed since the last run (same included answers, same method):
+    the result would be the same (aggregation is deterministic). Otherwise the whole job is
+    refitted: Dawid-Skene and its kin are global models, where one new answer moves a
+    worker's error matrix and so every item that worker touched; 10M answers refit in ~20 s.
+    """
     started = time.perf_counter()
     job = session.get(Job, job_id)
     if job is None:
         return {"job_id": job_id, "skipped": "no such job"}
-    answers, last_id = load_answers(session, job_id)
+    if _unchanged(session, job):
+        session.commit()
+        return {"job_id": job_id, "skipped": "no change since the last run"}
+    pg = is_postgres(session)
+    answers, last_id = copy_answers(session, job_id) if pg else load_answers(session, job_id)
     golden = load_golden(session, job_id)
     method, labels = job.aggregation, job.annotation["labels"]
     session.commit()  # no transaction (on SQLite: no write lock) while the model fits
     result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels)
-    real = result.labels[~result.labels.index.isin(golden.index)]
-    now = utcnow()
+    real = result.labels.index[~result.labels.index.isin(golden.index)]
+    rows = pd.DataFrame(
+        {
+            "job_id": job_id,
+            "item_id": real.astype(np.int64),
+            "label": result.labels[real].astype(str).to_numpy(),
+            "confidence": result.confidence[real].astype(float).to_numpy(),
+            "method": result.method,
+            "version": result.version,
+            "answers": result.answers_used[real].astype(np.int64).to_numpy(),
+            "updated_at": utcnow(),
+        }
+    )
     session.execute(delete(Aggregate).where(Aggregate.job_id == job_id))
-    if len(real):
-        session.execute(
-            insert(Aggregate),
-            [
-                {
-                    "job_id": job_id,
-                    "item_id": int(task),
-                    "label": str(label),
-                    "confidence": float(result.confidence[task]),
-                    "method": result.method,
-                    "version": result.version,
-                    "answers": int(result.answers_used[task]),
-                    "updated_at": now,
-                }
-                for task, label in real.items()
-            ],
-        )
-    _store_quality(session, job_id, answers, golden, real)
-    extended = extend_unsure(session, job, result.confidence[real.index], result.answers_used[real.index])
+    _append(session, Aggregate, rows, pg)
+    _store_quality(session, job_id, answers, golden, result.labels[real], pg)
+    extended = extend_unsure(session, job, result.confidence[real], result.answers_used[real])
     seconds = time.perf_counter() - started
     session.add(
         AggregationRun(
@@ -81,14 +90,14 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
             version=result.version,
             answers_used=len(answers),
             last_answer_id=last_id,
-            items=len(real),
+            items=len(rows),
             seconds=round(seconds, 4),
         )
     )
     session.commit()
     return {
         "job_id": job_id,
-        "items": len(real),
+        "items": len(rows),
         "answers": len(answers),
         "method": result.method,
         "seconds": round(seconds, 3),
@@ -96,31 +105,55 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     }
 
 
-def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series) -> None:
-    scores = aggregation.golden_scores(answers, golden)
-    agree = aggregation.agreement(answers, labels)
-    counts = answers.groupby("worker").size()
-    now = utcnow()
-    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
-    rows = []
-    for worker, n in counts.items():
-        score = scores.loc[worker] if worker in scores.index else None
-        rows.append(
-            {
-                "job_id": job_id,
-                "worker_id": int(worker),
-                "answers": int(n),
-                "golden_seen": int(score["golden_seen"]) if score is not None else 0,
-                "golden_correct": int(score["golden_correct"]) if score is not None else 0,
-                "golden_accuracy": float(score["golden_accuracy"])
-                if score is not None and score["golden_seen"]
-                else None,
-                "agreement": float(agree[worker]) if worker in agree.index else None,
-                "updated_at": now,
-            }
+def _unchanged(session: Session, job: Job) -> bool:
+    run = last_run(session, job.id)
+    if run is None or run.method.split(":")[0] != job.aggregation:
+        return False
+    latest, included = session.execute(
+        select(func.coalesce(func.max(Answer.id), 0), func.count()).where(
+            Answer.job_id == job.id, Answer.excluded.is_(False)
         )
-    if rows:
-        session.execute(insert(WorkerQuality), rows)
+    ).one()
+    return bool(latest == run.last_answer_id and included == run.answers_used)
+
+
+def _append(session: Session, model: Any, rows: pd.DataFrame, pg: bool) -> None:
+    if rows.empty:
+        return
+    if pg:
+        copy_rows(session, model.__tablename__, list(rows.columns), rows)
+    else:
+        session.execute(insert(model), rows.to_dict("records"))
+
+
+def _store_quality(
+    session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series, pg: bool
+) -> None:
+    scores = aggregation.golden_scores(answers, golden)
+    counts = answers.groupby("worker").size()
+    frame = pd.DataFrame({"answers": counts}).join(scores[["golden_seen", "golden_correct", "golden_accuracy"]])
+    frame["agreement"] = aggregation.agreement(answers, labels)
+    frame[["golden_seen", "golden_correct"]] = frame[["golden_seen", "golden_correct"]].fillna(0).astype(np.int64)
+    frame.loc[frame["golden_seen"] == 0, "golden_accuracy"] = np.nan
+    frame = frame.astype({"golden_accuracy": float, "agreement": float})
+    frame["worker_id"] = frame.index.astype(np.int64)
+    frame["job_id"] = job_id
+    frame["updated_at"] = utcnow()
+    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
+    columns = [
+        "job_id",
+        "worker_id",
+        "answers",
+        "golden_seen",
+        "golden_correct",
+        "golden_accuracy",
+        "agreement",
+        "updated_at",
+    ]
+    rows = frame[columns].reset_index(drop=True)
+    if not pg:
+        rows = rows.astype(object).where(rows.notna(), None)
+    _append(session, WorkerQuality, rows, pg)
 
 
 def last_run(session: Session, job_id: int) -> AggregationRun | None:

@@ -1,0 +1,64 @@
+"""PostgreSQL's bulk paths for aggregation: COPY answers out, COPY results in.
+
+A 10M-answer job read as SQLAlchemy rows costs minutes and gigabytes of Python tuples; COPY
+streams CSV that pandas parses in C, and ids stay integers until the last moment.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlmodel import Session
+
+ANSWERS = (
+    "COPY (SELECT id, item_id, worker_id, label FROM answer WHERE job_id = {job:d} AND NOT excluded) "
+    "TO STDOUT WITH (FORMAT csv)"
+)
+
+
+def _raw(session: Session) -> Any:
+    return session.connection().connection.driver_connection
+
+
+def copy_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
+    """(task, worker, label) as strings, each distinct value one shared object; and the last id."""
+    buffer = io.BytesIO()
+    with _raw(session).cursor().copy(ANSWERS.format(job=int(job_id))) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return pd.DataFrame({"task": [], "worker": [], "label": []}, dtype=object), 0
+    frame = pd.read_csv(
+        buffer,
+        header=None,
+        names=["id", "task", "worker", "label"],
+        dtype={"id": np.int64, "task": np.int64, "worker": np.int64, "label": str},
+        keep_default_na=False,
+    )
+    last_id = int(frame["id"].max())
+    return pd.DataFrame(
+        {
+            "task": _shared_strings(frame["task"]),
+            "worker": _shared_strings(frame["worker"]),
+            "label": _shared_strings(frame["label"]),
+        }
+    ), last_id
+
+
+def _shared_strings(column: pd.Series) -> np.ndarray:
+    codes, uniques = pd.factorize(column)
+    return np.asarray([str(u) for u in uniques], dtype=object)[codes]
+
+
+def copy_rows(session: Session, table: str, columns: list[str], frame: pd.DataFrame) -> None:
+    """Append a frame's rows to a table with COPY ... FROM STDIN (CSV)."""
+    if frame.empty:
+        return
+    text = frame[columns].to_csv(index=False, header=False, na_rep="")
+    statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
+    with _raw(session).cursor().copy(statement) as copy:
+        copy.write(text)
