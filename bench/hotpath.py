@@ -1,7 +1,8 @@
 """Hot-path benchmark: lease + submit cycles against gunicorn on PostgreSQL, then invariants.
 
     python bench/hotpath.py --database-url postgresql://postgres@127.0.0.1:5432/test \
-        [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers 2] [--json] [--keep]
+        [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers 2] [--worker-class sync]
+        [--gunicorn-threads 1] [--json] [--keep]
 
 Creates its own database (dropped at the end unless --keep), posts one job through the API,
 drives `POST /v1/assignments` then `POST /v1/assignments/{id}/submit` from C client threads
@@ -148,7 +149,8 @@ def post_job(port: int, key: str, real: int, golden: int) -> int:
 def start_server(args: argparse.Namespace, url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=args.redis_url, MARKETPLACE_DATA_DIR=str(data_dir))
     command = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{port}", "-w", str(args.gunicorn_workers)]
-    command += ["-k", args.worker_class, "--chdir", str(Path(__file__).resolve().parent.parent)]
+    command += ["-k", args.worker_class, "--threads", str(args.gunicorn_threads)]
+    command += ["--chdir", str(Path(__file__).resolve().parent.parent)]
     command += ["marketplace.wsgi:app"]
     log = (data_dir / "gunicorn.log").open("ab")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -359,7 +361,8 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
         print(json.dumps(r), flush=True)
         return r
     print(
-        f"\n== concurrency {c}: {r['cycles']} cycles in {r['seconds']} s ({args.gunicorn_workers} {args.worker_class})"
+        f"\n== concurrency {c}: {r['cycles']} cycles in {r['seconds']} s"
+        f" ({args.gunicorn_workers} {args.worker_class} x {args.gunicorn_threads} threads)"
     )
     print(f"  cycles/s {r['cycles_per_s']}   answers/s {r['answers_per_s']}")
     print(f"  lease  p50 {r['lease_ms']['p50']} ms  p99 {r['lease_ms']['p99']} ms")
@@ -385,6 +388,7 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2000, help="lease+submit cycles per concurrency level")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
     parser.add_argument("--worker-class", default="sync")
+    parser.add_argument("--gunicorn-threads", type=int, default=1, help="threads per worker (gthread)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles before the first level")
     parser.add_argument("--analyze", action="store_true", help="ANALYZE after posting the job (as autovacuum would)")

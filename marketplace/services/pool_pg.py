@@ -64,7 +64,11 @@ SELECT (SELECT array_agg(id) FROM stored),
 # (job, worker, item) of `assignmentitem` refuses it; the caller runs it again (see
 # `leasing.lease_task_pg`). Every LIMIT falls back to 0, never to "all". The job id is written
 # from the job's row, not the parameter: a parameter cast to the column's type is folded
-# when planned, and an id out of range would fail instead of finding no job.
+# when planned, and an id out of range would fail instead of finding no job. The "seen"
+# tests end in OFFSET 0, which keeps them per-row probes of `uq_seen_once`: as anti-joins,
+# the generic plan that psycopg's prepared statement settles on (planned while the tables
+# were small) read all the worker's entries of the job on every lease, a cost that grew
+# with every task the worker did.
 LEASE = """
 WITH w AS (
     SELECT status FROM account WHERE id = %(worker)s FOR UPDATE
@@ -81,7 +85,8 @@ WITH w AS (
 ), golden AS (
     SELECT g.item_id FROM unnest(%(golden)s::bigint[]) WITH ORDINALITY AS g(item_id, n)
     WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai
-                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = g.item_id)
+                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = g.item_id
+                      OFFSET 0)
     ORDER BY g.n
     LIMIT coalesce((SELECT golden_wanted FROM go), 0)
 ), wanted AS (
@@ -90,7 +95,8 @@ WITH w AS (
     SELECT s.id, s.item_id, s.round FROM slot s
     WHERE s.job_id = %(job)s
       AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
-                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id)
+                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id
+                      OFFSET 0)
     ORDER BY s.round, s.item_id
     LIMIT coalesce((SELECT 2 * n FROM wanted), 0)
     FOR UPDATE SKIP LOCKED
@@ -140,19 +146,23 @@ GOLDEN_POOL = "SELECT id FROM item WHERE job_id = %s AND is_golden"
 # each of its entries once with a label of the job's. Anything else changes nothing and
 # returns no job: the caller then runs the checking path (`submissions.submit_pg`) for the
 # precise refusal, or the replay of a retried submit. The UPDATE locks the assignment row
-# and re-checks its state once a concurrent submit of it commits.
+# and re-checks its state once a concurrent submit of it commits. The state and deadline
+# test is wrapped in IS TRUE so that the planner finds the row by its primary key, not by
+# walking `ix_assignment_open` (every open lease); the pool test is a scalar subquery so
+# that it reads the queue index from its far end (an EXISTS became a heap scan through the
+# consumed slots at the front).
 SUBMIT = """
 WITH closed AS (
     UPDATE assignment a SET state = 'submitted', finished_at = %(now)s, idempotency_key = %(key)s
     FROM job j
-    WHERE a.id = %(assignment)s AND a.worker_id = %(worker)s AND a.state = 'leased' AND a.expires_at >= %(now)s
+    WHERE a.id = %(assignment)s AND a.worker_id = %(worker)s
+      AND (a.state = 'leased' AND a.expires_at >= %(now)s) IS TRUE
       AND j.id = a.job_id
       AND (SELECT count(*) FROM assignmentitem ai WHERE ai.assignment_id = a.id) = cardinality(%(refs)s::bigint[])
       AND NOT EXISTS (
-          SELECT 1 FROM unnest(%(refs)s::bigint[], %(labels)s::varchar[]) AS u(ref, label)
-          WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai WHERE ai.id = u.ref AND ai.assignment_id = a.id)
-             OR u.label IS NULL
-             OR u.label NOT IN (SELECT json_array_elements_text(j.annotation -> 'labels')))
+          SELECT 1 FROM unnest(%(refs)s::bigint[]) AS u(ref)
+          WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai WHERE ai.id = u.ref AND ai.assignment_id = a.id))
+      AND %(labels)s::text[] <@ ARRAY(SELECT json_array_elements_text(j.annotation -> 'labels'))
     RETURNING a.id, a.job_id
 ), stored AS (
     INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, is_golden, correct, excluded,
@@ -166,7 +176,7 @@ WITH closed AS (
     RETURNING id
 )
 SELECT c.job_id, (SELECT array_agg(id) FROM stored),
-       EXISTS (SELECT 1 FROM slot WHERE job_id = c.job_id ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1)
+       (SELECT 1 FROM slot WHERE job_id = c.job_id ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1) IS NOT NULL
 FROM closed c
 """
 
