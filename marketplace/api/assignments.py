@@ -18,11 +18,16 @@ from marketplace.services import leasing, submissions
 
 blp = Blueprint("assignments", __name__, url_prefix="/v1/assignments", description="Workers' tasks")
 
+# Schema instances, not classes, for the hot path's request bodies: webargs instantiates a
+# class on every request (with its nested schemas), ~0.1 ms of a lease+submit cycle.
+LEASE_REQUEST = LeaseRequestSchema()
+SUBMIT_REQUEST = SubmitSchema()
+
 
 @blp.route("")
 class Assignments(MethodView):
     @require("worker")
-    @blp.arguments(LeaseRequestSchema, required=False)
+    @blp.arguments(LEASE_REQUEST, required=False)
     @blp.response(201, AssignmentSchema)
     @blp.alt_response(204, description="no work for you now")
     def post(self, body: dict[str, Any]) -> Any:
@@ -49,7 +54,7 @@ class AssignmentResource(MethodView):
 
 @blp.route("/<id:assignment_id>/submit", methods=["POST"])
 @require("worker")
-@blp.arguments(SubmitSchema)
+@blp.arguments(SUBMIT_REQUEST)
 @blp.response(200, SubmitResultSchema)
 def submit(body: dict[str, Any], assignment_id: int) -> Any:
     """Answer every item of the task; a retry with the same `Idempotency-Key` returns the first result."""
