@@ -97,7 +97,9 @@ def test_aggregation_is_reproducible_and_runs_in_batches(
     app.config["AGGREGATE_EVERY_ANSWERS"] = 7
     job = post_job(client, requester, items=12, golden=3, overlap=3, aggregation="dawid_skene")
     _crowd(app, client, job["id"], honest=3, liars=2)
-    assert redis.llen(f"rq:queue:{app.config['QUEUE_NAME']}") == 1, "submits queue one batch job, not one per answer"
+    queued = [job.func_name for job in queue.get_queue(redis, app.config["QUEUE_NAME"]).jobs]
+    assert queued.count(queue.AGGREGATE_JOB) == 1, "submits queue one batch aggregation, not one per answer"
+    assert set(queued) <= {queue.AGGREGATE_JOB, queue.RULES_JOB}
     _run_queue(app, redis)
     first = _results(client, job["id"], requester)
 

@@ -181,3 +181,51 @@ def test_scoped_bans_revoke_only_in_scope_and_unban_ends_them(
     for payload, field in bad:
         response = client.post(f"/v1/workers/{worker_id}/ban", json=payload, headers=operator)
         assert response.status_code == 422 and field in response.get_json()["errors"]["json"], payload
+
+
+def test_job_and_requester_blocks_keep_the_worker_out_of_exactly_those_jobs(
+    app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
+) -> None:
+    first = post_job(client, requester, items=6, golden=0, overlap=1, items_per_task=2)
+    second = post_job(client, requester, items=6, golden=0, overlap=1, items_per_task=2)
+    other_requester = bearer(new_key(app, "requester", "other"))
+    third = post_job(client, other_requester, items=6, golden=0, overlap=1, items_per_task=2)
+    worker = bearer(new_key(app, "worker", "w"))
+    worker_id = _me(client, worker)
+
+    def lease(job_id: int) -> int:
+        return client.post("/v1/assignments", json={"job_id": job_id}, headers=worker).status_code
+
+    body = {"reason": "bad here", "scope": "job", "job_id": first["id"]}
+    assert client.post(f"/v1/workers/{worker_id}/ban", json=body, headers=operator).status_code == 200
+    assert lease(first["id"]) == 204, "no work in the job it is banned from, and nothing revealing"
+    assert lease(second["id"]) == 201
+    requester_id = client.get("/v1/me", headers=requester).get_json()["id"]
+    body = {"reason": "bad for this requester", "scope": "requester", "requester_id": requester_id}
+    assert client.post(f"/v1/workers/{worker_id}/ban", json=body, headers=operator).status_code == 200
+    assert lease(second["id"]) == 204
+    assert lease(third["id"]) == 201
+    taken = client.post("/v1/assignments", json={}, headers=worker)
+    assert taken.status_code == 201 and taken.get_json()["job"]["id"] == third["id"], "only the other requester's job"
+    assert client.delete(f"/v1/workers/{worker_id}/ban", json={"reason": "ok"}, headers=operator).status_code == 200
+    assert lease(first["id"]) == 201
+
+
+def test_a_cooldown_ends_by_itself(app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
+    from datetime import timedelta
+
+    from marketplace.services.bans import ban_worker
+
+    job = post_job(client, requester, items=6, golden=0, overlap=1, items_per_task=2)
+    worker = bearer(new_key(app, "worker", "w"))
+    worker_id = _me(client, worker)
+    with session_scope(get_engine(app)) as session:
+        ban_worker(session, worker_id, None, "cool off", False, until=utcnow() + timedelta(seconds=120))
+    assert client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).status_code == 204
+    with session_scope(get_engine(app)) as session:
+        from sqlalchemy import update as sql_update
+
+        from marketplace.models import WorkerBlock
+
+        session.execute(sql_update(WorkerBlock).values(until=utcnow() - timedelta(seconds=1)))
+    assert client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).status_code == 201

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from flask import Flask
 from flask.testing import FlaskClient
@@ -130,3 +131,36 @@ def test_flag_rule_records_a_review_flag(app: Flask, client: FlaskClient, reques
         fired = apply_rules(session, job["id"])
         assert [f["action"] for f in fired] == ["flag"]
         assert session.execute(select(ReviewFlag)).scalar_one().figures["timed_tasks"] >= 2
+
+
+def test_golden_answers_trigger_the_rules_and_stop_a_spammer_within_a_few_tasks(
+    app: Flask, client: FlaskClient, requester: dict[str, str], redis: Any, monkeypatch: Any
+) -> None:
+    from rq import SimpleWorker
+
+    import workers.jobs
+    from marketplace import queue
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    workers.jobs._apps.clear()
+    job = post_job(client, requester, items=60, golden=30, overlap=1, golden_ratio=0.5, items_per_task=4)
+    liar = bearer(new_key(app, "worker", "liar"))
+    tasks = 0
+    for _ in range(40):
+        lease = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=liar)
+        if lease.status_code == 204:
+            break
+        task = lease.get_json()
+        answers = [{"item_id": i["id"], "label": "dog"} for i in task["items"]]
+        assert (
+            client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=liar).status_code
+            == 200
+        )
+        tasks += 1
+        SimpleWorker([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis).work(burst=True)
+    # 2 golden items a task on average; the default rule needs at most ~9 all-wrong golden answers.
+    assert tasks <= 8, f"the liar kept getting work for {tasks} tasks"
+    event = client.get("/v1/audit", headers=bearer(new_key(app, "operator", "op"))).get_json()[-1]
+    assert event["action"] == "ban_job" and event["details"]["figures"]["golden_correct"] == 0

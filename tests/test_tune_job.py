@@ -89,3 +89,30 @@ def test_bad_or_foreign_tuning_is_refused_and_changes_nothing(
     worker = bearer(new_key(app, "worker", "w"))
     assert client.patch(f"/v1/jobs/{job['id']}", json={"overlap": 5}, headers=worker).status_code == 403
     assert client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()["overlap"] == 3
+
+
+def test_a_lease_out_when_overlap_drops_does_not_bring_its_round_back(
+    app: Flask, client: FlaskClient, requester: dict[str, str]
+) -> None:
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from marketplace.models import Assignment, utcnow
+    from marketplace.services.leasing import EXPIRY_GRACE
+
+    job = post_job(client, requester, items=2, golden=0, overlap=2, items_per_task=2)
+    first, second = bearer(new_key(app, "worker", "a")), bearer(new_key(app, "worker", "b"))
+    _drain(client, first, job["id"])  # round 0 of both items
+    task = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=second).get_json()  # round 1, left open
+    assert client.patch(f"/v1/jobs/{job['id']}", json={"overlap": 1}, headers=requester).status_code == 200
+    with session_scope(get_engine(app)) as session:
+        session.execute(
+            update(Assignment)
+            .where(Assignment.id == task["id"])
+            .values(expires_at=utcnow() - EXPIRY_GRACE - timedelta(seconds=1))
+        )
+    third = bearer(new_key(app, "worker", "c"))
+    assert _drain(client, third, job["id"]) == 0, "the dropped round was not reissued"
+    with session_scope(get_engine(app)) as session:
+        assert session.execute(select(Slot).where(Slot.job_id == job["id"])).first() is None

@@ -44,7 +44,9 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
 
 def apply_rules_job(job_id: int, worker_id: int) -> list[dict[str, Any]]:
     """Rules for one worker right after its golden answers arrive: spammers stop early."""
-    return _apply_rules(_app(), job_id, [worker_id])
+    app = _app()
+    queue.get_redis(app).delete(queue.guard_key(queue.RULES_JOB, job_id, worker_id))
+    return _apply_rules(app, job_id, [worker_id])
 
 
 def _apply_rules(app: Flask, job_id: int, worker_ids: list[int] | None) -> list[dict[str, Any]]:

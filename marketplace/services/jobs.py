@@ -93,6 +93,17 @@ def _fill_pool(session: Session, job: Job, item_ids: list[int] | None, rounds: r
             source = select(Item.job_id, Item.id, literal(round_no)).where(
                 Item.job_id == job.id,
                 Item.is_golden.is_(False),
+                # a round dynamic overlap already opened (or filled) for the item stays as it is
+                ~exists().where(Slot.job_id == job.id, Slot.item_id == Item.id, Slot.round == round_no),
+                ~exists().where(Answer.job_id == job.id, Answer.item_id == Item.id, Answer.round == round_no),
+                ~exists().where(
+                    AssignmentItem.job_id == job.id,
+                    AssignmentItem.item_id == Item.id,
+                    AssignmentItem.round == round_no,
+                    AssignmentItem.assignment_id.in_(
+                        select(Assignment.id).where(Assignment.job_id == job.id, Assignment.state == "leased")
+                    ),
+                ),
             )
             session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))
         else:
@@ -217,12 +228,13 @@ def tune_job(session: Session, job: Job, changes: dict[str, Any]) -> Job:
     except ValidationError as error:
         field, reasons = next(iter(error.normalized_messages().items()))
         raise Invalid(str(field), str(reasons[0])) from None
+    new_ceiling = changes.get("overlap_max", job.overlap_max) or new_overlap
     if job.state != "draft" and new_overlap > job.overlap:
         _fill_pool(session, job, None, range(job.overlap, new_overlap))
         if job.state == "completed":
             job.state = "running"
-    elif job.state != "draft" and new_overlap < job.overlap:
-        session.execute(delete(Slot).where(Slot.job_id == job.id, Slot.round >= new_overlap))
+    elif job.state != "draft" and new_ceiling < (job.overlap_max or job.overlap):
+        session.execute(delete(Slot).where(Slot.job_id == job.id, Slot.round >= new_ceiling))
         pending = session.execute(
             select(
                 exists().where(Slot.job_id == job.id)

@@ -23,12 +23,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
-from sqlalchemy import Engine, and_, delete, exists, insert, select, update
+from sqlalchemy import Engine, and_, delete, exists, func, insert, or_, select, update
 from sqlmodel import Session
 
 from marketplace.db import is_postgres
 from marketplace.errors import Forbidden, NotFound
-from marketplace.models import Account, Assignment, AssignmentItem, Item, Job, Slot, utcnow
+from marketplace.models import Account, Assignment, AssignmentItem, Item, Job, Slot, WorkerBlock, utcnow
 from marketplace.services import pool_pg
 
 # A submit that arrived before its deadline may still be in flight for this long.
@@ -84,7 +84,10 @@ def lease_task(
     status, jobs = _worker_and_jobs(session, worker_id, job_id)
     if status != "active":
         raise Forbidden("this account cannot take work at the moment; contact support")
+    blocked = _blocked_jobs(session, worker_id, [j.id for j in jobs], now)
     for job in jobs:
+        if job.id in blocked:
+            continue
         _reclaim_now_and_then(session.get_bind(), job.id, now, session)
         task = _lease_from_job(session, job, worker_id, now)
         if task is not None:
@@ -137,8 +140,8 @@ def _lease_from_job_pg(
         state, title, instructions, annotation, items_per_task, ratio, sample_ok = row[1:8]
         if state is None and named:
             raise NotFound(f"job {job_id} not found")
-        if state != "running":
-            return None
+        if state != "running" or row[11]:
+            return None  # not running, or the worker is kept from it: no work, nothing revealed
         if attempt == 0:  # a job that exists and runs: its overdue leases, now and then
             _reclaim_now_and_then(engine, job_id, now)
         _job_shapes[key] = (items_per_task, ratio)
@@ -167,6 +170,27 @@ def _database(engine: Engine) -> str:
 def _golden_most(items_per_task: int, ratio: float) -> int:
     """The most golden items `_golden_count` can ask for."""
     return max(0, min(math.ceil(items_per_task * ratio), items_per_task - 1))
+
+
+def _blocked_jobs(session: Session, worker_id: int, job_ids: list[int], now: datetime) -> set[int]:
+    """Jobs the worker is kept from: a block on the job, on its requester, or everywhere."""
+    if not job_ids:
+        return set()
+    active = or_(WorkerBlock.until.is_(None), WorkerBlock.until > now)
+    scope = or_(
+        WorkerBlock.job_id == Job.id,
+        and_(
+            WorkerBlock.job_id.is_(None),
+            or_(WorkerBlock.requester_id.is_(None), WorkerBlock.requester_id == Job.requester_id),
+        ),
+    )
+    rows = session.execute(
+        select(Job.id).where(
+            Job.id.in_(job_ids),
+            exists().where(WorkerBlock.worker_id == worker_id, active, scope),
+        )
+    ).scalars()
+    return set(rows)
 
 
 def _worker_and_jobs(session: Session, worker_id: int, job_id: int | None) -> tuple[str, list[JobView]]:
@@ -396,6 +420,9 @@ def release_assignments(session: Session, job_id: int, assignment_ids: list[int]
             AssignmentItem.job_id == job_id,
             AssignmentItem.assignment_id.in_(assignment_ids),
             AssignmentItem.round.is_not(None),
+            # Not the rounds a lowered overlap dropped while the lease was out.
+            AssignmentItem.round
+            < select(func.coalesce(Job.overlap_max, Job.overlap)).where(Job.id == job_id).scalar_subquery(),
         )
     )
     session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))

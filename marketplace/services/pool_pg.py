@@ -73,14 +73,20 @@ LEASE = """
 WITH w AS (
     SELECT status FROM account WHERE id = %(worker)s FOR UPDATE
 ), j AS (
-    SELECT id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
+    SELECT id, requester_id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
            least(floor(items_per_task * golden_ratio)::int
                  + (%(r)s::float8 < items_per_task * golden_ratio - floor(items_per_task * golden_ratio))::int,
                  items_per_task - 1) AS golden_wanted
     FROM job WHERE id = %(job)s
+), blocked AS (  -- banned from this job or its requester, or cooling off
+    SELECT EXISTS (SELECT 1 FROM workerblock b, j
+                   WHERE b.worker_id = %(worker)s AND (b.until IS NULL OR b.until > %(now)s)
+                     AND (b.job_id = j.id
+                          OR (b.job_id IS NULL AND coalesce(b.requester_id, j.requester_id) = j.requester_id))) AS yes
 ), go AS (
     SELECT j.id, j.items_per_task, j.golden_wanted, j.lease_seconds FROM j, w
     WHERE w.status = 'active' AND j.state = 'running'
+      AND NOT (SELECT yes FROM blocked)
       AND cardinality(%(golden)s::bigint[]) >= least(%(pool)s::int, j.golden_wanted * 8)
 ), golden AS (
     SELECT g.item_id FROM unnest(%(golden)s::bigint[]) WITH ORDINALITY AS g(item_id, n)
@@ -126,7 +132,8 @@ WITH w AS (
 SELECT w.status, j.state, j.title, j.instructions, j.annotation, j.items_per_task, j.golden_ratio,
        EXISTS (SELECT 1 FROM go), a.id, a.expires_at,
        (SELECT json_agg(json_build_object('id', r.id, 'data', i.data) ORDER BY r.position)
-        FROM refs r JOIN item i ON i.id = r.item_id)
+        FROM refs r JOIN item i ON i.id = r.item_id),
+       (SELECT yes FROM blocked)
 FROM w LEFT JOIN j ON true LEFT JOIN a ON true
 """
 
@@ -173,9 +180,9 @@ WITH closed AS (
     CROSS JOIN unnest(%(refs)s::bigint[], %(labels)s::varchar[]) AS u(ref, label)
     JOIN assignmentitem ai ON ai.id = u.ref AND ai.assignment_id = c.id
     JOIN item i ON i.id = ai.item_id
-    RETURNING id
+    RETURNING id, is_golden
 )
-SELECT c.job_id, (SELECT array_agg(id) FROM stored),
+SELECT c.job_id, (SELECT array_agg(id) FROM stored), (SELECT count(*) FROM stored WHERE is_golden),
        (SELECT 1 FROM slot WHERE job_id = c.job_id ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1) IS NOT NULL
 FROM closed c
 """
@@ -253,7 +260,8 @@ def lease(
     order: bytes,
 ) -> tuple[Any, ...] | None:
     """Run LEASE; the row: status, job state, title, instructions, annotation, items per task,
-    golden ratio, sample_ok, assignment id, expires at, items ([{id, data}] in task order)."""
+    golden ratio, sample_ok, assignment id, expires at, items ([{id, data}] in task order),
+    blocked (the worker is kept from this job)."""
     params = {
         "job": job_id,
         "worker": worker_id,
@@ -282,8 +290,9 @@ def submit(
     answers: list[dict[str, Any]],
     now: datetime,
     key: str | None,
-) -> tuple[int, list[int], bool] | None:
-    """Run SUBMIT: (job id, answer ids, pool has free slots), or None when it stored nothing."""
+) -> tuple[int, list[int], int, bool] | None:
+    """Run SUBMIT: (job id, answer ids, golden answers among them, pool has free slots), or None
+    when it stored nothing."""
     params = {
         "assignment": assignment_id,
         "worker": worker_id,
@@ -295,7 +304,7 @@ def submit(
     row = cur.execute(SUBMIT, params).fetchone()
     if row is None:
         return None
-    return row[0], list(row[1]), bool(row[2])
+    return row[0], list(row[1]), int(row[2]), bool(row[3])
 
 
 def lock_task(cur: Any, assignment_id: int) -> list[Any]:

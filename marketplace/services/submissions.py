@@ -31,6 +31,7 @@ class SubmitResult:
     job_id: int = 0
     job_finished: bool = False
     replayed: bool = False
+    golden: int = 0  # golden answers in this submit: triggers the rules; never shown to workers
 
 
 def _locked_assignment(session: Session, worker_id: int, assignment_id: int) -> Assignment:
@@ -187,6 +188,7 @@ def submit(
         answer_ids=tuple(answer_ids),
         job_id=task.job_id,
         job_finished=finished,
+        golden=sum(1 for r in rows if r["is_golden"]),
     )
 
 
@@ -207,7 +209,7 @@ def submit_pg(
     with pool_pg.autocommit(engine) as cur:
         stored = pool_pg.submit(cur, assignment_id, worker_id, answers, received_at, idempotency_key)
         if stored is not None:
-            job_id, answer_ids, has_slots = stored
+            job_id, answer_ids, golden, has_slots = stored
             finished = not has_slots and _job_finished_pg(engine, job_id)
             return SubmitResult(
                 id=assignment_id,
@@ -217,6 +219,7 @@ def submit_pg(
                 answer_ids=tuple(answer_ids),
                 job_id=job_id,
                 job_finished=finished,
+                golden=golden,
             )
     with pool_pg.transaction(engine) as cur:
         task = _lock_task_pg(cur, worker_id, assignment_id)
@@ -236,6 +239,7 @@ def submit_pg(
         answer_ids=tuple(answer_ids),
         job_id=task.job_id,
         job_finished=finished,
+        golden=sum(1 for r in rows if r["is_golden"]),
     )
 
 

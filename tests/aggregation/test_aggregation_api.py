@@ -49,9 +49,7 @@ def test_without_golden_the_tie_goes_to_the_first_label() -> None:
 
 
 def test_golden_skill_breaks_a_tie_before_label_order() -> None:
-    answers = pd.concat(
-        [TIE, pd.DataFrame({"task": ["g"] * 2, "worker": ["w1", "w2"], "label": ["b", "a"]})]
-    )
+    answers = pd.concat([TIE, pd.DataFrame({"task": ["g"] * 2, "worker": ["w1", "w2"], "label": ["b", "a"]})])
     result = aggregate(answers, "majority_vote", golden=pd.Series({"g": "b"}))
     assert result.labels["t1"] == "b"  # w1 got the golden task right
 

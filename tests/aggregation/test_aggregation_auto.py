@@ -11,9 +11,7 @@ from aggregation import aggregate
 from aggregation.bench import load, pick_golden, score
 from aggregation.synthetic import simulate
 
-DATA = Path(
-    os.environ.get("CROWD_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data")
-)
+DATA = Path(os.environ.get("CROWD_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
 def test_auto_is_dawid_skene_when_workers_answer_enough() -> None:

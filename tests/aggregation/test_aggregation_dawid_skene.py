@@ -24,9 +24,7 @@ def test_labels_and_posteriors_match_crowdkit(seed: int) -> None:
     answers, truth = simulate(300, 12, 3, 4, seed=seed, spammers=0.2)
     ours = aggregate(answers, "dawid_skene")
     theirs = _crowdkit(DawidSkene(), answers)
-    pd.testing.assert_series_equal(
-        ours.labels, theirs.labels_.reindex(ours.labels.index), check_names=False
-    )
+    pd.testing.assert_series_equal(ours.labels, theirs.labels_.reindex(ours.labels.index), check_names=False)
     expected = theirs.probas_.max(axis=1).reindex(ours.labels.index).to_numpy()
     np.testing.assert_allclose(ours.confidence.to_numpy(), expected, atol=1e-6)
 
@@ -37,18 +35,14 @@ def test_golden_clamping_matches_crowdkit_true_labels() -> None:
     ours = aggregate(answers, "dawid_skene", golden=golden)
     theirs = _crowdkit(DawidSkene(), answers, true_labels=golden).labels_
     assert not ours.labels.index.isin(golden.index).any()
-    pd.testing.assert_series_equal(
-        ours.labels, theirs.reindex(ours.labels.index), check_names=False
-    )
+    pd.testing.assert_series_equal(ours.labels, theirs.reindex(ours.labels.index), check_names=False)
 
 
 def test_one_coin_matches_crowdkit() -> None:
     answers, _ = simulate(200, 10, 3, 4, seed=7)
     ours = aggregate(answers, "one_coin_dawid_skene")
     theirs = _crowdkit(OneCoinDawidSkene(), answers).labels_
-    pd.testing.assert_series_equal(
-        ours.labels, theirs.reindex(ours.labels.index), check_names=False
-    )
+    pd.testing.assert_series_equal(ours.labels, theirs.reindex(ours.labels.index), check_names=False)
 
 
 def test_dawid_skene_beats_majority_vote_with_spammers() -> None:
