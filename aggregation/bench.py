@@ -51,9 +51,7 @@ def calibration(result: AggregationResult, truth: pd.Series) -> dict[str, float]
     hit = (result.labels.loc[scored] == truth.loc[scored]).to_numpy().astype(np.float64)
     bins = np.minimum((conf * 10).astype(int), 9)
     ece = sum(
-        abs(hit[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean()
-        for b in range(10)
-        if (bins == b).any()
+        abs(hit[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in range(10) if (bins == b).any()
     )
     high = conf > 0.9
     return {
@@ -102,9 +100,7 @@ def print_table(records: list[dict[str, object]]) -> None:
     frame = pd.DataFrame(records)
     for setting, part in frame.groupby("setting", sort=False):
         print(f"\nsetting: {setting}  (accuracy; seconds in brackets)")
-        cells = part.assign(
-            cell=[f"{a:.4f} ({s:.1f}s)" for a, s in zip(part.accuracy, part.seconds, strict=True)]
-        )
+        cells = part.assign(cell=[f"{a:.4f} ({s:.1f}s)" for a, s in zip(part.accuracy, part.seconds, strict=True)])
         table = cells.pivot(index="dataset", columns="method", values="cell")
         print(table.reindex(columns=list(dict.fromkeys(part.method))).to_string())
         auto = part[part.method == "auto"]

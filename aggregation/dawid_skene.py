@@ -72,9 +72,7 @@ def _e_step(enc: Encoded, priors: FloatArray, errors: FloatArray) -> FloatArray:
     return clamp(probas, enc)
 
 
-def _elbo(
-    enc: Encoded, probas: FloatArray, priors: FloatArray, errors: FloatArray, counts: FloatArray
-) -> float:
+def _elbo(enc: Encoded, probas: FloatArray, priors: FloatArray, errors: FloatArray, counts: FloatArray) -> float:
     """crowd-kit's evidence lower bound per answer (its prior term counted once per answer)."""
     safe = np.where(counts > 0, np.log(np.maximum(errors, _EPS)), 0.0)
     joint = float((counts * safe).sum())
@@ -99,9 +97,7 @@ def fit(
         votes = vote_counts(enc)
         init = votes / np.maximum(votes.sum(axis=1, keepdims=True), _EPS)
     probas = clamp(init.copy(), enc)
-    observed = (
-        np.bincount(enc.w * k + enc.l, minlength=enc.n_workers * k).reshape(enc.n_workers, k) > 0
-    )
+    observed = np.bincount(enc.w * k + enc.l, minlength=enc.n_workers * k).reshape(enc.n_workers, k) > 0
     priors = probas.mean(axis=0)
     counts = _confusion_counts(enc, probas)
     errors = _m_step(counts, observed, one_coin)

@@ -45,9 +45,7 @@ class Encoded:
 
     def with_gold(self, gold_t: IntArray, gold_l: IntArray) -> Encoded:
         """The same answers with another set of clamped tasks (used by cross-validation)."""
-        return Encoded(
-            self.tasks, self.workers, self.labels, self.t, self.w, self.l, gold_t, gold_l
-        )
+        return Encoded(self.tasks, self.workers, self.labels, self.t, self.w, self.l, gold_t, gold_l)
 
 
 def _factorize_sorted(values: pd.Series) -> tuple[IntArray, pd.Index]:
@@ -60,9 +58,7 @@ def _factorize_sorted(values: pd.Series) -> tuple[IntArray, pd.Index]:
     return rank[codes], pd.Index(np.asarray(uniques, dtype=object)[order], dtype=object)
 
 
-def label_order(
-    answer_labels: pd.Series, golden: pd.Series | None, labels: Sequence[str] | None
-) -> tuple[str, ...]:
+def label_order(answer_labels: pd.Series, golden: pd.Series | None, labels: Sequence[str] | None) -> tuple[str, ...]:
     """The label set in tie-breaking order: `labels` as given, then unknown labels sorted."""
     seen = set(answer_labels.unique().tolist())
     if golden is not None:
@@ -84,9 +80,7 @@ def check_answers(answers: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(str)
 
 
-def encode(
-    answers: pd.DataFrame, golden: pd.Series | None = None, labels: Sequence[str] | None = None
-) -> Encoded:
+def encode(answers: pd.DataFrame, golden: pd.Series | None = None, labels: Sequence[str] | None = None) -> Encoded:
     """Encode answers (already checked) and the golden tasks that have answers."""
     frame = check_answers(answers)
     gold = None if golden is None else golden.astype(str).set_axis(golden.index.astype(str))

@@ -13,19 +13,13 @@ import numpy as np
 from .encode import Encoded, FloatArray, IntArray, vote_counts
 
 
-def worker_golden_skill(
-    enc: Encoded, prior_correct: float = 1.0, prior_wrong: float = 1.0
-) -> FloatArray:
+def worker_golden_skill(enc: Encoded, prior_correct: float = 1.0, prior_wrong: float = 1.0) -> FloatArray:
     """Smoothed golden accuracy per worker code (the same formula as `golden_scores`)."""
     truth = np.full(enc.n_tasks, -1, dtype=np.int64)
     truth[enc.gold_t] = enc.gold_l
     answer_truth = truth[enc.t]
-    seen = np.bincount(
-        enc.w, weights=(answer_truth >= 0).astype(np.float64), minlength=enc.n_workers
-    )
-    hit = np.bincount(
-        enc.w, weights=(answer_truth == enc.l).astype(np.float64), minlength=enc.n_workers
-    )
+    seen = np.bincount(enc.w, weights=(answer_truth >= 0).astype(np.float64), minlength=enc.n_workers)
+    hit = np.bincount(enc.w, weights=(answer_truth == enc.l).astype(np.float64), minlength=enc.n_workers)
     return (hit + prior_correct) / (seen + prior_correct + prior_wrong)
 
 

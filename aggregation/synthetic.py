@@ -51,8 +51,6 @@ def simulate(
     task_names = np.char.add("t", np.arange(n_items).astype(str)).astype(object)
     worker_names = np.char.add("w", np.arange(n_workers).astype(str)).astype(object)
     class_names = np.arange(n_classes).astype(str).astype(object)
-    answers = pd.DataFrame(
-        {"task": task_names[items], "worker": worker_names[workers], "label": class_names[labels]}
-    )
+    answers = pd.DataFrame({"task": task_names[items], "worker": worker_names[workers], "label": class_names[labels]})
     truth_series = pd.Series(class_names[truth], index=pd.Index(task_names, name="task"))
     return answers, truth_series.rename("label")
