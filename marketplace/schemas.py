@@ -7,18 +7,11 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+import aggregation
+
 MAX_ID = 2**63 - 1
 ANNOTATION_TYPES = ("classification",)
-AGGREGATION_METHODS = (
-    "auto",
-    "majority_vote",
-    "dawid_skene",
-    "wawa",
-    "zero_based_skill",
-    "glad",
-    "mace",
-    "one_coin_dawid_skene",
-)
+AGGREGATION_METHODS = aggregation.METHODS
 MAX_ITEM_DATA_BYTES = 16 * 1024
 
 

@@ -171,3 +171,20 @@ def post_job(
         launched = client.post(f"/v1/jobs/{job['id']}/launch", headers=headers)
         assert launched.status_code == 200, launched.get_json()
     return job  # type: ignore[no-any-return]
+
+
+def work_through(
+    client: FlaskClient, headers: dict[str, str], job_id: int, label: str = "dog", limit: int = 100
+) -> int:
+    """Lease and submit (every item answered `label`) until there is no more work; tasks done."""
+    done = 0
+    for _ in range(limit):
+        lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
+        if lease.status_code != 201:
+            return done
+        task = lease.get_json()
+        answers = [{"item_id": i["id"], "label": label} for i in task["items"]]
+        submitted = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+        assert submitted.status_code == 200, submitted.get_json()
+        done += 1
+    return done

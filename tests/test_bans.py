@@ -13,7 +13,7 @@ from sqlalchemy import select
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Assignment, utcnow
 from marketplace.services.aggregating import load_answers
-from tests.conftest import bearer, new_key, post_job
+from tests.conftest import bearer, new_key, post_job, work_through
 
 
 def _me(client: FlaskClient, headers: dict[str, str]) -> int:
@@ -21,19 +21,7 @@ def _me(client: FlaskClient, headers: dict[str, str]) -> int:
 
 
 def _work(client: FlaskClient, headers: dict[str, str], job_id: int, tasks: int = 100) -> int:
-    done = 0
-    for _ in range(tasks):
-        lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
-        if lease.status_code != 201:
-            break
-        task = lease.get_json()
-        answers = [{"item_id": i["id"], "label": "dog"} for i in task["items"]]
-        assert (
-            client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers).status_code
-            == 200
-        )
-        done += 1
-    return done
+    return work_through(client, headers, job_id, "dog", tasks)
 
 
 def test_ban_stops_work_revokes_leases_and_reissues_them(

@@ -10,7 +10,7 @@ from marketplace.db import get_engine, session_scope
 from marketplace.models import utcnow
 from marketplace.services.aggregating import aggregate_job
 from marketplace.services.quality import wilson
-from tests.conftest import bearer, new_key, post_job
+from tests.conftest import bearer, new_key, post_job, work_through
 
 
 def test_wilson_interval_is_honest_for_small_counts() -> None:
@@ -22,16 +22,7 @@ def test_wilson_interval_is_honest_for_small_counts() -> None:
 
 
 def _answer_everything(client: FlaskClient, headers: dict[str, str], job_id: int, label: str) -> None:
-    for _ in range(50):
-        lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
-        if lease.status_code == 204:
-            return
-        task = lease.get_json()
-        answers = [{"item_id": i["id"], "label": label} for i in task["items"]]
-        assert (
-            client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers).status_code
-            == 200
-        )
+    work_through(client, headers, job_id, label)
 
 
 def test_ranking_puts_the_liar_first_and_daily_rows_show_the_day(

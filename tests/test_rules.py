@@ -12,7 +12,7 @@ from sqlalchemy import select
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, ReviewFlag, WorkerBlock
 from marketplace.services.rules import DEFAULT_RULES, apply_rules, fires
-from tests.conftest import bearer, new_key, post_job
+from tests.conftest import bearer, new_key, post_job, work_through
 
 DEFAULT = DEFAULT_RULES[0]["condition"]
 SPAMMER_BOUND = 60  # golden answers; the worst of 3,000 simulated spammers needed 51
@@ -48,16 +48,7 @@ def test_conditions_need_their_minimum_before_firing() -> None:
 
 
 def _answer_all(client: FlaskClient, headers: dict[str, str], job_id: int, label: str) -> None:
-    for _ in range(100):
-        lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
-        if lease.status_code != 201:
-            return
-        task = lease.get_json()
-        answers = [{"item_id": i["id"], "label": label} for i in task["items"]]
-        assert (
-            client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers).status_code
-            == 200
-        )
+    work_through(client, headers, job_id, label)
 
 
 def test_default_rule_bans_a_liar_from_the_job_excludes_its_answers_and_audits(

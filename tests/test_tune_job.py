@@ -10,23 +10,11 @@ from sqlalchemy import select
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Slot
-from tests.conftest import bearer, new_key, post_job
+from tests.conftest import bearer, new_key, post_job, work_through
 
 
 def _drain(client: FlaskClient, headers: dict[str, str], job_id: int) -> int:
-    tasks = 0
-    for _ in range(50):
-        lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
-        if lease.status_code == 204:
-            return tasks
-        task = lease.get_json()
-        answers = [{"item_id": i["id"], "label": "dog"} for i in task["items"]]
-        assert (
-            client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers).status_code
-            == 200
-        )
-        tasks += 1
-    return tasks
+    return work_through(client, headers, job_id, "dog", 50)
 
 
 def _per_item(app: Flask, job_id: int) -> Counter[int]:
