@@ -218,9 +218,14 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
     stats = Stats()
     started = time.perf_counter()
     _work(settings, base, crowd, truth, stats, job["id"], client, requester)
+    for _ in range(5):  # a rule that banned a worker reopens its rounds: the crowd comes back for them
+        time.sleep(2.0)
+        if client.get(f"/v1/jobs/{job['id']}", headers=requester).json()["state"] == "completed":
+            break
+        _work(settings, base, crowd, truth, stats, job["id"], client, requester)
     elapsed = time.perf_counter() - started
     final = _wait_aggregated(client, job["id"], requester)
-    _report(settings, client, job["id"], requester, crowd, truth, items, stats, elapsed, final, env)
+    _report(settings, client, job["id"], requester, crowd, truth, items, stats, elapsed, final, env, operator)
 
 
 def _ok(response: httpx.Response) -> Any:
@@ -282,7 +287,7 @@ def _cycle(client: httpx.Client, worker: SimWorker, truth: dict[str, str], stats
     t0 = time.perf_counter()
     lease = client.post("/v1/assignments", json={}, headers=headers)
     t1 = time.perf_counter()
-    if lease.status_code == 204:
+    if lease.status_code in (204, 403):  # no work for this worker (403: banned everywhere)
         return False
     if lease.status_code != 201:
         with stats.lock:
@@ -342,6 +347,7 @@ def _report(
     elapsed: float,
     job: dict[str, Any],
     env: dict[str, str],
+    operator: dict[str, str],
 ) -> None:
     import aggregation
     from marketplace.db import make_engine, session_scope
@@ -386,7 +392,13 @@ def _report(
         f"p99 {_percentile(stats.submit_ms, 0.99):.1f} ms"
     )
     scores = {int(q["worker_id"]): q for q in _ok(client.get(f"/v1/jobs/{job_id}/workers", headers=requester))}
-    click.echo("\nworker          true acc  golden seen  golden acc (smoothed)  agreement")
+    banned = {
+        int(e["subject_id"]): e["details"].get("figures", {})
+        for e in _ok(client.get("/v1/audit", headers=operator))
+        if e["action"] in ("ban", "ban_job")
+    }
+    click.echo(f"answers excluded after bans: {job['progress']['answers_excluded']} (their rounds were issued again)")
+    click.echo("\nworker          true acc  golden seen  golden acc (smoothed)  agreement  banned by rule")
     for worker in sorted(crowd, key=lambda w: -1 if w.accuracy is None else w.accuracy):
         q = scores.get(worker.id, {})
         true_acc = "spam" if worker.accuracy is None else f"{worker.accuracy:.2f}"
@@ -396,6 +408,7 @@ def _report(
             f"{worker.name:<15} {true_acc:>8}  {q.get('golden_seen', 0):>11}  "
             f"{'-' if golden_acc is None else f'{golden_acc:.2f}':>21}  "
             f"{'-' if agreement is None else f'{agreement:.2f}':>9}"
+            + (f"  yes, after {banned[worker.id].get('golden_seen', '?')} golden" if worker.id in banned else "")
         )
 
 

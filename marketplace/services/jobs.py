@@ -155,8 +155,10 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
 
     items = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(False)))
     golden = count(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(True)))
-    answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(False)))
-    golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True)))
+    included = Answer.excluded.is_(False)
+    answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(False), included))
+    golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True), included))
+    excluded = count(select(func.count()).where(Answer.job_id == job_id, Answer.excluded.is_(True)))
     free = count(select(func.count()).where(Slot.job_id == job_id))
     open_leases = count(select(func.count()).where(Assignment.job_id == job_id, Assignment.state == "leased"))
     leased_slots = count(
@@ -180,6 +182,7 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
         "answers_wanted": wanted,
         "answers": answers,
         "golden_answers": golden_answers,
+        "answers_excluded": excluded,
         "answers_free": free,
         "answers_leased": leased_slots,
         "open_leases": open_leases,
