@@ -21,17 +21,13 @@ def test_wilson_interval_is_honest_for_small_counts() -> None:
     assert low == 0.4038 and high == 0.5962
 
 
-def _answer_everything(client: FlaskClient, headers: dict[str, str], job_id: int, label: str) -> None:
-    work_through(client, headers, job_id, label)
-
-
 def test_ranking_puts_the_liar_first_and_daily_rows_show_the_day(
     app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
 ) -> None:
     job = post_job(client, requester, items=10, golden=10, overlap=3, golden_ratio=0.5, items_per_task=4)
     people = {name: bearer(new_key(app, "worker", name)) for name in ("honest1", "honest2", "liar")}
     for name, headers in people.items():
-        _answer_everything(client, headers, job["id"], "dog" if name == "liar" else "cat")
+        work_through(client, headers, job["id"], "dog" if name == "liar" else "cat")
     with session_scope(get_engine(app)) as session:
         aggregate_job(session, job["id"])
     ids = {name: client.get("/v1/me", headers=h).get_json()["id"] for name, h in people.items()}
@@ -51,7 +47,7 @@ def test_ranking_puts_the_liar_first_and_daily_rows_show_the_day(
 def test_requesters_see_only_their_own_jobs(app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
     job = post_job(client, requester, items=4, golden=2, overlap=1)
     worker = bearer(new_key(app, "worker", "w"))
-    _answer_everything(client, worker, job["id"], "cat")
+    work_through(client, worker, job["id"], "cat")
     mine = client.get("/v1/workers", headers=requester).get_json()
     assert len(mine) == 1 and mine[0]["answers"] > 0
     other = bearer(new_key(app, "requester", "other"))

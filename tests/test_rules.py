@@ -47,17 +47,13 @@ def test_conditions_need_their_minimum_before_firing() -> None:
     assert not fires(skips, {"finished_leases": 40, "skipped": 22})
 
 
-def _answer_all(client: FlaskClient, headers: dict[str, str], job_id: int, label: str) -> None:
-    work_through(client, headers, job_id, label)
-
-
 def test_default_rule_bans_a_liar_from_the_job_excludes_its_answers_and_audits(
     app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
 ) -> None:
     job = post_job(client, requester, items=20, golden=20, overlap=2, golden_ratio=0.5, items_per_task=4)
     liar, honest = bearer(new_key(app, "worker", "liar")), bearer(new_key(app, "worker", "honest"))
-    _answer_all(client, liar, job["id"], "dog")  # golden answers are all 'cat'
-    _answer_all(client, honest, job["id"], "cat")
+    work_through(client, liar, job["id"], "dog")  # golden answers are all 'cat'
+    work_through(client, honest, job["id"], "cat")
     liar_id = client.get("/v1/me", headers=liar).get_json()["id"]
     with session_scope(get_engine(app)) as session:
         fired = apply_rules(session, job["id"])
@@ -117,7 +113,7 @@ def test_flag_rule_records_a_review_flag(app: Flask, client: FlaskClient, reques
     }
     assert client.post("/v1/rules", json=rule, headers=requester).status_code == 201
     worker = bearer(new_key(app, "worker", "quick"))
-    _answer_all(client, worker, job["id"], "cat")
+    work_through(client, worker, job["id"], "cat")
     with session_scope(get_engine(app)) as session:
         fired = apply_rules(session, job["id"])
         assert [f["action"] for f in fired] == ["flag"]

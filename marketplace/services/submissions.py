@@ -180,15 +180,22 @@ def submit(
     )
     finished = not _pool_has_slots(session, task.job_id) and _job_finished(session, task.job_id)
     session.commit()
+    return _stored(assignment_id, received_at, answer_ids, task.job_id, finished, sum(r["is_golden"] for r in rows))
+
+
+def _stored(
+    assignment_id: int, at: datetime, answer_ids: list[int], job_id: int, finished: bool, golden: int
+) -> SubmitResult:
+    """The result of a submit that stored its answers, whichever path stored them."""
     return SubmitResult(
         id=assignment_id,
         state="submitted",
-        answers=len(rows),
-        submitted_at=received_at,
+        answers=len(answer_ids),
+        submitted_at=at,
         answer_ids=tuple(answer_ids),
-        job_id=task.job_id,
+        job_id=job_id,
         job_finished=finished,
-        golden=sum(1 for r in rows if r["is_golden"]),
+        golden=golden,
     )
 
 
@@ -211,16 +218,7 @@ def submit_pg(
         if stored is not None:
             job_id, answer_ids, golden, has_slots = stored
             finished = not has_slots and _job_finished_pg(engine, job_id)
-            return SubmitResult(
-                id=assignment_id,
-                state="submitted",
-                answers=len(answer_ids),
-                submitted_at=received_at,
-                answer_ids=tuple(answer_ids),
-                job_id=job_id,
-                job_finished=finished,
-                golden=golden,
-            )
+            return _stored(assignment_id, received_at, answer_ids, job_id, finished, golden)
     with pool_pg.transaction(engine) as cur:
         task = _lock_task_pg(cur, worker_id, assignment_id)
         replay = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
@@ -231,16 +229,7 @@ def submit_pg(
             cur, task.job_id, worker_id, assignment_id, rows, received_at, idempotency_key
         )
         finished = not has_slots and pool_pg.job_finished(cur, task.job_id, utcnow())
-    return SubmitResult(
-        id=assignment_id,
-        state="submitted",
-        answers=len(rows),
-        submitted_at=received_at,
-        answer_ids=tuple(answer_ids),
-        job_id=task.job_id,
-        job_finished=finished,
-        golden=sum(1 for r in rows if r["is_golden"]),
-    )
+    return _stored(assignment_id, received_at, answer_ids, task.job_id, finished, sum(r["is_golden"] for r in rows))
 
 
 def _job_finished_pg(engine: Engine, job_id: int) -> bool:
