@@ -27,6 +27,13 @@ DEFAULTS: dict[str, Any] = {
     "AGGREGATE_EVERY_ANSWERS": 200,
     "RESULTS_PAGE_MAX": 1000,
     "QUEUE_NAME": "marketplace",
+    # Money: the one currency of this deployment, and the operator's limits on how strictly a
+    # requester may judge work (services/acceptance.py).
+    "CURRENCY": "USD",
+    "ACCEPTANCE_MAX_MIN_AGREEMENT": 0.8,
+    "ACCEPTANCE_MIN_REJECT_FAILED_GOLDEN": 1,
+    "AUTO_ACCEPT_MAX_SECONDS": 14 * 24 * 3600,
+    "AUTO_ACCEPT_DEFAULT_SECONDS": 3 * 24 * 3600,
     "API_TITLE": "Crowd marketplace",
     "API_VERSION": "v1",
     "OPENAPI_VERSION": "3.0.3",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 # BIGINT ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER PRIMARY KEY.
@@ -49,6 +49,14 @@ class Job(SQLModel, table=True):
     reward_cents: int
     aggregation: str = Field(max_length=40)
     lease_seconds: int
+    # Money (services/pricing.py, services/budget.py): what an item pays, the bonus, acceptance
+    # rules, the budget put into the job, and the most one task entry can cost (held per lease).
+    pricing: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    bonus: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    acceptance: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    budget_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    item_hold_cents: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    currency: str = Field(default="USD", max_length=3, sa_column_kwargs={"server_default": "USD"})
     state: str = Field(default="draft", max_length=16)  # draft|running|paused|cancelled|completed
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -91,6 +99,13 @@ class Assignment(SQLModel, table=True):
             postgresql_where=text("state = 'leased'"),
             sqlite_where=text("state = 'leased'"),
         ),
+        Index(
+            "ix_assignment_undecided",
+            "job_id",
+            "id",
+            postgresql_where=text("state = 'submitted' AND decision IS NULL"),
+            sqlite_where=text("state = 'submitted' AND decision IS NULL"),
+        ),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int
@@ -100,6 +115,11 @@ class Assignment(SQLModel, table=True):
     expires_at: datetime
     finished_at: datetime | None = None
     idempotency_key: str | None = Field(default=None, max_length=200)
+    hold_cents: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    decision: str | None = Field(default=None, max_length=16)  # accepted | rejected (submitted ones)
+    decision_reason: str | None = Field(default=None, max_length=200)
+    decided_at: datetime | None = None
+    paid_cents: int | None = None  # work + bonus, set when accepted
 
 
 class AssignmentItem(SQLModel, table=True):
@@ -227,3 +247,62 @@ class ReviewFlag(SQLModel, table=True):
     figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     resolved: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerTxn(SQLModel, table=True):
+    """One balanced movement of money: its entries sum to zero. Append-only.
+
+    `key` makes a movement happen once: a retried request, a re-run decision or payout
+    finds its key taken (unique) and moves nothing."""
+
+    __table_args__ = (
+        Index("ix_ledger_txn_job", "job_id", "kind"),
+        Index("ix_ledger_txn_assignment", "assignment_id"),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    kind: str = Field(max_length=24)  # fund|budget|hold|release|work|reject|refund|payout
+    key: str | None = Field(default=None, max_length=200, unique=True)
+    job_id: int | None = None
+    assignment_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    run_id: int | None = None
+    actor_id: int | None = None
+    memo: str = Field(default="", max_length=300)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LedgerEntry(SQLModel, table=True):
+    """One side of a movement: `amount` (minor units) added to `account`'s balance."""
+
+    __table_args__ = (Index("ix_ledger_entry_account", "account", "id"), Index("ix_ledger_entry_txn", "txn_id"))
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    txn_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    account: str = Field(max_length=80)
+    amount: int = Field(sa_column=Column(BigInteger, nullable=False))
+    currency: str = Field(max_length=3)
+
+
+class LedgerBalance(SQLModel, table=True):
+    """The sum of an account's entries, kept in the same transaction as the entries (the lease
+    checks a job's budget without summing its history); `ledger check` recomputes every one.
+    Only the world outside (`external:*`) may go below zero: the database refuses the rest."""
+
+    __table_args__ = (CheckConstraint("balance >= 0 OR account LIKE 'external:%'", name="ck_balance_not_negative"),)
+    account: str = Field(primary_key=True, max_length=80)
+    currency: str = Field(max_length=3)
+    balance: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class PayoutRun(SQLModel, table=True):
+    """Pays every worker its balance once. `open` is true until the run is done and NULL after:
+    unique, so at most one run is open at a time."""
+
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    state: str = Field(default="pending", max_length=16)  # pending | done
+    open: bool | None = Field(default=True, unique=True)
+    key: str | None = Field(default=None, max_length=200, unique=True)
+    created_by: int | None = None
+    currency: str = Field(default="USD", max_length=3)
+    workers: int = 0
+    total_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None

@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 AGGREGATE_JOB = "workers.jobs.aggregate_job"
 SWEEP_JOB = "workers.jobs.sweep"
 RULES_JOB = "workers.jobs.apply_rules_job"
+PAYOUT_JOB = "workers.jobs.run_payouts"
 _embedded: dict[str, Any] = {}
 _clients: list[Redis] = []
 

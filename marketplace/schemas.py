@@ -42,6 +42,49 @@ class AnnotationSchema(Schema):
             raise ValidationError("labels must be unique")
 
 
+PRICING_MODELS = ("per_item", "per_object", "tiered")
+TIER_TYPES = ("classification", "bbox", "polygon", "keypoints", "mask")
+CENTS = validate.Range(0, 100_000)
+
+
+class PricingSchema(Schema):
+    """`per_item` {cents}, `per_object` {cents_per_object, max_objects}, `tiered` {tiers: {type: cents}}."""
+
+    model = fields.String(required=True, validate=validate.OneOf(PRICING_MODELS))
+    cents = fields.Integer(strict=True, validate=CENTS)
+    cents_per_object = fields.Integer(strict=True, validate=CENTS)
+    max_objects = fields.Integer(strict=True, validate=validate.Range(1, 1000))
+    tiers = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(TIER_TYPES)),
+        values=fields.Integer(strict=True, validate=CENTS),
+        validate=validate.Length(1, len(TIER_TYPES)),
+    )
+
+    @validates_schema
+    def _model_fields(self, data: dict[str, Any], **_: Any) -> None:
+        needed = {"per_item": ("cents",), "per_object": ("cents_per_object", "max_objects"), "tiered": ("tiers",)}
+        model = data.get("model", "")
+        for name in needed.get(model, ()):
+            if name not in data:
+                raise ValidationError(f"required by the {model} model", field_name=name)
+        for name in ("cents", "cents_per_object", "max_objects", "tiers"):
+            if name in data and name not in needed.get(model, ()):
+                raise ValidationError(f"not used by the {model} model", field_name=name)
+
+
+class BonusSchema(Schema):
+    golden_accuracy_above = StrictFloat(required=True, allow_nan=False, validate=validate.Range(0.5, 0.999))
+    cents_per_item = fields.Integer(strict=True, required=True, validate=validate.Range(1, 100_000))
+
+
+class AcceptanceSchema(Schema):
+    """How submitted work is judged (within the operator's limits, see `config.py`)."""
+
+    reject_failed_golden = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 100))
+    min_agreement = StrictFloat(allow_none=True, allow_nan=False, validate=validate.Range(0.0, 1.0))
+    auto_accept_seconds = fields.Integer(strict=True, validate=validate.Range(0, 365 * 24 * 3600))
+
+
 class JobCreateSchema(Schema):
     title = fields.String(required=True, validate=validate.Length(1, 200))
     instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
@@ -51,13 +94,26 @@ class JobCreateSchema(Schema):
     target_confidence = StrictFloat(allow_nan=False, validate=validate.Range(0.5, 0.9999))
     golden_ratio = StrictFloat(load_default=0.1, allow_nan=False, validate=validate.Range(0.0, 0.9))
     items_per_task = fields.Integer(strict=True, load_default=5, validate=validate.Range(1, 100))
-    reward_cents = fields.Integer(strict=True, load_default=1, validate=validate.Range(0, 100_000))
+    reward_cents = fields.Integer(strict=True, validate=CENTS)
+    pricing = fields.Nested(PricingSchema)
+    bonus = fields.Nested(BonusSchema, allow_none=True)
+    acceptance = fields.Nested(AcceptanceSchema)
+    budget_cents = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**12))
     aggregation = fields.String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
 
     @validates_schema
     def _dynamic_overlap(self, data: dict[str, Any], **_: Any) -> None:
         check_dynamic_overlap(data.get("overlap", 3), data.get("overlap_max"), data.get("target_confidence"))
+
+    @validates_schema
+    def _one_price(self, data: dict[str, Any], **_: Any) -> None:
+        if "pricing" in data and "reward_cents" in data:
+            raise ValidationError("give pricing or reward_cents (flat per item), not both", field_name="reward_cents")
+        tiers = (data.get("pricing") or {}).get("tiers")
+        kind = (data.get("annotation") or {}).get("type")
+        if tiers is not None and kind is not None and kind not in tiers:
+            raise ValidationError(f"no price for the job's annotation type {kind!r}", field_name="pricing")
 
 
 def check_dynamic_overlap(minimum: int, maximum: int | None, target: float | None) -> None:
@@ -77,6 +133,8 @@ class JobPatchSchema(Schema):
     items_per_task = fields.Integer(strict=True, validate=validate.Range(1, 100))
     aggregation = fields.String(validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, validate=validate.Range(10, 7 * 24 * 3600))
+    budget_cents = fields.Integer(strict=True, validate=validate.Range(0, 10**12))
+    acceptance = fields.Nested(AcceptanceSchema)
 
     @validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
@@ -95,6 +153,11 @@ class JobSchema(Schema):
     golden_ratio = StrictFloat()
     items_per_task = fields.Integer()
     reward_cents = fields.Integer()
+    pricing = fields.Dict()
+    bonus = fields.Dict(allow_none=True)
+    acceptance = fields.Dict()
+    budget_cents = fields.Integer()
+    currency = fields.String()
     aggregation = fields.String()
     lease_seconds = fields.Integer()
     state = fields.String()
@@ -144,6 +207,9 @@ class AssignmentSchema(Schema):
     items = fields.List(fields.Nested(TaskItemSchema))
     expires_at = fields.DateTime()
     job = fields.Nested(TaskJobSchema)
+    decision = fields.String(allow_none=True, metadata={"description": "accepted | rejected, once decided"})
+    decision_reason = fields.String(allow_none=True)
+    paid_cents = fields.Integer(allow_none=True)
 
 
 class AnswerInSchema(Schema):
@@ -210,6 +276,27 @@ class WorkerQualitySchema(Schema):
     agreement = fields.Float(allow_none=True)
 
 
+class LedgerLineSchema(Schema):
+    transaction_id = fields.Integer()
+    kind = fields.String()
+    amount_cents = fields.Integer()
+    currency = fields.String()
+    job_id = fields.Integer(allow_none=True)
+    assignment_id = fields.Integer(allow_none=True)
+    payout_run_id = fields.Integer(allow_none=True)
+    memo = fields.String()
+    at = fields.DateTime()
+
+
+class DecisionSchema(Schema):
+    assignment_id = fields.Integer()
+    job_id = fields.Integer()
+    decision = fields.String()
+    reason = fields.String()
+    paid_cents = fields.Integer(allow_none=True)
+    decided_at = fields.DateTime()
+
+
 class MeSchema(Schema):
     id = fields.Integer()
     role = fields.String()
@@ -217,7 +304,13 @@ class MeSchema(Schema):
     status = fields.String()
     assignments_submitted = fields.Integer()
     answers = fields.Integer()
-    earnings_cents = fields.Integer()
+    currency = fields.String()
+    balance_cents = fields.Integer(
+        metadata={"description": "requesters: funds not given to a job; workers: earned, not yet paid out"}
+    )
+    paid_out_cents = fields.Integer()
+    history = fields.List(fields.Nested(LedgerLineSchema))
+    decisions = fields.List(fields.Nested(DecisionSchema))
     quality = fields.List(fields.Nested(WorkerQualitySchema))
 
 
@@ -345,3 +438,49 @@ class RuleSchema(Schema):
     action = fields.Dict()
     enabled = fields.Boolean()
     created_at = fields.DateTime()
+
+
+class FundSchema(Schema):
+    amount_cents = fields.Integer(strict=True, required=True, validate=validate.Range(1, 10**10))
+    currency = fields.String(required=True, validate=validate.Length(3, 3))
+
+
+class FundedSchema(Schema):
+    transaction_id = fields.Integer()
+    account_id = fields.Integer()
+    amount_cents = fields.Integer()
+    currency = fields.String()
+    balance_cents = fields.Integer()
+
+
+class SpendSchema(Schema):
+    job_id = fields.Integer()
+    currency = fields.String()
+    budget_cents = fields.Integer()
+    work_cents = fields.Integer()
+    bonus_cents = fields.Integer()
+    refunded_cents = fields.Integer()
+    held_cents = fields.Integer()
+    available_cents = fields.Integer()
+    accepted = fields.Integer()
+    rejected = fields.Integer()
+
+
+class PayoutRunSchema(Schema):
+    id = fields.Integer()
+    state = fields.String()
+    currency = fields.String()
+    workers = fields.Integer()
+    total_cents = fields.Integer()
+    created_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
+    lines = fields.List(fields.Dict())
+
+
+class PayoutFileQuerySchema(Schema):
+    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+
+
+class LedgerCheckSchema(Schema):
+    ok = fields.Boolean()
+    problems = fields.List(fields.String())

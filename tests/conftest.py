@@ -21,6 +21,7 @@ from redis import Redis
 from marketplace import auth, create_app
 from marketplace.db import get_engine, session_scope
 from marketplace.migrate import upgrade
+from marketplace.services import ledger
 from marketplace.services.accounts import create_account
 
 PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -145,6 +146,7 @@ def job_body(**overrides: Any) -> dict[str, Any]:
         "golden_ratio": 0.2,
         "items_per_task": 5,
         "reward_cents": 2,
+        "budget_cents": 100_000,
         "aggregation": "majority_vote",
     }
     body.update(overrides)
@@ -168,9 +170,17 @@ def post_job(
     added = client.post(f"/v1/jobs/{job['id']}/items", json=payload, headers=headers)
     assert added.status_code == 201, added.get_json()
     if launch:
+        fund(client, headers, job["budget_cents"])
         launched = client.post(f"/v1/jobs/{job['id']}/launch", headers=headers)
         assert launched.status_code == 200, launched.get_json()
     return job  # type: ignore[no-any-return]
+
+
+def fund(client: FlaskClient, headers: dict[str, str], amount: int) -> int:
+    """Credit the requester behind `headers` (as an operator would); its balance after."""
+    requester_id = client.get("/v1/me", headers=headers).get_json()["id"]
+    with session_scope(get_engine(client.application)) as session:
+        return int(ledger.fund(session, requester_id, amount, "USD", actor_id=0, key=None)["balance_cents"])
 
 
 def work_through(

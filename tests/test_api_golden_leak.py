@@ -20,7 +20,7 @@ from werkzeug.test import TestResponse
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, AssignmentItem, Item, WorkerQuality, utcnow
-from tests.conftest import bearer, job_body, new_key
+from tests.conftest import bearer, fund, job_body, new_key
 from tests.test_api_bad_input import assert_error
 
 GOLDEN_ANSWERS = ("zebra", "okapi")
@@ -100,6 +100,7 @@ def _post_job(
         for i in range(golden)
     ]
     assert client.post(f"/v1/jobs/{job['id']}/items", json=items, headers=requester).status_code == 201
+    fund(client, requester, job["budget_cents"])
     assert client.post(f"/v1/jobs/{job['id']}/launch", headers=requester).status_code == 200
     return job  # type: ignore[no-any-return]
 
@@ -123,7 +124,8 @@ def test_no_worker_facing_response_reveals_golden_items(
     golden_seen = sum(answer is not None for refs in truth.values() for answer in refs.values())
     assert golden_seen == 10  # 2 of every 4 items: the leak checks below really see golden items
     for task in tasks:
-        assert scan(client.get(f"/v1/assignments/{task['id']}", headers=worker)) == task
+        read_back = scan(client.get(f"/v1/assignments/{task['id']}", headers=worker))
+        assert read_back == task | {"decision": None, "decision_reason": None, "paid_cents": None}
         shapes = {tuple(_shape(item["data"])) for item in task["items"]}
         assert len(shapes) == 1  # golden data: exactly the real items' shape
 

@@ -13,7 +13,7 @@ from sqlalchemy import insert, select
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Aggregate, Answer, Item, Slot
-from tests.conftest import bearer, job_body, new_key, post_job
+from tests.conftest import bearer, fund, job_body, new_key, post_job
 from tests.test_api_bad_input import assert_error, count_rows
 
 RESULT_FIELDS = ["item_id", "label", "confidence", "method", "version", "answers"]
@@ -180,6 +180,7 @@ def test_state_machine(app: Flask, client: FlaskClient, requester: dict[str, str
     assert client.get(url, headers=requester).get_json()["state"] == "draft"
     assert count_rows(app, Slot) == 0
     assert client.post(f"{url}/items", json=_items(2), headers=requester).status_code == 201
+    fund(client, requester, job["budget_cents"])
     launched = act("launch")
     assert launched.status_code == 200
     assert launched.get_json()["state"] == "running"

@@ -12,8 +12,8 @@ from sqlalchemy import Engine, select, text
 
 from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
-from marketplace.models import Job, utcnow
-from marketplace.services import aggregating, leasing, rules
+from marketplace.models import Job, PayoutRun, utcnow
+from marketplace.services import acceptance, aggregating, leasing, payouts, rules
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = timedelta(seconds=10)
@@ -38,6 +38,8 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     with session_scope(get_engine(app)) as session:
         summary = aggregating.aggregate_job(session, job_id)
     summary["rules_fired"] = _apply_rules(app, job_id, None)
+    with session_scope(get_engine(app)) as session:  # after the rules: a ban for cause rejects
+        summary["decisions"] = acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))
     log.info("aggregated %s", summary)
     return summary
 
@@ -59,6 +61,15 @@ def _apply_rules(app: Flask, job_id: int, worker_ids: list[int] | None) -> list[
     return fired
 
 
+def run_payouts(run_id: int) -> dict[str, Any]:
+    """Pay out one run; safe to run again after a crash (each worker is paid once per run)."""
+    app = _app()
+    queue.get_redis(app).delete(queue.guard_key(queue.PAYOUT_JOB, run_id))
+    summary = payouts.execute_run(get_engine(app), run_id)
+    log.info("payout run %s", summary)
+    return summary
+
+
 def sweep() -> dict[str, Any]:
     """Housekeeping no operator has to remember: expire leases, finish jobs, catch up on
     aggregation that a lost Redis forgot. Reschedules itself."""
@@ -77,11 +88,22 @@ def sweep() -> dict[str, Any]:
             latest = aggregating.latest_answer_id(session, job_id)
             if latest and (run is None or run.last_answer_id < latest):
                 due.append(job_id)
+    with session_scope(get_engine(app)) as session:
+        decided = acceptance.decide_overdue(session, acceptance.Limits.from_config(app.config), now)
+        stalled = session.execute(select(PayoutRun.id).where(PayoutRun.open.is_(True))).scalars().all()
     for job_id in due:
         queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
+    for run_id in stalled:  # a run whose worker died: finish it (paying nobody twice)
+        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run_id, ttl=600)
     maintained = maintain_tables(get_engine(app))
     schedule_sweep(app)
-    return {"expired": expired, "aggregations_due": due, "maintained": maintained}
+    return {
+        "expired": expired,
+        "aggregations_due": due,
+        "auto_decided": decided,
+        "payout_runs_resumed": stalled,
+        "maintained": maintained,
+    }
 
 
 def maintain_tables(engine: Engine) -> list[str]:

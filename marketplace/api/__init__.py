@@ -26,7 +26,7 @@ def init_app(app: Flask) -> Api:
         },
     )
     api.register_converter(IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
-    from marketplace.api import accounts, assignments, jobs, operators, rules
+    from marketplace.api import accounts, assignments, jobs, money, operators, rules
 
     api.register_blueprint(accounts.blp)
     api.register_blueprint(jobs.blp)
@@ -34,4 +34,5 @@ def init_app(app: Flask) -> Api:
     api.register_blueprint(operators.blp)
     api.register_blueprint(operators.audit_blp)
     api.register_blueprint(rules.blp)
+    api.register_blueprint(money.blp)
     return api

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import current_app
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
@@ -12,6 +13,8 @@ from marketplace.auth import current_principal, require
 from marketplace.db import get_session
 from marketplace.models import Account, Answer, Assignment
 from marketplace.schemas import AccountCreatedSchema, AccountCreateSchema, MeSchema
+from marketplace.services import ledger
+from marketplace.services.acceptance import recent_decisions
 from marketplace.services.accounts import create_account
 from marketplace.services.results import worker_quality_of
 
@@ -47,6 +50,13 @@ class Me(MethodView):
                 select(func.count()).where(Assignment.worker_id == account.id, Assignment.state == "submitted")
             ).scalar_one()
             me["answers"] = session.execute(select(func.count()).where(Answer.worker_id == account.id)).scalar_one()
-            me["earnings_cents"] = 0  # payouts are not built yet (issue: money)
             me["quality"] = worker_quality_of(session, account.id)
+            me["decisions"] = recent_decisions(session, account.id)
+        if account.role in ("worker", "requester"):
+            name = (ledger.worker_account if account.role == "worker" else ledger.requester_account)(account.id)
+            me["currency"] = current_app.config["CURRENCY"]
+            me["balance_cents"] = ledger.balance(session, name)
+            me["history"] = ledger.history(session, name)
+            if account.role == "worker":
+                me["paid_out_cents"] = -ledger.account_total(session, name, "payout")
         return me

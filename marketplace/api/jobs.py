@@ -31,6 +31,7 @@ from marketplace.schemas import (
 )
 from marketplace.services import jobs as job_service
 from marketplace.services import results as result_service
+from marketplace.services.acceptance import Limits
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Requesters' jobs")
 JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
@@ -53,7 +54,13 @@ class Jobs(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a job as a draft."""
         session = get_session()
-        job = job_service.create_job(session, current_principal().id, body)
+        job = job_service.create_job(
+            session,
+            current_principal().id,
+            body,
+            current_app.config["CURRENCY"],
+            Limits.from_config(current_app.config),
+        )
         session.commit()
         return _job_view(job, with_progress=False)
 
@@ -83,7 +90,7 @@ class JobResource(MethodView):
         """Tune redundancy and task settings, also while the job runs (owner or operator)."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id, lock=True)
-        job_service.tune_job(session, job, body)
+        job_service.tune_job(session, job, body, Limits.from_config(current_app.config), current_principal().id)
         session.commit()
         return _job_view(job)
 
@@ -139,7 +146,7 @@ def _state_view(action: str) -> Any:
     def view(job_id: int) -> dict[str, Any]:
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id, lock=True)
-        job_service.change_state(session, job, action)
+        job_service.change_state(session, job, action, current_principal().id)
         session.commit()
         return _job_view(job)
 

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import delete, exists, func, insert, literal, select, update
+from sqlalchemy import delete, exists, func, insert, literal, select
 from sqlmodel import Session
 
 from marketplace.auth import Principal
@@ -23,6 +23,8 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.schemas import check_dynamic_overlap
+from marketplace.services import acceptance, budget, pricing
+from marketplace.services.leasing import release_assignments
 
 TRANSITIONS = {
     "launch": ({"draft", "paused"}, "running"),
@@ -31,8 +33,21 @@ TRANSITIONS = {
 }
 
 
-def create_job(session: Session, requester_id: int, fields: dict[str, Any]) -> Job:
-    job = Job(requester_id=requester_id, **fields)
+def create_job(
+    session: Session, requester_id: int, fields: dict[str, Any], currency: str, limits: acceptance.Limits
+) -> Job:
+    fields = dict(fields)
+    prices = pricing.normalise(fields.pop("pricing", None), fields.pop("reward_cents", None))
+    kind = fields["annotation"]["type"]
+    acceptance.check_limits(fields.get("acceptance") or {}, limits)
+    job = Job(
+        requester_id=requester_id,
+        pricing=prices,
+        reward_cents=pricing.base_cents(prices, kind),
+        item_hold_cents=pricing.item_hold(prices, fields.get("bonus"), kind),
+        currency=currency,
+        **fields,
+    )
     session.add(job)
     session.flush()
     return job
@@ -113,37 +128,43 @@ def _fill_pool(session: Session, job: Job, item_ids: list[int] | None, rounds: r
             )
 
 
-def change_state(session: Session, job: Job, action: str) -> Job:
+def change_state(session: Session, job: Job, action: str, actor_id: int | None = None) -> Job:
     allowed, target = TRANSITIONS[action]
     if job.state not in allowed:
         raise Conflict(f"cannot {action} a {job.state} job")
     if action == "launch":
-        _launch(session, job)
-    if action == "cancel":
-        _cancel(session, job)
+        _launch(session, job, actor_id)
     job.state = target
     job.updated_at = utcnow()
+    if action == "cancel":
+        _cancel(session, job)
     session.add(job)
     session.flush()
     return job
 
 
-def _launch(session: Session, job: Job) -> None:
+def _launch(session: Session, job: Job, actor_id: int | None) -> None:
+    """Fill the pool (first launch) and hold the budget: the job can spend nothing else."""
     real = session.execute(select(func.count()).where(Item.job_id == job.id, Item.is_golden.is_(False))).scalar_one()
     if real == 0:
         raise Conflict("a job needs at least one real item to launch")
+    if job.item_hold_cents > 0 and job.budget_cents < budget.task_worst_case(job):
+        raise Invalid("budget_cents", f"a paid job needs a budget of at least one task ({budget.task_worst_case(job)})")
     if job.state == "draft":
         _fill_pool(session, job, None)
+    job.state = "running"
+    budget.apply_budget(session, job, actor_id)
 
 
 def _cancel(session: Session, job: Job) -> None:
-    """Empty the pool and revoke open leases: nothing more is issued or accepted."""
+    """Revoke open leases and empty the pool: nothing more is issued; the unspent budget goes
+    back to the requester (holds of submitted work follow once it is decided)."""
+    open_leases = session.execute(
+        select(Assignment.id).where(Assignment.job_id == job.id, Assignment.state == "leased")
+    ).scalars()
+    release_assignments(session, job.id, list(open_leases), "revoked", utcnow())
     session.execute(delete(Slot).where(Slot.job_id == job.id))
-    session.execute(
-        update(Assignment)
-        .where(Assignment.job_id == job.id, Assignment.state == "leased")
-        .values(state="revoked", finished_at=utcnow())
-    )
+    budget.refund_rest(session, job)
 
 
 def progress(session: Session, job: Job) -> dict[str, Any]:
@@ -188,6 +209,7 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
         "open_leases": open_leases,
         "items_aggregated": aggregated,
         "done": round(answers / wanted, 4) if wanted else 0.0,
+        "budget": budget.status(session, job),
         "last_aggregation": None
         if run is None
         else {
@@ -212,7 +234,9 @@ TUNABLE = (
 )
 
 
-def tune_job(session: Session, job: Job, changes: dict[str, Any]) -> Job:
+def tune_job(
+    session: Session, job: Job, changes: dict[str, Any], limits: acceptance.Limits, actor_id: int | None = None
+) -> Job:
     """Change redundancy and task settings, also on a running job.
 
     Raising overlap adds the new rounds of every real item to the pool and reopens a finished
@@ -249,6 +273,12 @@ def tune_job(session: Session, job: Job, changes: dict[str, Any]) -> Job:
     for name in TUNABLE:
         if name in changes:
             setattr(job, name, changes[name])
+    if "acceptance" in changes:
+        acceptance.check_limits(changes["acceptance"], limits)
+        job.acceptance = changes["acceptance"]
+    if "budget_cents" in changes:
+        job.budget_cents = changes["budget_cents"]
+        budget.apply_budget(session, job, actor_id)
     job.updated_at = utcnow()
     session.add(job)
     session.flush()

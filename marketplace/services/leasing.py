@@ -29,7 +29,7 @@ from sqlmodel import Session
 from marketplace.db import is_postgres
 from marketplace.errors import Forbidden, NotFound
 from marketplace.models import Account, Assignment, AssignmentItem, Item, Job, Slot, WorkerBlock, utcnow
-from marketplace.services import pool_pg
+from marketplace.services import budget, pool_pg
 
 # A submit that arrived before its deadline may still be in flight for this long.
 EXPIRY_GRACE = timedelta(seconds=60)
@@ -67,6 +67,8 @@ class JobView:
     items_per_task: int
     golden_ratio: float
     lease_seconds: int
+    item_hold_cents: int
+    currency: str
 
 
 def lease_task(
@@ -135,6 +137,10 @@ def _lease_from_job_pg(
             if error.diag.constraint_name != "uq_seen_once" or attempt == _LEASE_ATTEMPTS - 1:
                 raise
             continue  # a lease of the same worker committed while this one waited for its row
+        except psycopg.errors.CheckViolation as error:
+            if error.diag.constraint_name != "ck_balance_not_negative":
+                raise
+            return None  # a concurrent lease took the budget's last task: no work (progress says so)
         if row is None or row[0] != "active":
             raise Forbidden("this account cannot take work at the moment; contact support")
         state, title, instructions, annotation, items_per_task, ratio, sample_ok = row[1:8]
@@ -215,6 +221,8 @@ JOB_VIEW_COLUMNS = (
     Job.items_per_task,
     Job.golden_ratio,
     Job.lease_seconds,
+    Job.item_hold_cents,
+    Job.currency,
 )
 
 
@@ -261,6 +269,8 @@ def _entries(real: list[tuple[int, int]], golden: list[int]) -> list[tuple[int, 
 
 
 def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetime) -> LeasedTask | None:
+    if not budget.can_afford(session, job.id, job.items_per_task * job.item_hold_cents):
+        return None  # the budget cannot pay for another task (progress says so)
     golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
     golden = _pick_golden(session, job.id, worker_id, golden_wanted)
     wanted = job.items_per_task - len(golden)
@@ -271,23 +281,27 @@ def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetim
         return None  # no golden-only tasks: golden items ride along with real work
     entries = _entries(real, golden)
     expires_at = now + timedelta(seconds=job.lease_seconds)
-    assignment_id, items = _create_assignment(session, job.id, worker_id, entries, now, expires_at)
+    assignment_id, items = _create_assignment(session, job, worker_id, entries, now, expires_at)
     return _task(job, assignment_id, expires_at, items)
 
 
 def _create_assignment(
     session: Session,
-    job_id: int,
+    job: JobView,
     worker_id: int,
     entries: list[tuple[int, int | None]],
     now: datetime,
     expires_at: datetime,
 ) -> tuple[int, list[dict[str, Any]]]:
+    job_id, hold = job.id, len(entries) * job.item_hold_cents
     assignment_id = session.execute(
         insert(Assignment)
-        .values(job_id=job_id, worker_id=worker_id, state="leased", created_at=now, expires_at=expires_at)
+        .values(
+            job_id=job_id, worker_id=worker_id, state="leased", created_at=now, expires_at=expires_at, hold_cents=hold
+        )
         .returning(Assignment.id)
     ).scalar_one()
+    budget.hold_for_lease(session, job_id, job.currency, assignment_id, hold)
     refs = session.execute(
         insert(AssignmentItem).returning(AssignmentItem.id, AssignmentItem.item_id, sort_by_parameter_order=True),
         [
@@ -409,12 +423,15 @@ def reclaim_expired(session: Session, job_id: int, now: datetime, limit: int = 2
 
 
 def release_assignments(session: Session, job_id: int, assignment_ids: list[int], state: str, now: datetime) -> None:
-    """End open leases (expired, skipped, revoked) and return their real slots to the pool."""
-    session.execute(
+    """End open leases (expired, skipped, revoked), return their real slots to the pool and
+    their holds to the job's budget."""
+    ended = session.execute(
         update(Assignment)
         .where(Assignment.id.in_(assignment_ids), Assignment.state == "leased")
         .values(state=state, finished_at=now)
-    )
+        .returning(Assignment.id, Assignment.hold_cents)
+    ).all()
+    budget.release_holds(session, job_id, [(a, h) for a, h in ended], state)
     source = select(AssignmentItem.job_id, AssignmentItem.item_id, AssignmentItem.round).where(
         and_(
             AssignmentItem.job_id == job_id,

@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from marketplace.services.ledger import budget_account, holds_account
+
 LOCK_TASK = """
 SELECT a.worker_id, a.job_id, a.state, a.expires_at, a.idempotency_key, a.finished_at, j.annotation,
        ai.id, ai.item_id, ai.round, i.is_golden, i.answer
@@ -74,6 +76,7 @@ WITH w AS (
     SELECT status FROM account WHERE id = %(worker)s FOR UPDATE
 ), j AS (
     SELECT id, requester_id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
+           item_hold_cents, currency,
            least(floor(items_per_task * golden_ratio)::int
                  + (%(r)s::float8 < items_per_task * golden_ratio - floor(items_per_task * golden_ratio))::int,
                  items_per_task - 1) AS golden_wanted
@@ -84,9 +87,12 @@ WITH w AS (
                      AND (b.job_id = j.id
                           OR (b.job_id IS NULL AND coalesce(b.requester_id, j.requester_id) = j.requester_id))) AS yes
 ), go AS (
-    SELECT j.id, j.items_per_task, j.golden_wanted, j.lease_seconds FROM j, w
+    SELECT j.id, j.items_per_task, j.golden_wanted, j.lease_seconds, j.item_hold_cents, j.currency FROM j, w
     WHERE w.status = 'active' AND j.state = 'running'
       AND NOT (SELECT yes FROM blocked)
+      AND (j.item_hold_cents = 0  -- the budget covers a whole task's worst case
+           OR coalesce((SELECT balance FROM ledgerbalance WHERE account = %(budget)s), 0)
+              >= j.items_per_task * j.item_hold_cents)
       AND cardinality(%(golden)s::bigint[]) >= least(%(pool)s::int, j.golden_wanted * 8)
 ), golden AS (
     SELECT g.item_id FROM unnest(%(golden)s::bigint[]) WITH ORDINALITY AS g(item_id, n)
@@ -118,10 +124,31 @@ WITH w AS (
           UNION ALL
           SELECT item_id, NULL FROM golden WHERE EXISTS (SELECT 1 FROM taken)) AS e
 ), a AS (
-    INSERT INTO assignment (job_id, worker_id, state, created_at, expires_at)
-    SELECT go.id, %(worker)s, 'leased', %(now)s, %(now)s + make_interval(secs => go.lease_seconds)
+    INSERT INTO assignment (job_id, worker_id, state, created_at, expires_at, hold_cents)
+    SELECT go.id, %(worker)s, 'leased', %(now)s, %(now)s + make_interval(secs => go.lease_seconds),
+           (SELECT count(*) FROM entries) * go.item_hold_cents
     FROM go WHERE EXISTS (SELECT 1 FROM taken)
-    RETURNING id, job_id, expires_at
+    RETURNING id, job_id, expires_at, hold_cents
+), hold AS (  -- the task's worst case moves from the budget to the holds (services/budget.py)
+    INSERT INTO ledgertxn (kind, job_id, assignment_id, memo, created_at)
+    SELECT 'hold', a.job_id, a.id, '', %(now)s FROM a WHERE a.hold_cents > 0
+    RETURNING id
+), hold_entries AS (
+    INSERT INTO ledgerentry (txn_id, account, amount, currency)
+    SELECT hold.id, m.account, m.amount, go.currency
+    FROM hold, a, go,
+         LATERAL (VALUES (%(budget)s::varchar, -a.hold_cents::bigint), (%(holds)s::varchar, a.hold_cents::bigint))
+             AS m(account, amount)
+), locked AS (  -- balance rows are locked in account order everywhere (`ledger.post`): no deadlocks
+    SELECT account FROM ledgerbalance
+    WHERE account IN (%(budget)s, %(holds)s) AND EXISTS (SELECT 1 FROM a WHERE a.hold_cents > 0)
+    ORDER BY account
+    FOR UPDATE
+), balances AS (  -- below zero under a race: the balance CHECK fails the whole lease
+    UPDATE ledgerbalance b
+    SET balance = b.balance + CASE WHEN b.account = %(budget)s THEN -a.hold_cents ELSE a.hold_cents END
+    FROM a
+    WHERE b.account IN (SELECT account FROM locked) AND a.hold_cents > 0
 ), refs AS (
     INSERT INTO assignmentitem (assignment_id, job_id, worker_id, item_id, round, position)
     SELECT a.id, a.job_id, %(worker)s, e.item_id, e.round,
@@ -270,6 +297,8 @@ def lease(
         "golden": golden,
         "pool": pool,
         "order": order,
+        "budget": budget_account(job_id),
+        "holds": holds_account(job_id),
     }
     return cur.execute(LEASE, params).fetchone()  # type: ignore[no-any-return]
 

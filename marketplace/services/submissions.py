@@ -301,4 +301,7 @@ def get_assignment(session: Session, worker_id: int, assignment_id: int) -> dict
         "expires_at": assignment.expires_at,
         "items": [{"id": r.id, "data": r.data} for r in rows],
         "job": {"id": job.id, "title": job.title, "instructions": job.instructions, "annotation": job.annotation},
+        "decision": assignment.decision,
+        "decision_reason": assignment.decision_reason,
+        "paid_cents": assignment.paid_cents,
     }

@@ -1,0 +1,236 @@
+"""Deciding submitted work: accepted (and paid from its hold) or rejected with a reason.
+
+Runs after each aggregation (`workers.jobs.aggregate_job`) and from the sweep for work nobody
+decided in time. A task is rejected when its worker's answers were dropped for cause (a ban
+that excluded them), when it holds at least `reject_failed_golden` failed golden items, or when
+fewer than `min_agreement` of its real items agree with the aggregate; it is accepted once its
+real items are aggregated and no rule rejects it, or after `auto_accept_seconds` whatever the
+state of aggregation. Requesters set the rules per job within the operator's limits.
+
+A decision is written once (`UPDATE ... WHERE decision IS NULL`) and its money moves under a
+unique key per assignment, so a decision job run twice, or two at once, pays once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlmodel import Session
+
+from marketplace.errors import Invalid
+from marketplace.models import Aggregate, Answer, Assignment, Job, WorkerQuality, utcnow
+from marketplace.services import budget, ledger, pricing
+from marketplace.services.ledger import budget_account, holds_account, worker_account
+
+BATCH = 500
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The operator's bounds on a requester's rules (config: ACCEPTANCE_*, AUTO_ACCEPT_*)."""
+
+    max_min_agreement: float = 0.8
+    min_reject_failed_golden: int = 1
+    auto_accept_max_seconds: int = 14 * 24 * 3600
+    auto_accept_default_seconds: int = 3 * 24 * 3600
+
+    @classmethod
+    def from_config(cls, config: Any) -> Limits:
+        return cls(
+            max_min_agreement=float(config["ACCEPTANCE_MAX_MIN_AGREEMENT"]),
+            min_reject_failed_golden=int(config["ACCEPTANCE_MIN_REJECT_FAILED_GOLDEN"]),
+            auto_accept_max_seconds=int(config["AUTO_ACCEPT_MAX_SECONDS"]),
+            auto_accept_default_seconds=int(config["AUTO_ACCEPT_DEFAULT_SECONDS"]),
+        )
+
+
+def check_limits(rules: dict[str, Any], limits: Limits) -> None:
+    agreement = rules.get("min_agreement")
+    if agreement is not None and agreement > limits.max_min_agreement:
+        raise Invalid("acceptance.min_agreement", f"at most {limits.max_min_agreement} (the operator's limit)")
+    failed = rules.get("reject_failed_golden")
+    if failed is not None and failed < limits.min_reject_failed_golden:
+        raise Invalid("acceptance.reject_failed_golden", f"at least {limits.min_reject_failed_golden}")
+    delay = rules.get("auto_accept_seconds")
+    if delay is not None and delay > limits.auto_accept_max_seconds:
+        raise Invalid("acceptance.auto_accept_seconds", f"at most {limits.auto_accept_max_seconds} (workers wait)")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: str  # accepted | rejected
+    reason: str
+
+
+def decide_job(
+    session: Session, job_id: int, limits: Limits, now: datetime | None = None, only_overdue: bool = False
+) -> dict[str, int]:
+    """Decide every submitted, undecided task of the job that can be decided now (with
+    `only_overdue`: those past the auto-accept delay, the sweep's share)."""
+    now = now or utcnow()
+    job = session.get(Job, job_id)
+    counts = {"accepted": 0, "rejected": 0, "waiting": 0}
+    if job is None:
+        return counts
+    rules = job.acceptance or {}
+    delay = timedelta(seconds=rules.get("auto_accept_seconds", limits.auto_accept_default_seconds))
+    after = 0
+    latest = now - delay if only_overdue else now + timedelta(days=36500)
+    while True:
+        tasks = (
+            session.execute(
+                select(Assignment)
+                .where(
+                    Assignment.job_id == job_id,
+                    Assignment.state == "submitted",
+                    Assignment.decision.is_(None),
+                    Assignment.id > after,
+                    Assignment.finished_at <= latest,
+                )
+                .order_by(Assignment.id)
+                .limit(BATCH)
+            )
+            .scalars()
+            .all()
+        )
+        if not tasks:
+            break
+        after = tasks[-1].id
+        answers = _answers_of(session, job_id, [t.id for t in tasks])
+        aggregates = _aggregates(session, job_id, answers)
+        for task in tasks:
+            verdict = judge(rules, answers.get(task.id, []), aggregates, overdue=task.finished_at + delay <= now)
+            if verdict is None:
+                counts["waiting"] += 1
+            elif settle(session, job, task, verdict, now):
+                counts[verdict.decision] += 1
+        session.commit()
+    return counts
+
+
+def _answers_of(session: Session, job_id: int, assignment_ids: list[int]) -> dict[int, list[Answer]]:
+    rows = session.execute(
+        select(Answer).where(Answer.job_id == job_id, Answer.assignment_id.in_(assignment_ids))
+    ).scalars()
+    grouped: dict[int, list[Answer]] = defaultdict(list)
+    for answer in rows:
+        grouped[answer.assignment_id].append(answer)
+    return grouped
+
+
+def _aggregates(session: Session, job_id: int, answers: dict[int, list[Answer]]) -> dict[int, str]:
+    items = {a.item_id for group in answers.values() for a in group if not a.is_golden}
+    if not items:
+        return {}
+    rows = session.execute(
+        select(Aggregate.item_id, Aggregate.label).where(Aggregate.job_id == job_id, Aggregate.item_id.in_(items))
+    ).all()
+    return dict(rows)  # type: ignore[arg-type]
+
+
+def judge(rules: dict[str, Any], answers: list[Answer], aggregates: dict[int, str], overdue: bool) -> Verdict | None:
+    """The verdict on one task, or None to wait for aggregation."""
+    if any(a.excluded for a in answers):
+        return Verdict("rejected", "banned for cause: the worker's answers were dropped")
+    golden = [a for a in answers if a.is_golden]
+    failed = sum(1 for a in golden if a.correct is False)
+    limit = rules.get("reject_failed_golden")
+    if limit is not None and failed >= limit:
+        return Verdict("rejected", f"failed {failed} of {len(golden)} golden items")
+    real = [a for a in answers if not a.is_golden]
+    judged = [a for a in real if a.item_id in aggregates]
+    if len(judged) < len(real):
+        return Verdict("accepted", "auto-accepted: not aggregated in time") if overdue else None
+    floor = rules.get("min_agreement")
+    agreed = sum(1 for a in judged if aggregates[a.item_id] == a.label)
+    if floor is not None and judged and agreed / len(judged) < floor:
+        return Verdict("rejected", f"far from consensus: agreed on {agreed} of {len(judged)} items")
+    return Verdict("accepted", f"agreed on {agreed} of {len(judged)} items" if judged else "accepted")
+
+
+def settle(session: Session, job: Job, task: Assignment, verdict: Verdict, now: datetime) -> bool:
+    """Record the decision once and move its money: pay (+ bonus) from the hold and return the
+    rest, or return the whole hold. False when another run decided it first."""
+    pay = bonus = 0
+    if verdict.decision == "accepted":
+        entries = session.execute(select(Answer.id).where(Answer.assignment_id == task.id)).all()
+        kind = job.annotation["type"]
+        prices = job.pricing or pricing.normalise(None, job.reward_cents)
+        pay = sum(pricing.item_pay(prices, kind, {}) for _ in entries)
+        bonus = len(entries) * pricing.bonus_per_item(job.bonus, _golden_accuracy(session, job.id, task.worker_id))
+    decided = session.execute(
+        update(Assignment)
+        .where(Assignment.id == task.id, Assignment.decision.is_(None), Assignment.state == "submitted")
+        .values(
+            decision=verdict.decision,
+            decision_reason=verdict.reason,
+            decided_at=now,
+            paid_cents=pay + bonus if verdict.decision == "accepted" else None,
+        )
+    ).rowcount
+    if decided != 1:
+        return False
+    holds, rest = holds_account(job.id), task.hold_cents - pay - bonus
+    common = {"currency": job.currency, "job_id": job.id, "assignment_id": task.id}
+    if verdict.decision == "accepted":
+        ledger.post(session, "work", [(holds, worker_account(task.worker_id), pay)], key=f"work:{task.id}", **common)
+        ledger.post(
+            session, "bonus", [(holds, worker_account(task.worker_id), bonus)], key=f"bonus:{task.id}", **common
+        )
+    ledger.post(
+        session,
+        "release",
+        [(holds, budget_account(job.id), rest)],
+        key=f"rest:{task.id}",
+        memo=verdict.reason,
+        **common,
+    )
+    if job.state == "cancelled":
+        budget.refund_rest(session, job)
+    return True
+
+
+def _golden_accuracy(session: Session, job_id: int, worker_id: int) -> float | None:
+    return session.execute(
+        select(WorkerQuality.golden_accuracy).where(
+            WorkerQuality.job_id == job_id, WorkerQuality.worker_id == worker_id
+        )
+    ).scalar()
+
+
+def decide_overdue(session: Session, limits: Limits, now: datetime | None = None) -> dict[int, dict[str, int]]:
+    """The sweep's share: auto-accept work nobody decided within its job's delay."""
+    now = now or utcnow()
+    job_ids = (
+        session.execute(
+            select(Assignment.job_id).where(Assignment.state == "submitted", Assignment.decision.is_(None)).distinct()
+        )
+        .scalars()
+        .all()
+    )
+    return {job_id: decide_job(session, job_id, limits, now, only_overdue=True) for job_id in job_ids}
+
+
+def recent_decisions(session: Session, worker_id: int, limit: int = 50) -> list[dict[str, Any]]:
+    """A worker's latest decided tasks with the reasons, newest first."""
+    rows = session.execute(
+        select(Assignment)
+        .where(Assignment.worker_id == worker_id, Assignment.decision.is_not(None))
+        .order_by(Assignment.decided_at.desc(), Assignment.id.desc())
+        .limit(limit)
+    ).scalars()
+    return [
+        {
+            "assignment_id": a.id,
+            "job_id": a.job_id,
+            "decision": a.decision,
+            "reason": a.decision_reason,
+            "paid_cents": a.paid_cents,
+            "decided_at": a.decided_at,
+        }
+        for a in rows
+    ]
