@@ -177,8 +177,13 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
         body = _ok(client.post("/v1/accounts", json={"role": role, "name": name}, headers=operator))
         return int(body["id"]), str(body["key"])
 
-    _, requester_key = account("requester", "demo requester")
+    requester_id, requester_key = account("requester", "demo requester")
     requester = {"Authorization": f"Bearer {requester_key}"}
+    # Worst case: every task entry at top pay plus bonus, golden entries included, and reissued
+    # rounds after bans; the unspent rest goes back to the requester's funds.
+    budget_cents = settings.items * (settings.overlap + 1) * 2 * 3
+    funds = {"amount_cents": budget_cents, "currency": "USD"}
+    _ok(client.post(f"/v1/accounts/{requester_id}/funds", json=funds, headers=operator))
     crowd = _crowd(settings)
     for worker in crowd:
         worker.id, worker.key = account("worker", worker.name)
@@ -193,7 +198,10 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
                 "overlap": settings.overlap,
                 "golden_ratio": 0.1,
                 "items_per_task": settings.items_per_task,
-                "reward_cents": 2,
+                "pricing": {"model": "per_item", "cents": 2},
+                "bonus": {"golden_accuracy_above": 0.85, "cents_per_item": 1},
+                "acceptance": {"min_agreement": 0.5},
+                "budget_cents": budget_cents,
                 "aggregation": "dawid_skene",
             },
         )
@@ -226,6 +234,36 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
     elapsed = time.perf_counter() - started
     final = _wait_aggregated(client, job["id"], requester)
     _report(settings, client, job["id"], requester, crowd, truth, items, stats, elapsed, final, env, operator)
+    _money_report(client, job["id"], requester, operator, crowd)
+
+
+def _money_report(
+    client: httpx.Client, job_id: int, requester: dict[str, str], operator: dict[str, str], crowd: list[SimWorker]
+) -> None:
+    """Decisions, the job's spend, a payout run and the ledger check."""
+    deadline = time.monotonic() + 120
+    while (spend := _ok(client.get(f"/v1/jobs/{job_id}/spend", headers=requester)))["held_cents"] > 0:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # decisions follow the last aggregation
+    run = _ok(client.post("/v1/payouts/runs", headers={**operator, "Idempotency-Key": f"demo-{job_id}"}))
+    while run["state"] != "done" and time.monotonic() < deadline + 60:
+        time.sleep(0.5)
+        run = _ok(client.get(f"/v1/payouts/runs/{run['id']}", headers=operator))
+    check = _ok(client.get("/v1/ledger/check", headers=operator))
+    click.echo("\n== money ==")
+    click.echo(
+        f"tasks accepted {spend['accepted']}, rejected {spend['rejected']}; spend: work {spend['work_cents']} + "
+        f"bonus {spend['bonus_cents']} of a {spend['budget_cents']} budget ({spend['currency']} cents), "
+        f"held {spend['held_cents']}, left {spend['available_cents']}"
+    )
+    paid = {int(line["worker_id"]): line["amount_cents"] for line in run.get("lines", [])}
+    spammers = [w for w in crowd if w.accuracy is None]
+    click.echo(
+        f"payout run {run['id']} ({run['state']}): {run['workers']} workers, {run['total_cents']} cents; "
+        f"spammers paid {sum(paid.get(w.id, 0) for w in spammers)} cents in all; "
+        f"ledger check: {'balanced, every accepted task paid once' if check['ok'] else check['problems'][:3]}"
+    )
 
 
 def _ok(response: httpx.Response) -> Any:
