@@ -77,7 +77,7 @@ def _trigger_aggregation(result: submissions.SubmitResult) -> None:
     every = current_app.config["AGGREGATE_EVERY_ANSWERS"]
     if result.job_finished or any(i % every == 0 for i in result.answer_ids):
         queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, result.job_id)
-    if result.golden:  # rules right after golden answers arrive: a spammer stops within a few tasks
+    if result.golden and not result.replayed:  # rules right after golden answers arrive: a spammer stops soon
         queue.enqueue_once(
             queue.get_redis(), current_app.config["QUEUE_NAME"], queue.RULES_JOB, result.job_id, current_principal().id
         )
