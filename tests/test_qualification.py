@@ -149,6 +149,16 @@ def test_a_test_graded_late_is_graded_at_the_next_lease(
     assert row is not None and (row.state, row.correct, row.total) == ("passed", 2, 2)
 
 
+def test_no_test_when_the_job_has_no_free_work_left(app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
+    job = _qual_job(client, requester, n=2, pass_mark=0.5, items=1, overlap=1, golden_ratio=0.0)
+    first, late = _worker(app, "first"), _worker(app, "late")
+    test = _lease(client, first, job["id"]).get_json()
+    assert _take_test(client, first, test, right=2)["qualification"] == "passed"
+    assert _lease(client, first, job["id"]).get_json()["kind"] == "task"  # the one real slot
+    assert _lease(client, late, job["id"]).status_code == 204  # nothing to qualify for
+    assert _row(app, job["id"], _worker_id(app, late)) is None
+
+
 def test_a_failed_test_is_final_until_an_operator_resets_it(
     app: Flask, client: FlaskClient, requester: dict[str, str], operator: dict[str, str]
 ) -> None:

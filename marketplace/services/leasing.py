@@ -309,10 +309,13 @@ def _qualification_gate(
 
 def _lease_test(session: Session, job: JobView, worker_id: int, now: datetime) -> LeasedTask | None:
     """A qualification test: exactly `items` random golden items of the job that the worker has
-    never seen, and nothing real; None when fewer are left for it. Its entries are ordinary
-    (round NULL), so `uq_seen_once` keeps these items from the worker from now on."""
+    never seen, and nothing real; None when fewer are left for it, or when the job has no free
+    work left to qualify for. Its entries are ordinary (round NULL), so `uq_seen_once` keeps
+    these items from the worker from now on."""
     assert job.qualification is not None
     wanted = job.qualification["items"]
+    if not session.execute(select(exists().where(Slot.job_id == job.id))).scalar_one():
+        return None
     seen = exists().where(
         AssignmentItem.job_id == job.id,
         AssignmentItem.worker_id == worker_id,
