@@ -5,8 +5,8 @@ retry of the same submit) never both act on it. A submit counts as in time when 
 before the deadline; the sweep waits a grace period past the deadline before it reclaims.
 
 A task of golden items only is a qualification test (every other task holds a real item): once
-its answers are stored it is graded (`qualification.grade`), and the result says passed or
-failed, nothing about which answers were wrong.
+its answers are stored, `graded` grades it (`qualification.grade`), and the result says passed
+or failed, nothing about which answers were wrong.
 """
 
 from __future__ import annotations
@@ -183,40 +183,31 @@ def submit(
         return submit_pg(engine, worker_id, assignment_id, answers, idempotency_key, received_at)
     received_at = received_at or utcnow()
     task = _lock_task(session, worker_id, assignment_id)
-    result = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
-    if result is None:
-        rows = _answer_rows(task, worker_id, assignment_id, answers, received_at)
-        answer_ids = list(session.execute(insert(Answer).returning(Answer.id), rows).scalars())
-        session.execute(
-            update(Assignment)
-            .where(Assignment.id == assignment_id)
-            .values(state="submitted", finished_at=received_at, idempotency_key=idempotency_key)
-        )
-        finished = not _pool_has_slots(session, task.job_id) and _job_finished(session, task.job_id)
-        golden = sum(r["is_golden"] for r in rows)
-        result = _stored(assignment_id, received_at, answer_ids, task.job_id, finished, golden)
-    result = _graded(session, result, worker_id)
+    replay = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
+    if replay is not None:
+        session.commit()
+        return replay
+    rows = _answer_rows(task, worker_id, assignment_id, answers, received_at)
+    answer_ids = list(session.execute(insert(Answer).returning(Answer.id), rows).scalars())
+    session.execute(
+        update(Assignment)
+        .where(Assignment.id == assignment_id)
+        .values(state="submitted", finished_at=received_at, idempotency_key=idempotency_key)
+    )
+    finished = not _pool_has_slots(session, task.job_id) and _job_finished(session, task.job_id)
     session.commit()
-    return result
+    return _stored(assignment_id, received_at, answer_ids, task.job_id, finished, sum(r["is_golden"] for r in rows))
 
 
-def _graded(session: Session, result: SubmitResult, worker_id: int) -> SubmitResult:
-    """A stored (or replayed) test with its outcome, graded now if it was not yet; a task as it is."""
+def graded(session: Session, result: SubmitResult, worker_id: int) -> SubmitResult:
+    """A submitted (or replayed) qualification test with its outcome, graded now if it was not
+    yet, in a transaction of its own once `submit` committed the answers (a stop in between
+    leaves it pending, and the worker's next lease of the job grades it); a task as it is."""
     if not result.is_test:
         return result
     outcome = qualification.grade(session, result.job_id, worker_id, result.id, utcnow())
+    session.commit()
     return replace(result, qualification=outcome)
-
-
-def _graded_apart(engine: Engine, result: SubmitResult, worker_id: int) -> SubmitResult:
-    """PostgreSQL: `_graded` in a transaction of its own, after the answers were committed; a
-    test left ungraded by a stop in between is graded at the worker's next lease of the job."""
-    if not result.is_test:
-        return result
-    with Session(engine, expire_on_commit=False) as session:
-        result = _graded(session, result, worker_id)
-        session.commit()
-    return result
 
 
 def _stored(
@@ -254,21 +245,18 @@ def submit_pg(
         if stored is not None:
             job_id, answer_ids, golden, has_slots = stored
             finished = not has_slots and _job_finished_pg(engine, job_id)
-            return _graded_apart(
-                engine, _stored(assignment_id, received_at, answer_ids, job_id, finished, golden), worker_id
-            )
+            return _stored(assignment_id, received_at, answer_ids, job_id, finished, golden)
     with pool_pg.transaction(engine) as cur:
         task = _lock_task_pg(cur, worker_id, assignment_id)
-        result = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
-        if result is None:
-            rows = _answer_rows(task, worker_id, assignment_id, answers, received_at)
-            answer_ids, has_slots = pool_pg.store_submit(
-                cur, task.job_id, worker_id, assignment_id, rows, received_at, idempotency_key
-            )
-            finished = not has_slots and pool_pg.job_finished(cur, task.job_id, utcnow())
-            golden = sum(r["is_golden"] for r in rows)
-            result = _stored(assignment_id, received_at, answer_ids, task.job_id, finished, golden)
-    return _graded_apart(engine, result, worker_id)
+        replay = _replay_or_refuse(task, assignment_id, idempotency_key, received_at)
+        if replay is not None:
+            return replay
+        rows = _answer_rows(task, worker_id, assignment_id, answers, received_at)
+        answer_ids, has_slots = pool_pg.store_submit(
+            cur, task.job_id, worker_id, assignment_id, rows, received_at, idempotency_key
+        )
+        finished = not has_slots and pool_pg.job_finished(cur, task.job_id, utcnow())
+    return _stored(assignment_id, received_at, answer_ids, task.job_id, finished, sum(r["is_golden"] for r in rows))
 
 
 def _job_finished_pg(engine: Engine, job_id: int) -> bool:
