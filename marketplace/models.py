@@ -58,6 +58,9 @@ class Job(SQLModel, table=True):
     item_hold_cents: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     currency: str = Field(default="USD", max_length=3, sa_column_kwargs={"server_default": "USD"})
     state: str = Field(default="draft", max_length=16)  # draft|running|paused|cancelled|completed
+    # {"items", "pass_mark", "carry_over"}: workers pass a test on golden items first; NULL: none.
+    # None is stored as SQL NULL (not JSON null): the lease statement tests `IS NULL`.
+    qualification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -156,6 +159,25 @@ class Answer(SQLModel, table=True):
     correct: bool | None = None  # golden items only
     excluded: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Qualification(SQLModel, table=True):
+    """A worker's qualification for a job that asks for one: a test on golden items (`source`
+    test, its assignment in `assignment_id`), or a record carried over from the requester's
+    other jobs (`source` carried). One row per (job, worker); `failed` is final until an
+    operator deletes the row."""
+
+    __table_args__ = (UniqueConstraint("job_id", "worker_id", name="uq_qualification_job_worker"),)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int
+    worker_id: int
+    assignment_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    state: str = Field(default="pending", max_length=16)  # pending | passed | failed
+    correct: int | None = None
+    total: int | None = None
+    source: str = Field(default="test", max_length=16)  # test | carried
+    created_at: datetime = Field(default_factory=utcnow)
+    decided_at: datetime | None = None
 
 
 class Aggregate(SQLModel, table=True):

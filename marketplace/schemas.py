@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_dump, validate, validates, validates_schema
 
 import aggregation
 
@@ -85,6 +85,15 @@ class AcceptanceSchema(Schema):
     auto_accept_seconds = fields.Integer(strict=True, validate=validate.Range(0, 365 * 24 * 3600))
 
 
+class QualificationSettingsSchema(Schema):
+    """A test on `items` golden items before real tasks; `carry_over`: a worker whose golden
+    record on the requester's other jobs already meets the mark skips it."""
+
+    items = fields.Integer(strict=True, required=True, validate=validate.Range(1, 50))
+    pass_mark = StrictFloat(required=True, allow_nan=False, validate=validate.Range(0.0, 1.0, min_inclusive=False))
+    carry_over = fields.Boolean(load_default=False)
+
+
 class JobCreateSchema(Schema):
     title = fields.String(required=True, validate=validate.Length(1, 200))
     instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
@@ -101,6 +110,7 @@ class JobCreateSchema(Schema):
     budget_cents = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**12))
     aggregation = fields.String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
+    qualification = fields.Nested(QualificationSettingsSchema, allow_none=True, load_default=None)
 
     @validates_schema
     def _dynamic_overlap(self, data: dict[str, Any], **_: Any) -> None:
@@ -135,6 +145,7 @@ class JobPatchSchema(Schema):
     lease_seconds = fields.Integer(strict=True, validate=validate.Range(10, 7 * 24 * 3600))
     budget_cents = fields.Integer(strict=True, validate=validate.Range(0, 10**12))
     acceptance = fields.Nested(AcceptanceSchema)
+    qualification = fields.Nested(QualificationSettingsSchema, allow_none=True)
 
     @validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
@@ -160,6 +171,7 @@ class JobSchema(Schema):
     currency = fields.String()
     aggregation = fields.String()
     lease_seconds = fields.Integer()
+    qualification = fields.Dict(allow_none=True)
     state = fields.String()
     created_at = fields.DateTime()
     progress = fields.Dict()
@@ -203,6 +215,7 @@ class TaskJobSchema(Schema):
 
 class AssignmentSchema(Schema):
     id = fields.Integer()
+    kind = fields.String(metadata={"description": "task, or qualification: a test to pass before real tasks"})
     state = fields.String()
     items = fields.List(fields.Nested(TaskItemSchema))
     expires_at = fields.DateTime()
@@ -232,6 +245,13 @@ class SubmitResultSchema(Schema):
     state = fields.String()
     answers = fields.Integer()
     submitted_at = fields.DateTime()
+    qualification = fields.String(metadata={"description": "a qualification test's outcome: passed or failed"})
+
+    @post_dump
+    def _tasks_have_no_outcome(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        if data.get("qualification") is None:
+            data.pop("qualification", None)
+        return data
 
 
 class ResultSchema(Schema):
@@ -351,6 +371,21 @@ class BanResultSchema(Schema):
 class AuditQuerySchema(Schema):
     after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class QualificationQuerySchema(Schema):
+    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID))  # a worker id
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class QualificationSchema(Schema):
+    worker_id = fields.Integer()
+    state = fields.String()
+    correct = fields.Integer(allow_none=True)
+    total = fields.Integer(allow_none=True)
+    source = fields.String()
+    created_at = fields.DateTime()
+    decided_at = fields.DateTime(allow_none=True)
 
 
 class AuditEventSchema(Schema):

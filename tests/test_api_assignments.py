@@ -53,7 +53,8 @@ def test_lease_has_the_documented_shape(app: Flask, client: FlaskClient, request
     worker = _worker(app)
     before = utcnow()
     task = _lease(client, worker)
-    assert set(task) == {"id", "state", "items", "expires_at", "job"}
+    assert set(task) == {"id", "kind", "state", "items", "expires_at", "job"}
+    assert task["kind"] == "task"
     assert task["state"] == "leased"
     assert len(task["items"]) == 4
     for item in task["items"]:

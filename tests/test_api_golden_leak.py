@@ -238,3 +238,50 @@ def test_golden_items_come_in_random_positions(app: Flask, client: FlaskClient, 
     assert len(positions) == 30
     assert {p for pair in positions for p in pair} == {0, 1, 2, 3}
     assert len(set(positions)) >= 2
+
+
+def test_a_qualification_test_reveals_no_golden_answers(
+    app: Flask, client: FlaskClient, requester: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A test is golden items only: same item shape, same errors, and its outcome is one word."""
+    caplog.set_level(logging.DEBUG)
+    qualification = {"items": 4, "pass_mark": 0.75}
+    _post_job(client, requester, real=8, golden=12, overlap=1, items_per_task=4, qualification=qualification)
+    good, poor = bearer(new_key(app, "worker", "good")), bearer(new_key(app, "worker", "poor"))
+
+    test = _lease(client, good)
+    assert test["kind"] == "qualification" and len(test["items"]) == 4
+    refs = _golden_refs(app, test["id"])
+    assert all(answer is not None for answer in refs.values())  # golden items, every one
+    assert {tuple(_shape(item["data"])) for item in test["items"]} == {(("h", "int"), ("url", "str"), ("w", "int"))}
+    undecided = {"decision": None, "decision_reason": None, "paid_cents": None}
+    assert scan(client.get(f"/v1/assignments/{test['id']}", headers=good)) == test | undecided
+    assert scan(client.post("/v1/assignments", json={}, headers=good)) is None  # the test is out: nothing else
+
+    url = f"/v1/assignments/{test['id']}/submit"
+    right = [{"item_id": item["id"], "label": refs[item["id"]]} for item in test["items"]]
+    bad_label = [dict(a) for a in right]
+    bad_label[0]["label"] = "lion"
+    assert scan(client.post(url, json={"answers": bad_label}, headers=good))["code"] == 422
+    missing = scan(client.post(url, json={"answers": right[1:]}, headers=good))
+    assert missing["code"] == 422 and set(missing["errors"]["json"]) == {"answers"}
+
+    one_wrong = [dict(a) for a in right]
+    one_wrong[0]["label"] = next(label for label in LABELS if label != right[0]["label"])
+    passed = scan(client.post(url, json={"answers": one_wrong}, headers={**good, "Idempotency-Key": "t"}))
+    assert set(passed) == {"id", "state", "answers", "submitted_at", "qualification"}
+    assert passed["qualification"] == "passed" and passed["answers"] == 4
+    assert scan(client.post(url, json={"answers": one_wrong}, headers={**good, "Idempotency-Key": "t"})) == passed
+
+    other = _lease(client, poor)
+    wrong = [{"item_id": item["id"], "label": "cat"} for item in other["items"]]
+    failed = scan(client.post(f"/v1/assignments/{other['id']}/submit", json={"answers": wrong}, headers=poor))
+    assert failed["qualification"] == "failed"
+    strip = {"id", "submitted_at", "qualification"}
+    assert {k: v for k, v in passed.items() if k not in strip} == {k: v for k, v in failed.items() if k not in strip}
+
+    assert _lease(client, good)["kind"] == "task"
+    assert scan(client.post("/v1/assignments", json={}, headers=poor)) is None
+    for record in caplog.records:
+        for answer in GOLDEN_ANSWERS:
+            assert answer not in record.getMessage().lower(), record.getMessage()

@@ -25,11 +25,14 @@ from marketplace.schemas import (
     JobCreateSchema,
     JobPatchSchema,
     JobSchema,
+    QualificationQuerySchema,
+    QualificationSchema,
     ResultsPageSchema,
     ResultsQuerySchema,
     WorkerQualitySchema,
 )
 from marketplace.services import jobs as job_service
+from marketplace.services import qualification
 from marketplace.services import results as result_service
 from marketplace.services.acceptance import Limits
 
@@ -215,3 +218,28 @@ def aggregate_now(job_id: int) -> dict[str, Any]:
     job = job_service.get_job(get_session(), current_principal(), job_id)
     queued = queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job.id)
     return {"job_id": job.id, "queued": queued}
+
+
+@blp.route("/<id:job_id>/qualifications")
+class JobQualifications(MethodView):
+    @require("requester", "operator")
+    @blp.arguments(QualificationQuerySchema, location="query")
+    @blp.response(200, QualificationSchema(many=True))
+    def get(self, query: dict[str, Any], job_id: int) -> list[dict[str, Any]]:
+        """Workers' qualifications on this job (state, score, passed by test or carried over),
+        by worker id from `after`."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id)
+        return qualification.qualifications(session, job.id, query["after"], query["limit"])
+
+
+@blp.route("/<id:job_id>/qualifications/<id:worker_id>", methods=["DELETE"])
+@require("operator")
+@blp.response(204)
+def reset_qualification(job_id: int, worker_id: int) -> None:
+    """Reset a worker's qualification on the job (a failure is final until then): it may take
+    the test again, on golden items it has not seen; a test still out is revoked."""
+    session = get_session()
+    job = job_service.get_job(session, current_principal(), job_id)
+    qualification.reset(session, job.id, worker_id, current_principal().id)
+    session.commit()

@@ -150,6 +150,8 @@ def _launch(session: Session, job: Job, actor_id: int | None) -> None:
         raise Conflict("a job needs at least one real item to launch")
     if job.item_hold_cents > 0 and job.budget_cents < budget.task_worst_case(job):
         raise Invalid("budget_cents", f"a paid job needs a budget of at least one task ({budget.task_worst_case(job)})")
+    if job.qualification is not None and _golden_short(session, job.id, job.qualification):
+        raise Conflict(f"the qualification needs at least {job.qualification['items']} golden items")
     if job.state == "draft":
         _fill_pool(session, job, None)
     job.state = "running"
@@ -231,7 +233,14 @@ TUNABLE = (
     "items_per_task",
     "aggregation",
     "lease_seconds",
+    "qualification",
 )
+
+
+def _golden_short(session: Session, job_id: int, qualification: dict[str, Any]) -> bool:
+    """Fewer golden items than one qualification test takes: nobody could ever qualify."""
+    golden = session.execute(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(True))).scalar_one()
+    return bool(golden < qualification["items"])
 
 
 def tune_job(
@@ -241,7 +250,9 @@ def tune_job(
 
     Raising overlap adds the new rounds of every real item to the pool and reopens a finished
     job; lowering it withdraws the free slots of the dropped rounds and never touches answers
-    already given (or paid for). Other settings apply from the next lease.
+    already given (or paid for). Other settings apply from the next lease; a changed
+    qualification leaves workers' decided qualifications as they are (a failure stays final
+    until an operator resets it).
     """
     if job.state == "cancelled":
         raise Conflict("cannot change a cancelled job")
@@ -255,6 +266,9 @@ def tune_job(
     except ValidationError as error:
         field, reasons = next(iter(error.normalized_messages().items()))
         raise Invalid(str(field), str(reasons[0])) from None
+    qualification = changes.get("qualification")
+    if job.state != "draft" and qualification is not None and _golden_short(session, job.id, qualification):
+        raise Invalid("qualification.items", "more than the job's golden items")
     new_ceiling = changes.get("overlap_max", job.overlap_max) or new_overlap
     if job.state != "draft" and new_overlap > job.overlap:
         _fill_pool(session, job, None, range(job.overlap, new_overlap))

@@ -8,6 +8,10 @@ from racing with itself, and the account's status is read under that lock.
 
 Workers see per-task item references (the `assignment_item` id), never item ids, so
 nothing about an item, golden or not, can be read from its id.
+
+A job that asks for a qualification gives a worker who has not passed it a test first (see
+`services/qualification.py`); on PostgreSQL the lease statement gives real work only to
+workers who passed, and the rare rest (a test, a carry-over) runs in a Session.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import random
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +33,7 @@ from sqlmodel import Session
 from marketplace.db import is_postgres
 from marketplace.errors import Forbidden, NotFound
 from marketplace.models import Account, Assignment, AssignmentItem, Item, Job, Slot, WorkerBlock, utcnow
-from marketplace.services import budget, pool_pg
+from marketplace.services import budget, pool_pg, qualification
 
 # A submit that arrived before its deadline may still be in flight for this long.
 EXPIRY_GRACE = timedelta(seconds=60)
@@ -53,6 +57,7 @@ class LeasedTask:
     expires_at: datetime
     items: list[dict[str, Any]]
     job: dict[str, Any]
+    kind: str = "task"  # or "qualification": a test on golden items before real tasks
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,8 @@ class JobView:
     lease_seconds: int
     item_hold_cents: int
     currency: str
+    requester_id: int
+    qualification: dict[str, Any] | None
 
 
 def lease_task(
@@ -150,6 +157,13 @@ def _lease_from_job_pg(
             return None  # not running, or the worker is kept from it: no work, nothing revealed
         if attempt == 0:  # a job that exists and runs: its overdue leases, now and then
             _reclaim_now_and_then(engine, job_id, now)
+        if row[12] == "failed":
+            return None  # failed the job's qualification: final until an operator resets it
+        if row[12] not in ("none", "passed"):  # no qualification yet, or a test under way
+            qualified, test = _qualification_pg(engine, job_id, worker_id, now)
+            if qualified:
+                continue  # carried over (or the job changed) just now: lease again
+            return test
         _job_shapes[key] = (items_per_task, ratio)
         assignment_id, expires_at, items = row[8:11]
         if not sample_ok:  # drawn for other settings of the job: draw again for these
@@ -223,6 +237,8 @@ JOB_VIEW_COLUMNS = (
     Job.lease_seconds,
     Job.item_hold_cents,
     Job.currency,
+    Job.requester_id,
+    Job.qualification,
 )
 
 
@@ -271,6 +287,10 @@ def _entries(real: list[tuple[int, int]], golden: list[int]) -> list[tuple[int, 
 def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetime) -> LeasedTask | None:
     if not budget.can_afford(session, job.id, job.items_per_task * job.item_hold_cents):
         return None  # the budget cannot pay for another task (progress says so)
+    if job.qualification is not None:
+        qualified, test = _qualification_gate(session, job, worker_id, now)
+        if not qualified:
+            return test
     golden_wanted = _golden_count(job.items_per_task, job.golden_ratio)
     golden = _pick_golden(session, job.id, worker_id, golden_wanted)
     wanted = job.items_per_task - len(golden)
@@ -283,6 +303,62 @@ def _lease_from_job(session: Session, job: JobView, worker_id: int, now: datetim
     expires_at = now + timedelta(seconds=job.lease_seconds)
     assignment_id, items = _create_assignment(session, job, worker_id, entries, now, expires_at)
     return _task(job, assignment_id, expires_at, items)
+
+
+def _qualification_gate(
+    session: Session, job: JobView, worker_id: int, now: datetime
+) -> tuple[bool, LeasedTask | None]:
+    """For a job that asks for a qualification: (True, None) when the worker may have real
+    tasks; otherwise (False, a test to take now, or None: nothing from this job now)."""
+    assert job.qualification is not None
+    stand = qualification.admission(session, job.id, job.requester_id, job.qualification, worker_id, now)
+    if stand == qualification.QUALIFIED:
+        return True, None
+    return False, _lease_test(session, job, worker_id, now) if stand == qualification.TEST else None
+
+
+def _lease_test(session: Session, job: JobView, worker_id: int, now: datetime) -> LeasedTask | None:
+    """A qualification test: exactly `items` random golden items of the job that the worker has
+    never seen, and nothing real; None when fewer are left for it, or when the job has no free
+    work left to qualify for. Its entries are ordinary (round NULL), so `uq_seen_once` keeps
+    these items from the worker from now on."""
+    assert job.qualification is not None
+    wanted = job.qualification["items"]
+    if not session.execute(select(exists().where(Slot.job_id == job.id))).scalar_one():
+        return None
+    seen = exists().where(
+        AssignmentItem.job_id == job.id,
+        AssignmentItem.worker_id == worker_id,
+        AssignmentItem.item_id == Item.id,
+    )
+    golden = list(
+        session.execute(
+            select(Item.id)
+            .where(Item.job_id == job.id, Item.is_golden.is_(True), ~seen)
+            .order_by(func.random())
+            .limit(wanted)
+        ).scalars()
+    )
+    if len(golden) < wanted or not budget.can_afford(session, job.id, wanted * job.item_hold_cents):
+        return None  # tests are paid like tasks: they hold their worst case too
+    expires_at = now + timedelta(seconds=job.lease_seconds)
+    assignment_id, items = _create_assignment(session, job, worker_id, _entries([], golden), now, expires_at)
+    qualification.start(session, job.id, worker_id, assignment_id, wanted, now)
+    return replace(_task(job, assignment_id, expires_at, items), kind="qualification")
+
+
+def _qualification_pg(engine: Engine, job_id: int, worker_id: int, now: datetime) -> tuple[bool, LeasedTask | None]:
+    """PostgreSQL: `_qualification_gate` in a Session and transaction of its own (rare: a
+    worker's first lease of a job that asks for a qualification, or one while its test is out).
+    (True, None) also when the job changed since the lease statement read it: lease again."""
+    with Session(engine, expire_on_commit=False) as session:
+        found = session.execute(select(*JOB_VIEW_COLUMNS).where(Job.id == job_id)).one_or_none()
+        job = JobView(*found) if found is not None else None
+        if job is None or job.state != "running" or job.qualification is None:
+            return True, None
+        gate = _qualification_gate(session, job, worker_id, now)
+        session.commit()
+    return gate
 
 
 def _create_assignment(

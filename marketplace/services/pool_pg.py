@@ -77,6 +77,8 @@ WITH w AS (
 ), j AS (
     SELECT id, requester_id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
            item_hold_cents, currency,
+           CASE WHEN qualification IS NULL THEN 'none' ELSE coalesce((SELECT q.state FROM qualification q
+                WHERE q.job_id = job.id AND q.worker_id = %(worker)s), 'absent') END AS qualification_state,
            least(floor(items_per_task * golden_ratio)::int
                  + (%(r)s::float8 < items_per_task * golden_ratio - floor(items_per_task * golden_ratio))::int,
                  items_per_task - 1) AS golden_wanted
@@ -93,6 +95,7 @@ WITH w AS (
       AND (j.item_hold_cents = 0  -- the budget covers a whole task's worst case
            OR coalesce((SELECT balance FROM ledgerbalance WHERE account = %(budget)s), 0)
               >= j.items_per_task * j.item_hold_cents)
+      AND j.qualification_state IN ('none', 'passed')  -- qualified if asked (tests: leasing._qualification_pg)
       AND cardinality(%(golden)s::bigint[]) >= least(%(pool)s::int, j.golden_wanted * 8)
 ), golden AS (
     SELECT g.item_id FROM unnest(%(golden)s::bigint[]) WITH ORDINALITY AS g(item_id, n)
@@ -160,7 +163,7 @@ SELECT w.status, j.state, j.title, j.instructions, j.annotation, j.items_per_tas
        EXISTS (SELECT 1 FROM go), a.id, a.expires_at,
        (SELECT json_agg(json_build_object('id', r.id, 'data', i.data) ORDER BY r.position)
         FROM refs r JOIN item i ON i.id = r.item_id),
-       (SELECT yes FROM blocked)
+       (SELECT yes FROM blocked), j.qualification_state
 FROM w LEFT JOIN j ON true LEFT JOIN a ON true
 """
 
@@ -288,7 +291,9 @@ def lease(
 ) -> tuple[Any, ...] | None:
     """Run LEASE; the row: status, job state, title, instructions, annotation, items per task,
     golden ratio, sample_ok, assignment id, expires at, items ([{id, data}] in task order),
-    blocked (the worker is kept from this job)."""
+    blocked (the worker is kept from this job), the worker's qualification state on the job
+    ('none' when the job asks for none, 'absent' when the worker has no row yet; real work
+    only with 'none' or 'passed')."""
     params = {
         "job": job_id,
         "worker": worker_id,

@@ -3,11 +3,15 @@
 The assignment row is locked for the whole submit, so a submit and the expiry sweep (or a
 retry of the same submit) never both act on it. A submit counts as in time when it arrives
 before the deadline; the sweep waits a grace period past the deadline before it reclaims.
+
+A task of golden items only is a qualification test (every other task holds a real item): once
+its answers are stored, `graded` grades it (`qualification.grade`), and the result says passed
+or failed, nothing about which answers were wrong.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +21,7 @@ from sqlmodel import Session
 from marketplace.db import is_postgres
 from marketplace.errors import Conflict, Invalid, NotFound
 from marketplace.models import Answer, Assignment, AssignmentItem, Item, Job, Slot, utcnow
-from marketplace.services import pool_pg
+from marketplace.services import pool_pg, qualification
 from marketplace.services.leasing import release_assignments
 
 
@@ -32,6 +36,12 @@ class SubmitResult:
     job_finished: bool = False
     replayed: bool = False
     golden: int = 0  # golden answers in this submit: triggers the rules; never shown to workers
+    qualification: str | None = None  # a test's outcome: passed or failed
+
+    @property
+    def is_test(self) -> bool:
+        """Golden items only: a qualification test (a task always holds a real item)."""
+        return 0 < self.answers == self.golden
 
 
 def _locked_assignment(session: Session, worker_id: int, assignment_id: int) -> Assignment:
@@ -115,7 +125,13 @@ def _replay_or_refuse(
         if idempotency_key and task.idempotency_key == idempotency_key:
             assert task.finished_at is not None
             return SubmitResult(
-                assignment_id, "submitted", len(task.refs), task.finished_at, job_id=task.job_id, replayed=True
+                assignment_id,
+                "submitted",
+                len(task.refs),
+                task.finished_at,
+                job_id=task.job_id,
+                replayed=True,
+                golden=sum(r.is_golden for r in task.refs.values()),
             )
         raise Conflict("assignment already submitted")
     if task.state != "leased":
@@ -181,6 +197,17 @@ def submit(
     finished = not _pool_has_slots(session, task.job_id) and _job_finished(session, task.job_id)
     session.commit()
     return _stored(assignment_id, received_at, answer_ids, task.job_id, finished, sum(r["is_golden"] for r in rows))
+
+
+def graded(session: Session, result: SubmitResult, worker_id: int) -> SubmitResult:
+    """A submitted (or replayed) qualification test with its outcome, graded now if it was not
+    yet, in a transaction of its own once `submit` committed the answers (a stop in between
+    leaves it pending, and the worker's next lease of the job grades it); a task as it is."""
+    if not result.is_test:
+        return result
+    outcome = qualification.grade(session, result.job_id, worker_id, result.id, utcnow())
+    session.commit()
+    return replace(result, qualification=outcome)
 
 
 def _stored(
@@ -290,13 +317,14 @@ def get_assignment(session: Session, worker_id: int, assignment_id: int) -> dict
     job = session.get(Job, assignment.job_id)
     assert job is not None
     rows = session.execute(
-        select(AssignmentItem.id, Item.data)
+        select(AssignmentItem.id, Item.data, Item.is_golden)
         .join(Item, Item.id == AssignmentItem.item_id)
         .where(AssignmentItem.assignment_id == assignment_id, Item.job_id == assignment.job_id)
         .order_by(AssignmentItem.position)
     ).all()
     return {
         "id": assignment.id,
+        "kind": "qualification" if rows and all(r.is_golden for r in rows) else "task",
         "state": assignment.state,
         "expires_at": assignment.expires_at,
         "items": [{"id": r.id, "data": r.data} for r in rows],
