@@ -70,6 +70,49 @@ def _resolved_env() -> dict[str, str]:
     return env
 
 
+@accounts.command("fund")
+@click.option("--account", "account_id", type=int, required=True, help="the requester's account id")
+@click.option("--amount-cents", type=click.IntRange(min=1), required=True)
+@click.option("--key", default=None, help="idempotency key: the same key never credits twice")
+def accounts_fund(account_id: int, amount_cents: int, key: str | None) -> None:
+    """Credit a requester's funds (money received outside: there is no card processor)."""
+    from marketplace.db import make_engine, session_scope
+    from marketplace.models import Account
+    from marketplace.services import ledger
+
+    config = _config()
+    engine = make_engine(str(config["DATABASE_URL"]))
+    with session_scope(engine) as session:
+        account = session.get(Account, account_id)
+        if account is None or account.role != "requester":
+            raise click.BadParameter(f"no requester {account_id}", param_hint="--account")
+        result = ledger.fund(session, account_id, amount_cents, str(config["CURRENCY"]), actor_id=0, key=key)
+    engine.dispose()
+    click.echo(f"requester {account_id} balance {result['balance_cents']} {result['currency']} cents")
+
+
+@main.group("ledger")
+def ledger_group() -> None:
+    """The money ledger."""
+
+
+@ledger_group.command("check")
+def ledger_check() -> None:
+    """Recompute the ledger from its entries; exit 1 and list the problems when it is not sound."""
+    from marketplace.db import make_engine, session_scope
+    from marketplace.services import ledger
+
+    engine = make_engine(str(_config()["DATABASE_URL"]))
+    with session_scope(engine) as session:
+        problems = ledger.check(session)
+    engine.dispose()
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise SystemExit(1)
+    click.echo("ledger balanced; balances match entries; holds match open work; every accepted task paid once")
+
+
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", "processes", default=2, show_default=True, type=int)

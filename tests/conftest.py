@@ -150,6 +150,8 @@ def job_body(**overrides: Any) -> dict[str, Any]:
         "aggregation": "majority_vote",
     }
     body.update(overrides)
+    if body.get("pricing") is not None and overrides.get("reward_cents") is None:
+        body.pop("reward_cents")  # pricing replaces the flat shorthand
     return body
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from redis import Redis
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from marketplace.cli import main
 from marketplace.db import make_engine
@@ -59,3 +59,27 @@ def test_accounts_create_rejects_an_unknown_role(db_env: str) -> None:
     result = CliRunner().invoke(main, ["accounts", "create", "--role", "admin", "--name", "x"])
     assert result.exit_code == 2
     assert "role" in result.output
+
+
+def test_fund_and_ledger_check_from_the_command_line(db_env: str, redis: Redis) -> None:
+    runner = CliRunner()
+    assert runner.invoke(main, ["db", "upgrade"]).exit_code == 0
+    created = runner.invoke(main, ["accounts", "create", "--role", "requester", "--name", "r"])
+    key = created.output.strip().splitlines()[-1]
+    requester_id = make_app(db_env).test_client().get("/v1/me", headers=bearer(key)).get_json()["id"]
+    funded = runner.invoke(main, ["accounts", "fund", "--account", str(requester_id), "--amount-cents", "500"])
+    assert funded.exit_code == 0, funded.output
+    again = ["accounts", "fund", "--account", str(requester_id), "--amount-cents", "250", "--key", "k1"]
+    assert runner.invoke(main, again).exit_code == 0
+    assert "balance 750 USD" in runner.invoke(main, again).output  # the same key credits once
+    assert runner.invoke(main, ["accounts", "fund", "--account", "999", "--amount-cents", "5"]).exit_code == 2
+    assert runner.invoke(main, ["accounts", "fund", "--account", "1", "--amount-cents", "-5"]).exit_code == 2
+    checked = runner.invoke(main, ["ledger", "check"])
+    assert checked.exit_code == 0 and "balanced" in checked.output
+    engine = make_engine(db_env)
+    with engine.begin() as connection:  # a kept balance that no longer matches its entries
+        connection.execute(text("DROP TRIGGER IF EXISTS ledgerentry_no_update"))
+        connection.execute(text("UPDATE ledgerbalance SET balance = balance + 1 WHERE account LIKE 'requester:%'"))
+    engine.dispose()
+    broken = runner.invoke(main, ["ledger", "check"])
+    assert broken.exit_code == 1 and f"requester:{requester_id}: balance 751" in broken.output

@@ -155,6 +155,8 @@ def _lease_from_job_pg(
             raise NotFound(f"job {job_id} not found")
         if state != "running" or row[11]:
             return None  # not running, or the worker is kept from it: no work, nothing revealed
+        if not row[13]:
+            return None  # the budget cannot pay for another task (progress says so)
         if attempt == 0:  # a job that exists and runs: its overdue leases, now and then
             _reclaim_now_and_then(engine, job_id, now)
         if row[12] == "failed":

@@ -77,6 +77,9 @@ WITH w AS (
 ), j AS (
     SELECT id, requester_id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
            item_hold_cents, currency,
+           (item_hold_cents = 0  -- the budget covers a whole task's worst case
+            OR coalesce((SELECT balance FROM ledgerbalance WHERE account = %(budget)s), 0)
+               >= items_per_task * item_hold_cents) AS affordable,
            CASE WHEN qualification IS NULL THEN 'none' ELSE coalesce((SELECT q.state FROM qualification q
                 WHERE q.job_id = job.id AND q.worker_id = %(worker)s), 'absent') END AS qualification_state,
            least(floor(items_per_task * golden_ratio)::int
@@ -92,9 +95,7 @@ WITH w AS (
     SELECT j.id, j.items_per_task, j.golden_wanted, j.lease_seconds, j.item_hold_cents, j.currency FROM j, w
     WHERE w.status = 'active' AND j.state = 'running'
       AND NOT (SELECT yes FROM blocked)
-      AND (j.item_hold_cents = 0  -- the budget covers a whole task's worst case
-           OR coalesce((SELECT balance FROM ledgerbalance WHERE account = %(budget)s), 0)
-              >= j.items_per_task * j.item_hold_cents)
+      AND j.affordable
       AND j.qualification_state IN ('none', 'passed')  -- qualified if asked (tests: leasing._qualification_pg)
       AND cardinality(%(golden)s::bigint[]) >= least(%(pool)s::int, j.golden_wanted * 8)
 ), golden AS (
@@ -163,7 +164,7 @@ SELECT w.status, j.state, j.title, j.instructions, j.annotation, j.items_per_tas
        EXISTS (SELECT 1 FROM go), a.id, a.expires_at,
        (SELECT json_agg(json_build_object('id', r.id, 'data', i.data) ORDER BY r.position)
         FROM refs r JOIN item i ON i.id = r.item_id),
-       (SELECT yes FROM blocked), j.qualification_state
+       (SELECT yes FROM blocked), j.qualification_state, j.affordable
 FROM w LEFT JOIN j ON true LEFT JOIN a ON true
 """
 
@@ -293,7 +294,7 @@ def lease(
     golden ratio, sample_ok, assignment id, expires at, items ([{id, data}] in task order),
     blocked (the worker is kept from this job), the worker's qualification state on the job
     ('none' when the job asks for none, 'absent' when the worker has no row yet; real work
-    only with 'none' or 'passed')."""
+    only with 'none' or 'passed'), affordable (the job's budget covers a task's worst case)."""
     params = {
         "job": job_id,
         "worker": worker_id,
