@@ -117,12 +117,18 @@ def drop_database(admin_url: str, name: str) -> None:
     admin_sql(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+BUDGET_CENTS = 10**9  # 1 cent per item (the default price): holds and decisions are on the hot path
+
+
 def create_accounts(url: str, workers: int) -> tuple[str, list[str]]:
+    from marketplace.services import ledger
     from marketplace.services.accounts import create_account
 
     engine = make_engine(url)
     with session_scope(engine) as session:
-        _, requester = create_account(session, "requester", "bench-requester")
+        account, requester = create_account(session, "requester", "bench-requester")
+        assert account.id is not None
+        ledger.fund(session, account.id, BUDGET_CENTS, "USD", actor_id=0, key=None)  # pays every task
         keys = [create_account(session, "worker", f"bench-worker-{i}")[1] for i in range(workers)]
     engine.dispose()
     return requester, keys
@@ -132,7 +138,7 @@ def post_job(port: int, key: str, real: int, golden: int) -> int:
     client = Client(port, key)
     annotation = {"type": "classification", "labels": LABELS}
     body = {"title": "bench", "instructions": "Pick one.", "annotation": annotation, "overlap": 3, "golden_ratio": 0.1}
-    status, job = client.call("POST", "/v1/jobs", {**body, "items_per_task": 5})
+    status, job = client.call("POST", "/v1/jobs", {**body, "items_per_task": 5, "budget_cents": BUDGET_CENTS})
     assert status == 201, (status, job)
     rng = random.Random(7)
     items: list[dict[str, Any]] = [{"data": {"text": f"item {i}", "n": i}} for i in range(real)]

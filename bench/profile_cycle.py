@@ -24,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hotpath import LABELS, create_accounts, create_database, drop_database  # noqa: E402
+from hotpath import BUDGET_CENTS, LABELS, create_accounts, create_database, drop_database  # noqa: E402
 
 LAYERS = ["psycopg", "sqlalchemy", "sqlmodel", "pydantic", "marshmallow", "flask_smorest", "webargs", "apispec"]
 LAYERS += ["werkzeug", "flask", "marketplace", "redis", "rq", "json"]
@@ -79,7 +79,12 @@ def run(args: argparse.Namespace, url: str) -> int:
 
     job = client.post(
         "/v1/jobs",
-        json={"title": "profile", "instructions": "x", "annotation": {"type": "classification", "labels": LABELS}},
+        json={
+            "title": "profile",
+            "instructions": "x",
+            "annotation": {"type": "classification", "labels": LABELS},
+            "budget_cents": BUDGET_CENTS,
+        },
         headers=auth(requester),
     ).get_json()
     real = args.cycles * 8 + 1000
