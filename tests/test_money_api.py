@@ -13,7 +13,7 @@ from sqlalchemy.exc import DBAPIError
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, LedgerEntry
-from marketplace.services import acceptance, aggregating, leasing, ledger
+from marketplace.services import acceptance, aggregating, leasing, ledger, payouts
 from tests.conftest import bearer, fund, job_body, new_key, post_job
 from tests.test_api_bad_input import assert_error
 
@@ -260,3 +260,40 @@ def test_the_ledger_is_append_only(app: Flask, client: FlaskClient, requester: H
         with pytest.raises(DBAPIError, match="append-only"), session_scope(get_engine(app)) as session:
             session.execute(text(statement))
     assert _check(app) == []
+
+
+def test_a_payout_run_pays_balances_once_and_writes_the_file(
+    app: Flask, client: FlaskClient, requester: Headers, operator: Headers
+) -> None:
+    job = post_job(client, requester, items=10, golden=2)
+    workers = [bearer(new_key(app, "worker", f"w{i}")) for i in range(2)]
+    for worker in workers:
+        assert _submit_all(client, worker, job["id"], lambda item: "cat") > 0
+    later = leasing.utcnow() + timedelta(days=30)
+    with session_scope(get_engine(app)) as session:
+        acceptance.decide_overdue(session, acceptance.Limits(), later)
+    owed = {_me(client, w)["id"]: _me(client, w)["balance_cents"] for w in workers}
+    assert all(v > 0 for v in owed.values())
+    keyed = {**operator, "Idempotency-Key": "run-1"}
+    started = client.post("/v1/payouts/runs", headers=keyed)
+    assert started.status_code == 201 and started.get_json()["state"] == "pending"
+    run_id = started.get_json()["id"]
+    assert client.post("/v1/payouts/runs", headers=keyed).get_json()["id"] == run_id
+    assert client.post("/v1/payouts/runs", headers=operator).status_code == 200  # the open run, not a new one
+    assert_error(client.post("/v1/payouts/runs", headers=requester), 403)
+    for _ in range(2):  # run twice: the second pays nobody again
+        summary = payouts.execute_run(get_engine(app), run_id)
+    assert (summary["state"], summary["workers"], summary["total_cents"]) == ("done", 2, sum(owed.values()))
+    for worker in workers:
+        me = _me(client, worker)
+        assert (me["balance_cents"], me["paid_out_cents"]) == (0, owed[me["id"]])
+    csv_file = client.get(f"/v1/payouts/runs/{run_id}/file?format=csv", headers=operator)
+    assert csv_file.mimetype == "text/csv"
+    lines = csv_file.get_data(as_text=True).strip().splitlines()
+    assert lines[0] == "worker_id,worker_name,amount_cents,currency,reference" and len(lines) == 3
+    as_json = client.get(f"/v1/payouts/runs/{run_id}/file", headers=operator).get_json()
+    assert {line["worker_id"]: line["amount_cents"] for line in as_json} == owed
+    assert _check(app) == []
+    second = client.post("/v1/payouts/runs", headers=operator)
+    assert second.status_code == 201 and second.get_json()["id"] != run_id
+    assert payouts.execute_run(get_engine(app), second.get_json()["id"])["workers"] == 0
