@@ -94,7 +94,7 @@ def sweep() -> dict[str, Any]:
     for job_id in due:
         queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
     for run_id in stalled:  # a run whose worker died: finish it (paying nobody twice)
-        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run_id, ttl=600)
+        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run_id, ttl=60)
     maintained = maintain_tables(get_engine(app))
     schedule_sweep(app)
     return {

@@ -78,7 +78,10 @@ class PayoutRuns(MethodView):
         )
         session.commit()
         if run.state != "done":
-            queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run.id, ttl=600)
+            redis = queue.get_redis()
+            if not created:  # resuming: a guard left by a lost job must not keep it off the queue
+                redis.delete(queue.guard_key(queue.PAYOUT_JOB, run.id))  # (runs are safe to execute twice)
+            queue.enqueue_once(redis, current_app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run.id, ttl=600)
         return payouts.summary(session, run), 201 if created else 200
 
 

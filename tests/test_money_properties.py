@@ -1,0 +1,359 @@
+"""Random sequences of money operations keep the ledger sound.
+
+A hypothesis state machine drives the real app (Flask test client and the services the
+background jobs call) through funding, launching jobs with random budgets, leasing,
+submitting, expiring, skipping, banning, deciding, cancelling and payout runs; after every
+step the ledger must pass `ledger.check` and the invariants restated here independently.
+
+Examples share one database per test: every example makes fresh accounts and jobs, and the
+invariants are checked over the whole ledger, so they hold across examples too.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from redis import Redis
+from sqlalchemy import func, select, update
+
+from marketplace.db import get_engine, session_scope
+from marketplace.models import Assignment, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun, utcnow
+from marketplace.services import acceptance, aggregating, leasing, ledger, payouts
+from tests.conftest import LABELS, bearer, job_body, make_app, new_key
+
+Headers = dict[str, str]
+_names = itertools.count()
+
+
+@pytest.fixture
+def sqlite_app(sqlite_url: str, redis: Redis) -> Iterator[Flask]:
+    application = make_app(sqlite_url)
+    yield application
+    get_engine(application).dispose()
+
+
+def _global_problems(app: Flask) -> list[str]:
+    """The invariants of the brief, recomputed here rather than trusted to `check`."""
+    problems: list[str] = []
+    with session_scope(get_engine(app)) as session:
+        problems += ledger.check(session)
+        total = session.execute(select(func.coalesce(func.sum(LedgerEntry.amount), 0))).scalar_one()
+        if total != 0:
+            problems.append(f"all entries sum to {total}")
+        negative = session.execute(
+            select(LedgerBalance.account, LedgerBalance.balance).where(
+                LedgerBalance.balance < 0, ~LedgerBalance.account.like("external:%")
+            )
+        ).all()
+        problems += [f"{a} below zero: {b}" for a, b in negative]
+        work = dict(
+            session.execute(
+                select(LedgerTxn.assignment_id, func.count())
+                .where(LedgerTxn.kind == "work")
+                .group_by(LedgerTxn.assignment_id)
+            ).all()
+        )
+        for task in session.execute(select(Assignment).where(Assignment.decision.is_not(None))).scalars():
+            paid = work.get(task.id, 0)
+            if task.decision == "accepted" and (task.paid_cents or 0) > 0 and paid != 1:
+                problems.append(f"accepted assignment {task.id} has {paid} work movements")
+            if task.decision != "accepted" and paid:
+                problems.append(f"rejected assignment {task.id} has {paid} work movements")
+            if task.decision == "accepted" and task.paid_cents is None:
+                problems.append(f"accepted assignment {task.id} records no pay")
+        twice = session.execute(
+            select(LedgerTxn.run_id, LedgerEntry.account, func.count())
+            .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
+            .where(LedgerTxn.kind == "payout", LedgerEntry.account.like("worker:%"))
+            .group_by(LedgerTxn.run_id, LedgerEntry.account)
+            .having(func.count() > 1)
+        ).all()
+        problems += [f"run {r} paid {a} {n} times" for r, a, n in twice]
+    return problems
+
+
+def _machine(app: Flask) -> type[RuleBasedStateMachine]:
+    client = app.test_client()
+    engine = get_engine(app)
+    operator = bearer(new_key(app, "operator", "op"))
+    operator_id = client.get("/v1/me", headers=operator).get_json()["id"]
+
+    class Money(RuleBasedStateMachine):
+        @initialize(n_workers=st.integers(2, 4), funds=st.integers(0, 8000))
+        def accounts(self, n_workers: int, funds: int) -> None:
+            self.requester = bearer(new_key(app, "requester", f"req{next(_names)}"))
+            self.requester_id = client.get("/v1/me", headers=self.requester).get_json()["id"]
+            self.workers: list[tuple[int, Headers]] = []
+            for _ in range(n_workers):
+                headers = bearer(new_key(app, "worker", f"w{next(_names)}"))
+                self.workers.append((client.get("/v1/me", headers=headers).get_json()["id"], headers))
+            self.jobs: list[int] = []
+            self.tasks: list[dict[str, Any]] = []  # leased tasks: id, job, worker index, items
+            self.banned: set[int] = set()
+            if funds:
+                self.fund(funds)
+
+        def _balance(self, account: str) -> int:
+            with session_scope(engine) as session:
+                return ledger.balance(session, account)
+
+        def _entries(self) -> int:
+            with session_scope(engine) as session:
+                return int(session.execute(select(func.count()).select_from(LedgerEntry)).scalar_one())
+
+        @rule(amount=st.integers(1, 3000))
+        def fund(self, amount: int) -> None:
+            before = self._balance(ledger.requester_account(self.requester_id))
+            response = client.post(
+                f"/v1/accounts/{self.requester_id}/funds",
+                json={"amount_cents": amount, "currency": "USD"},
+                headers=operator,
+            )
+            assert response.status_code == 201, response.get_json()
+            assert response.get_json()["balance_cents"] == before + amount
+            assert self._balance(ledger.requester_account(self.requester_id)) == before + amount
+
+        @rule(
+            budget=st.integers(0, 6000),
+            items=st.integers(1, 8),
+            per_task=st.integers(1, 4),
+            reject_golden=st.sampled_from([None, 1, 2]),
+            agreement=st.sampled_from([None, 0.5, 0.8]),
+            overlap=st.integers(1, 3),
+        )
+        def launch(
+            self,
+            budget: int,
+            items: int,
+            per_task: int,
+            reject_golden: int | None,
+            agreement: float | None,
+            overlap: int,
+        ) -> None:
+            rules = {k: v for k, v in (("reject_failed_golden", reject_golden), ("min_agreement", agreement)) if v}
+            body = job_body(budget_cents=budget, items_per_task=per_task, overlap=overlap, acceptance=rules)
+            created = client.post("/v1/jobs", json=body, headers=self.requester)
+            assert created.status_code == 201, created.get_json()
+            job = created.get_json()
+            payload = [{"data": {"url": f"i{i}.jpg", "w": 1, "h": 1}} for i in range(items)]
+            payload += [{"data": {"url": f"g{i}.jpg", "w": 1, "h": 1}, "answer": "cat"} for i in range(2)]
+            assert client.post(f"/v1/jobs/{job['id']}/items", json=payload, headers=self.requester).status_code == 201
+            funds = self._balance(ledger.requester_account(self.requester_id))
+            written = self._entries()
+            launched = client.post(f"/v1/jobs/{job['id']}/launch", headers=self.requester)
+            if budget > funds:
+                assert 400 <= launched.status_code < 500, launched.get_json()
+                assert "budget_cents" in launched.get_json()["errors"]["json"], launched.get_json()
+            if launched.status_code != 200:
+                assert 400 <= launched.status_code < 500, launched.get_json()
+                assert "budget_cents" in launched.get_json()["errors"]["json"], launched.get_json()
+                assert self._entries() == written, "a refused launch wrote ledger entries"
+                assert self._balance(ledger.requester_account(self.requester_id)) == funds
+                return
+            assert self._balance(ledger.requester_account(self.requester_id)) == funds - budget
+            assert self._balance(ledger.budget_account(job["id"])) == budget
+            self.jobs.append(job["id"])
+
+        @precondition(lambda self: self.jobs)
+        @rule(data=st.data())
+        def lease(self, data: st.DataObject) -> None:
+            job_id = data.draw(st.sampled_from(self.jobs))
+            index = data.draw(st.integers(0, len(self.workers) - 1))
+            worker_id, headers = self.workers[index]
+            response = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
+            assert response.status_code in (201, 204, 403, 404, 409), (response.status_code, response.get_json())
+            if worker_id in self.banned:
+                assert response.status_code != 201, "a banned worker got work"
+            if response.status_code == 201:
+                task = response.get_json()
+                self.tasks.append(
+                    {"id": task["id"], "job": job_id, "worker": index, "items": [i["id"] for i in task["items"]]}
+                )
+
+        @precondition(lambda self: self.jobs)
+        @rule(data=st.data())
+        def lease_and_submit(self, data: st.DataObject) -> None:
+            before = len(self.tasks)
+            self.lease(data)
+            if len(self.tasks) > before:
+                self._submit(data, self.tasks[-1])
+
+        @precondition(lambda self: self.tasks)
+        @rule(data=st.data())
+        def submit(self, data: st.DataObject) -> None:
+            self._submit(data, data.draw(st.sampled_from(self.tasks)))
+
+        def _submit(self, data: st.DataObject, task: dict[str, Any]) -> None:
+            labels = data.draw(
+                st.lists(st.sampled_from(LABELS), min_size=len(task["items"]), max_size=len(task["items"]))
+            )
+            answers = [{"item_id": i, "label": label} for i, label in zip(task["items"], labels, strict=True)]
+            _, headers = self.workers[task["worker"]]
+            response = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+            assert response.status_code in (200, 403, 404, 409, 410, 422), (response.status_code, response.get_json())
+            self.tasks.remove(task)
+
+        @precondition(lambda self: self.tasks)
+        @rule(data=st.data())
+        def expire(self, data: st.DataObject) -> None:
+            task = data.draw(st.sampled_from(self.tasks))
+            now = utcnow()
+            with session_scope(engine) as session:
+                session.execute(
+                    update(Assignment)
+                    .where(Assignment.id == task["id"], Assignment.state == "leased")
+                    .values(expires_at=now - timedelta(seconds=61 + data.draw(st.integers(0, 600))))
+                )
+            with session_scope(engine) as session:
+                leasing.reclaim_expired(session, task["job"], now)
+            with session_scope(engine) as session:
+                state = session.get(Assignment, task["id"]).state  # type: ignore[union-attr]
+            assert state != "leased", "a lease past its deadline and grace was not reclaimed"
+            self.tasks.remove(task)
+
+        @precondition(lambda self: self.tasks)
+        @rule(data=st.data())
+        def skip(self, data: st.DataObject) -> None:
+            task = data.draw(st.sampled_from(self.tasks))
+            _, headers = self.workers[task["worker"]]
+            response = client.post(f"/v1/assignments/{task['id']}/skip", headers=headers)
+            assert response.status_code in (200, 403, 404, 409, 410), (response.status_code, response.get_json())
+            self.tasks.remove(task)
+
+        @rule(data=st.data(), exclude=st.booleans())
+        def ban(self, data: st.DataObject, exclude: bool) -> None:
+            worker_id, _ = self.workers[data.draw(st.integers(0, len(self.workers) - 1))]
+            response = client.post(
+                f"/v1/workers/{worker_id}/ban", json={"reason": "spam", "exclude_answers": exclude}, headers=operator
+            )
+            if worker_id in self.banned:
+                assert response.status_code == 409, response.get_json()
+            else:
+                assert response.status_code == 200, response.get_json()
+                self.banned.add(worker_id)
+            with session_scope(engine) as session:
+                still_open = session.execute(
+                    select(func.count()).where(Assignment.worker_id == worker_id, Assignment.state == "leased")
+                ).scalar_one()
+            assert still_open == 0, "a banned worker kept an open lease"
+
+        @precondition(lambda self: self.jobs)
+        @rule(data=st.data(), aggregate=st.booleans(), later=st.booleans())
+        def decide(self, data: st.DataObject, aggregate: bool, later: bool) -> None:
+            self._decide(data.draw(st.sampled_from(self.jobs)), aggregate, later)
+
+        def _decide(self, job_id: int, aggregate: bool, later: bool) -> None:
+            if aggregate:
+                with session_scope(engine) as session:
+                    aggregating.aggregate_job(session, job_id)
+            now = utcnow() + timedelta(days=30) if later else utcnow()
+            with session_scope(engine) as session:
+                acceptance.decide_job(session, job_id, acceptance.Limits(), now)
+            if later:  # past any auto-accept delay: nothing submitted is left undecided
+                with session_scope(engine) as session:
+                    waiting = session.execute(
+                        select(func.count()).where(
+                            Assignment.job_id == job_id, Assignment.state == "submitted", Assignment.decision.is_(None)
+                        )
+                    ).scalar_one()
+                assert waiting == 0
+
+        @precondition(lambda self: self.jobs)
+        @rule(data=st.data())
+        def cancel(self, data: st.DataObject) -> None:
+            job_id = data.draw(st.sampled_from(self.jobs))
+            response = client.post(f"/v1/jobs/{job_id}/cancel", headers=self.requester)
+            assert response.status_code in (200, 409), response.get_json()
+            if response.status_code == 200:
+                with session_scope(engine) as session:
+                    held = ledger.balance(session, ledger.holds_account(job_id))
+                    left = ledger.balance(session, ledger.budget_account(job_id))
+                assert left == 0 or held > 0, "a cancelled job with nothing held kept budget"
+
+        @rule()
+        def payout(self) -> None:
+            with session_scope(engine) as session:
+                owed = dict(
+                    session.execute(
+                        select(LedgerBalance.account, LedgerBalance.balance).where(
+                            LedgerBalance.account.like("worker:%"), LedgerBalance.balance > 0
+                        )
+                    ).all()
+                )
+                run, created = payouts.start_run(session, operator_id, "USD", None)
+                run_id = run.id
+            assert created, "a run was left open"
+            done = payouts.execute_run(engine, run_id)
+            assert done["state"] == "done"
+            assert done["total_cents"] == sum(owed.values())
+            assert done["workers"] == len(owed)
+            with session_scope(engine) as session:
+                left = session.execute(
+                    select(func.count()).where(LedgerBalance.account.like("worker:%"), LedgerBalance.balance != 0)
+                ).scalar_one()
+                paid = dict(
+                    session.execute(
+                        select(LedgerEntry.account, -LedgerEntry.amount)
+                        .join(LedgerTxn, LedgerTxn.id == LedgerEntry.txn_id)
+                        .where(LedgerTxn.run_id == run_id, LedgerEntry.account.like("worker:%"))
+                    ).all()
+                )
+                assert session.get(PayoutRun, run_id).open is None  # type: ignore[union-attr]
+            assert left == 0
+            assert paid == owed
+
+        def teardown(self) -> None:
+            """Settle everything the example left open, then pay out: the end state is checked too."""
+            for job_id in getattr(self, "jobs", []):
+                with session_scope(engine) as session:
+                    acceptance.decide_job(session, job_id, acceptance.Limits(), utcnow() + timedelta(days=30))
+            self.payout()
+            assert _global_problems(app) == []
+
+        @invariant()
+        def ledger_sound(self) -> None:
+            assert _global_problems(app) == []
+
+    return Money
+
+
+def test_random_money_operations_keep_the_ledger_sound_sqlite(sqlite_app: Flask) -> None:
+    run_state_machine_as_test(
+        _machine(sqlite_app),
+        settings=settings(
+            max_examples=60,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=False,
+        ),
+    )
+    with session_scope(get_engine(sqlite_app)) as session:
+        # the runs did something: work was paid and paid out
+        assert session.execute(select(func.count()).where(LedgerTxn.kind == "work")).scalar_one() > 0
+        assert session.execute(select(func.count()).where(LedgerTxn.kind == "payout")).scalar_one() > 0
+
+
+def test_random_money_operations_keep_the_ledger_sound_postgres(pg_app: Flask) -> None:
+    run_state_machine_as_test(
+        _machine(pg_app),
+        settings=settings(
+            max_examples=20, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
+        ),
+    )
+    assert _global_problems(pg_app) == []
