@@ -10,6 +10,7 @@ from flask import Flask
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from marketplace import api, db, errors, queue
+    from marketplace.api.hot import HotPath
     from marketplace.config import load
 
     app = Flask(__name__)
@@ -25,6 +26,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     queue.init_app(app)
     api.init_app(app)
     errors.register(app)  # after flask-smorest's, whose HTTP handler drops e.g. `Allow`
+    app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -40,7 +40,7 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _lookup(key_hash: str) -> Principal | None:
+def lookup(key_hash: str) -> Principal | None:
     """Find the key's account; cached for a few seconds to keep the hot path to its work."""
     now = time.monotonic()
     hit = _cache.get(key_hash)
@@ -80,7 +80,7 @@ def require(*roles: str) -> Callable[[F], F]:
             scheme, _, key = header.partition(" ")
             if scheme.lower() != "bearer" or not key.strip():
                 abort(401, message="missing bearer key in the Authorization header")
-            principal = _lookup(hash_key(key.strip()))
+            principal = lookup(hash_key(key.strip()))
             if principal is None:
                 abort(401, message="unknown key")
             if principal.role not in roles:

@@ -25,6 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ITEMS_PER_REQUEST": 50_000,
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "AGGREGATE_EVERY_ANSWERS": 200,
+    "HOT_PATH": True,  # lease and submit past the framework when plain (api/hot.py); False: always Flask
     "RESULTS_PAGE_MAX": 1000,
     "QUEUE_NAME": "marketplace",
     # Money: the one currency of this deployment, and the operator's limits on how strictly a

@@ -68,21 +68,24 @@ def submit(body: dict[str, Any], assignment_id: int) -> Any:
         result = submissions.submit_pg(engine, worker_id, assignment_id, answers, key, received_at)
     else:
         result = submissions.submit(get_session(), worker_id, assignment_id, answers, key, received_at)
-    if result.is_test:  # a qualification test: graded once its answers are stored (rare: off the hot path)
+    return after_submit(result, worker_id)
+
+
+def after_submit(result: submissions.SubmitResult, worker_id: int) -> submissions.SubmitResult:
+    """What follows a stored submit (here and on the hot path, `api/hot.py`): a qualification
+    test is graded (rare: off the hot path); aggregation is queued in batches, when an answer id
+    crosses a multiple of the batch size or at the end; the rules run right after golden
+    answers arrive, so a spammer stops soon."""
+    if result.is_test:
         result = submissions.graded(get_session(), result, worker_id)
-    _trigger_aggregation(result)
-    return result
-
-
-def _trigger_aggregation(result: submissions.SubmitResult) -> None:
-    """Aggregate in batches: when an answer id crosses a multiple of the batch size, or at the end."""
     every = current_app.config["AGGREGATE_EVERY_ANSWERS"]
     if result.job_finished or any(i % every == 0 for i in result.answer_ids):
         queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, result.job_id)
-    if result.golden and not result.replayed:  # rules right after golden answers arrive: a spammer stops soon
+    if result.golden and not result.replayed:
         queue.enqueue_once(
-            queue.get_redis(), current_app.config["QUEUE_NAME"], queue.RULES_JOB, result.job_id, current_principal().id
+            queue.get_redis(), current_app.config["QUEUE_NAME"], queue.RULES_JOB, result.job_id, worker_id
         )
+    return result
 
 
 @blp.route("/<id:assignment_id>/skip", methods=["POST"])

@@ -1,0 +1,209 @@
+"""The two hot endpoints, lease and submit, served without the framework when nothing is odd.
+
+Why: measured in-process on PostgreSQL (`bench/profile_cycle.py`), Flask + flask-smorest +
+webargs + marshmallow took more than half of the API's CPU for a lease+submit cycle, more
+than the services and psycopg together. This WSGI middleware sits in front of the Flask app
+and serves `POST /v1/assignments` and `POST /v1/assignments/{id}/submit` itself, calling the
+same services, only for the plain case: PostgreSQL, a cached worker key, a JSON body that the
+schemas would take as it is (checked strictly here: exact types, no unknown fields). Anything
+else (a key not in the auth cache, a body the strict check does not take, SQLite) goes to the
+Flask app untouched, which authenticates, validates and renders every refusal. So the API
+has one contract, written once in `schemas.py` and `api/assignments.py`; this module only
+takes a shortcut through it, and `tests/test_hot_path.py` checks that both give the same
+answers.
+
+Refusals the services raise after a request was taken here (expired, not yours, banned, ...)
+are rendered with `errors.error_body`, the shape the Flask handlers use.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+
+from marketplace import auth
+from marketplace.api import assignments
+from marketplace.db import get_engine
+from marketplace.errors import ServiceError, error_body
+from marketplace.models import utcnow
+from marketplace.schemas import MAX_ID
+from marketplace.services import leasing, submissions
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+_SUBMIT_PATH = re.compile(r"/v1/assignments/([1-9][0-9]{0,18})/submit")
+_MAX_ANSWERS = 100  # SubmitSchema: 1 to 100 answers
+_MAX_LABEL = 200  # AnswerInSchema: labels of 1 to 200 characters
+_MAX_BODY = 64 * 1024  # a submit of 100 answers with long labels is ~25 KB; larger goes the long way
+_JSON = [("Content-Type", "application/json")]
+
+
+def _an_id(value: Any) -> bool:
+    return type(value) is int and 1 <= value <= MAX_ID
+
+
+def lease_body(body: Any) -> int | None | bool:
+    """The job id of a lease body the schema takes as it is: None for no job, False when the
+    body is not that plain (the Flask app then decides)."""
+    if body is None or body == {}:
+        return None
+    if type(body) is dict and body.keys() == {"job_id"} and _an_id(body["job_id"]):
+        return int(body["job_id"])
+    return False
+
+
+def submit_answers(body: Any) -> list[dict[str, Any]] | None:
+    """The answers of a submit body the schema takes as it is, or None when it is not that plain."""
+    if type(body) is not dict or body.keys() != {"answers"}:
+        return None
+    answers = body["answers"]
+    if type(answers) is not list or not 1 <= len(answers) <= _MAX_ANSWERS:
+        return None
+    seen: set[int] = set()
+    for answer in answers:
+        if type(answer) is not dict or answer.keys() != {"item_id", "label"}:
+            return None
+        item_id, label = answer["item_id"], answer["label"]
+        if not _an_id(item_id) or type(label) is not str or not 1 <= len(label) <= _MAX_LABEL or item_id in seen:
+            return None
+        seen.add(item_id)
+    return answers  # type: ignore[no-any-return]
+
+
+def task_json(task: leasing.LeasedTask) -> dict[str, Any]:
+    """`AssignmentSchema().dump(task)` for a fresh lease (the test compares the two)."""
+    return {
+        "id": task.id,
+        "kind": task.kind,
+        "state": task.state,
+        "items": [{"id": item["id"], "data": item["data"]} for item in task.items],
+        "expires_at": task.expires_at.isoformat(),
+        "job": {key: task.job[key] for key in ("id", "title", "instructions", "annotation") if key in task.job},
+    }
+
+
+def submit_json(result: submissions.SubmitResult) -> dict[str, Any]:
+    """`SubmitResultSchema().dump(result)` (the test compares the two)."""
+    body: dict[str, Any] = {
+        "id": result.id,
+        "state": result.state,
+        "answers": result.answers,
+        "submitted_at": result.submitted_at.isoformat(),
+    }
+    if result.qualification is not None:
+        body["qualification"] = result.qualification
+    return body
+
+
+class HotPath:
+    """WSGI middleware: lease and submit the short way when the request is plain (see module)."""
+
+    def __init__(self, app: Flask, inner: WsgiApp) -> None:
+        self.app = app
+        self.inner = inner
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "POST" and self.app.config.get("HOT_PATH", True):
+            path = environ.get("PATH_INFO", "")
+            if path == "/v1/assignments":
+                return self._take(environ, start_response, None)
+            match = _SUBMIT_PATH.fullmatch(path)
+            if match and int(match.group(1)) <= MAX_ID:
+                return self._take(environ, start_response, int(match.group(1)))
+        return self.inner(environ, start_response)
+
+    def _take(self, environ: dict[str, Any], start_response: StartResponse, assignment_id: int | None) -> Any:
+        """Serve it here, or hand it on with its body as it came."""
+        body, raw, parsed = self._body(environ)
+        with self.app.app_context():
+            worker_id = self._worker(environ) if parsed else None
+            if worker_id is not None and get_engine().dialect.name == "postgresql":
+                try:
+                    if assignment_id is None:
+                        served = self._lease(worker_id, body)
+                    else:
+                        served = self._submit(worker_id, assignment_id, body, environ)
+                except ServiceError as error:
+                    served = error.status, error_body(error.status, error.message, error.errors)
+                except Exception:  # as the Flask app's handler does: logged, a JSON 500, no detail
+                    log.exception("unhandled error on the hot path")
+                    served = 500, error_body(500, "internal error")
+                if served is not None:
+                    return _respond(start_response, *served)
+        if raw is not None:
+            environ["wsgi.input"] = io.BytesIO(raw)
+        return self.inner(environ, start_response)
+
+    @staticmethod
+    def _body(environ: dict[str, Any]) -> tuple[Any, bytes | None, bool]:
+        """(parsed JSON body, the bytes read, whether it parsed); a body that is not plainly
+        JSON is left unread (None bytes)."""
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            return None, None, False
+        if length == 0:
+            return None, None, True
+        content_type = environ.get("CONTENT_TYPE", "")
+        if not 0 < length <= _MAX_BODY or content_type.split(";")[0].strip() != "application/json":
+            return None, None, False
+        raw = environ["wsgi.input"].read(length)
+        try:
+            return json.loads(raw), raw, True
+        except ValueError:
+            return None, raw, False
+
+    @staticmethod
+    def _worker(environ: dict[str, Any]) -> int | None:
+        """The caller's id when its key is a cached, active worker's; else the app decides."""
+        scheme, _, key = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            return None
+        principal = auth.lookup(auth.hash_key(key.strip()))
+        if principal is None or principal.role != "worker":
+            return None
+        return principal.id
+
+    def _lease(self, worker_id: int, body: Any) -> tuple[int, Any] | None:
+        job_id = lease_body(body)
+        if job_id is False:
+            return None
+        task = leasing.lease_task_pg(get_engine(), worker_id, job_id or None)
+        if task is None:
+            return 204, None
+        return 201, task_json(task)
+
+    def _submit(self, worker_id: int, assignment_id: int, body: Any, environ: dict[str, Any]) -> tuple[int, Any] | None:
+        answers = submit_answers(body)
+        key = environ.get("HTTP_IDEMPOTENCY_KEY")
+        if answers is None or (key is not None and not 1 <= len(key) <= 200):
+            return None
+        result = submissions.submit_pg(get_engine(), worker_id, assignment_id, answers, key, utcnow())
+        return 200, submit_json(assignments.after_submit(result, worker_id))
+
+
+def _respond(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
+    if body is None:
+        start_response(f"{status} {_REASONS[status]}", [])
+        return []
+    data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
+    start_response(f"{status} {_REASONS.get(status, 'Error')}", [*_JSON, ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _reasons() -> dict[int, str]:
+    from werkzeug.http import HTTP_STATUS_CODES
+
+    return dict(HTTP_STATUS_CODES)
+
+
+_REASONS = _reasons()

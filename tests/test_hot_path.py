@@ -1,0 +1,216 @@
+"""The short way for lease and submit (`marketplace/api/hot.py`) answers as the Flask app does.
+
+The same scenarios run twice on PostgreSQL, once with the short way on and once with it off
+(`HOT_PATH=False`: every request through flask-smorest), and must give the same statuses and
+bodies (ids and times aside); odd requests must reach the Flask app, which names the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from redis import Redis
+from sqlalchemy import update
+
+from marketplace.api import hot
+from marketplace.db import get_engine, session_scope
+from marketplace.models import Assignment, utcnow
+from marketplace.schemas import AssignmentSchema, SubmitResultSchema
+from marketplace.services import leasing, submissions
+from tests.conftest import bearer, make_app, new_key, post_job
+
+Headers = dict[str, str]
+
+
+@pytest.fixture(params=[True, False], ids=["hot", "flask"])
+def either_app(request: pytest.FixtureRequest, pg_url: str, redis: Redis) -> Iterable[Flask]:
+    application = make_app(pg_url, HOT_PATH=request.param)
+    yield application
+    get_engine(application).dispose()
+
+
+def _count_flask_calls(app: Flask) -> list[str]:
+    """Record every request that reaches the Flask app behind the middleware."""
+    middleware = app.wsgi_app
+    assert isinstance(middleware, hot.HotPath)
+    inner: Any = middleware.inner
+    reached: list[str] = []
+
+    def counting(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        reached.append(f"{environ['REQUEST_METHOD']} {environ['PATH_INFO']}")
+        return inner(environ, start_response)
+
+    middleware.inner = counting
+    return reached
+
+
+def _scrub(body: Any) -> Any:
+    """Ids and times differ between two runs; the rest must not."""
+    if isinstance(body, dict):
+        scrubbed = {
+            k: "*" if k in {"id", "expires_at", "submitted_at", "item_id"} else _scrub(v) for k, v in body.items()
+        }
+        if "items" in body:  # which items a lease picks is random
+            scrubbed["items"] = [sorted(item) for item in body["items"]]
+        return scrubbed
+    if isinstance(body, list):
+        return [_scrub(v) for v in body]
+    return body
+
+
+def _scenario(app: Flask, reached: list[str]) -> list[tuple[str, int, Any, bool]]:
+    """Plain and odd requests on both endpoints; what each answered, and whether it reached Flask."""
+    client: FlaskClient = app.test_client()
+    requester = bearer(new_key(app, "requester"))
+    job = post_job(client, requester, items=12, golden=3, overlap=2, items_per_task=3, golden_ratio=0.0)
+    me, other = bearer(new_key(app, "worker", "me")), bearer(new_key(app, "worker", "other"))
+    seen: list[tuple[str, int, Any, bool]] = []
+
+    mark = [len(reached)]
+
+    def record(name: str, response: Any) -> Any:
+        flask = any(r.startswith("POST /v1/assignments") for r in reached[mark[0] :])
+        mark[0] = len(reached)
+        seen.append((name, response.status_code, _scrub(response.get_json(silent=True)), flask))
+        return response.get_json(silent=True)
+
+    task = record("lease", client.post("/v1/assignments", json={"job_id": job["id"]}, headers=me))
+    labels = job["annotation"]["labels"]
+    answers = [{"item_id": i["id"], "label": labels[0]} for i in task["items"]]
+    submit = f"/v1/assignments/{task['id']}/submit"
+    record("submit by another worker", client.post(submit, json={"answers": answers}, headers=other))
+    record("submit an unknown label", client.post(submit, json={"answers": [{**answers[0], "label": "x"}]}, headers=me))
+    record("submit a string id", client.post(submit, json={"answers": [{**answers[0], "item_id": "1"}]}, headers=me))
+    record("submit an unknown field", client.post(submit, json={"answers": answers, "x": 1}, headers=me))
+    record("submit twice the same item", client.post(submit, json={"answers": answers[:1] * 2}, headers=me))
+    record("submit no body", client.post(submit, headers=me))
+    record("submit not JSON", client.post(submit, data="{", content_type="application/json", headers=me))
+    record("submit a part", client.post(submit, json={"answers": answers[:1]}, headers=me))
+    record("submit", client.post(submit, json={"answers": answers}, headers={**me, "Idempotency-Key": "k1"}))
+    record("submit retried", client.post(submit, json={"answers": answers}, headers={**me, "Idempotency-Key": "k1"}))
+    record("submit again", client.post(submit, json={"answers": answers}, headers=me))
+    record("submit without a key", client.post(submit, json={"answers": answers}))
+    record("submit with a requester key", client.post(submit, json={"answers": answers}, headers=requester))
+    record(
+        "submit an unknown assignment",
+        client.post("/v1/assignments/999999/submit", json={"answers": answers}, headers=me),
+    )
+    record("lease a boolean job", client.post("/v1/assignments", json={"job_id": True}, headers=me))
+    record("lease an unknown field", client.post("/v1/assignments", json={"job": 1}, headers=me))
+    record("lease an unknown job", client.post("/v1/assignments", json={"job_id": 999999}, headers=me))
+    record("lease any job", client.post("/v1/assignments", headers=other))
+    late = record("lease to expire", client.post("/v1/assignments", json={"job_id": job["id"]}, headers=me))
+    with session_scope(get_engine(app)) as session:
+        session.execute(
+            update(Assignment).where(Assignment.id == late["id"]).values(expires_at=utcnow() - timedelta(hours=1))
+        )
+    late_answers = [{"item_id": i["id"], "label": labels[1]} for i in late["items"]]
+    record(
+        "submit late", client.post(f"/v1/assignments/{late['id']}/submit", json={"answers": late_answers}, headers=me)
+    )
+    operator = bearer(new_key(app, "operator"))
+    worker_id = client.get("/v1/me", headers=other).get_json()["id"]
+    assert client.post(f"/v1/workers/{worker_id}/ban", json={"reason": "spam"}, headers=operator).status_code == 200
+    record("lease when banned", client.post("/v1/assignments", json={"job_id": job["id"]}, headers=other))
+    while True:  # the rest of the job, then nothing left
+        task = record("lease the rest", client.post("/v1/assignments", json={"job_id": job["id"]}, headers=me))
+        if task is None:
+            break
+        rest = [{"item_id": i["id"], "label": labels[0]} for i in task["items"]]
+        record(
+            "submit the rest", client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": rest}, headers=me)
+        )
+    return seen
+
+
+@pytest.fixture(scope="module")
+def answers_of_both() -> dict[bool, list[tuple[str, int, Any, bool]]]:
+    return {}
+
+
+# What the short way leaves to the Flask app: bodies it does not take as they are, and callers
+# it does not know as workers. Everything else, refusals by the services included, it serves.
+ODD = {
+    "submit a string id",
+    "submit an unknown field",
+    "submit twice the same item",
+    "submit no body",
+    "submit not JSON",
+    "submit without a key",
+    "submit with a requester key",
+    "lease a boolean job",
+    "lease an unknown field",
+}
+
+
+def test_both_ways_answer_alike(either_app: Flask, answers_of_both: dict[bool, Any]) -> None:
+    reached = _count_flask_calls(either_app)
+    seen = _scenario(either_app, reached)
+    hot_on = either_app.config["HOT_PATH"]
+    answers_of_both[hot_on] = seen
+    statuses = {(name, status) for name, status, _, _ in seen}
+    assert {("lease", 201), ("submit", 200), ("lease the rest", 204), ("submit late", 409)} <= statuses, statuses
+    to_flask = {name for name, _, _, flask in seen if flask}
+    assert to_flask == (ODD if hot_on else {name for name, _, _, _ in seen})
+    if len(answers_of_both) == 2:
+        hot_seen, flask_seen = answers_of_both[True], answers_of_both[False]
+        assert [(n, s) for n, s, _, _ in hot_seen] == [(n, s) for n, s, _, _ in flask_seen]
+        for (name, status, body, _), (_, _, other, _) in zip(hot_seen, flask_seen, strict=True):
+            assert body == other, (name, status, body, other)
+
+
+def test_the_short_ways_bodies_are_the_schemas_dumps(pg_app: Flask) -> None:
+    client = pg_app.test_client()
+    requester = bearer(new_key(pg_app, "requester"))
+    job = post_job(client, requester, items=6, golden=2, overlap=1, items_per_task=3)
+    worker = client.get("/v1/me", headers=bearer(new_key(pg_app, "worker"))).get_json()["id"]
+    with pg_app.app_context():
+        task = leasing.lease_task_pg(get_engine(pg_app), worker, job["id"])
+        assert task is not None
+        assert hot.task_json(task) == AssignmentSchema().dump(task)
+        answers = [{"item_id": i["id"], "label": "cat"} for i in task.items]
+        result = submissions.submit_pg(get_engine(pg_app), worker, task.id, answers, None, utcnow())
+        assert hot.submit_json(result) == SubmitResultSchema().dump(result)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (None, None),
+        ({}, None),
+        ({"job_id": 7}, 7),
+        ({"job_id": 0}, False),
+        ({"job_id": True}, False),
+        ({"job_id": "7"}, False),
+        ({"job_id": 2**63}, False),
+        ({"job_id": 7, "x": 1}, False),
+        ([], False),
+    ],
+)
+def test_lease_bodies_the_short_way_takes(body: Any, expected: Any) -> None:
+    assert hot.lease_body(body) is expected if expected in (None, False) else hot.lease_body(body) == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"answers": []},
+        {"answers": [{"item_id": 1}]},
+        {"answers": [{"item_id": 1, "label": ""}]},
+        {"answers": [{"item_id": 1, "label": "x" * 201}]},
+        {"answers": [{"item_id": 1.0, "label": "a"}]},
+        {"answers": [{"item_id": 1, "label": "a"}, {"item_id": 1, "label": "b"}]},
+        {"answers": [{"item_id": 1, "label": "a"}] + [{"item_id": i, "label": "a"} for i in range(2, 102)]},
+        {"answers": {"item_id": 1, "label": "a"}},
+        {"answers": [{"item_id": 1, "label": "a", "extra": 1}]},
+        {"answers": [{"item_id": 1, "label": "a"}], "extra": 1},
+    ],
+)
+def test_submit_bodies_the_short_way_leaves_to_the_schema(body: Any) -> None:
+    assert hot.submit_answers(body) is None
+    assert hot.submit_answers({"answers": [{"item_id": 1, "label": "a"}, {"item_id": 2, "label": "b"}]}) is not None
