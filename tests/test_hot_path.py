@@ -214,3 +214,24 @@ def test_lease_bodies_the_short_way_takes(body: Any, expected: Any) -> None:
 def test_submit_bodies_the_short_way_leaves_to_the_schema(body: Any) -> None:
     assert hot.submit_answers(body) is None
     assert hot.submit_answers({"answers": [{"item_id": 1, "label": "a"}, {"item_id": 2, "label": "b"}]}) is not None
+
+
+def test_an_unexpected_error_on_the_short_way_is_a_json_500_without_detail(
+    pg_app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = pg_app.test_client()
+    requester = bearer(new_key(pg_app, "requester"))
+    job = post_job(client, requester, items=6, golden=2, overlap=1, items_per_task=3)
+    worker = bearer(new_key(pg_app, "worker"))
+    assert client.get("/v1/me", headers=worker).status_code == 200  # the key is known now
+
+    def broken(*_: Any) -> None:
+        raise RuntimeError("mk_secret-key-material")
+
+    monkeypatch.setattr(leasing, "lease_task_pg", broken)
+    reached = _count_flask_calls(pg_app)
+    response = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker)
+    assert reached == [], "the short way handed the request on"
+    assert response.status_code == 500
+    assert response.get_json() == {"code": 500, "status": "Internal Server Error", "message": "internal error"}
+    assert b"secret" not in response.data

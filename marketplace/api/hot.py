@@ -123,22 +123,20 @@ class HotPath:
 
     def _take(self, environ: dict[str, Any], start_response: StartResponse, assignment_id: int | None) -> Any:
         """Serve it here, or hand it on with its body as it came."""
+        if get_engine(self.app).dialect.name != "postgresql":  # the services' SQLite path needs a Session
+            return self.inner(environ, start_response)
         body, raw, parsed = self._body(environ)
-        with self.app.app_context():
-            worker_id = self._worker(environ) if parsed else None
-            if worker_id is not None and get_engine().dialect.name == "postgresql":
+        if parsed:
+            with self.app.app_context():
                 try:
-                    if assignment_id is None:
-                        served = self._lease(worker_id, body)
-                    else:
-                        served = self._submit(worker_id, assignment_id, body, environ)
+                    served = self._serve(environ, body, assignment_id)
                 except ServiceError as error:
                     served = error.status, error_body(error.status, error.message, error.errors)
                 except Exception:  # as the Flask app's handler does: logged, a JSON 500, no detail
                     log.exception("unhandled error on the hot path")
                     served = 500, error_body(500, "internal error")
-                if served is not None:
-                    return _respond(start_response, *served)
+            if served is not None:
+                return _respond(start_response, *served)
         if raw is not None:
             environ["wsgi.input"] = io.BytesIO(raw)
         return self.inner(environ, start_response)
@@ -161,6 +159,15 @@ class HotPath:
             return json.loads(raw), raw, True
         except ValueError:
             return None, raw, False
+
+    def _serve(self, environ: dict[str, Any], body: Any, assignment_id: int | None) -> tuple[int, Any] | None:
+        """(status, JSON body) when served here; None to hand the request on."""
+        worker_id = self._worker(environ)
+        if worker_id is None:
+            return None
+        if assignment_id is None:
+            return self._lease(worker_id, body)
+        return self._submit(worker_id, assignment_id, body, environ)
 
     @staticmethod
     def _worker(environ: dict[str, Any]) -> int | None:
