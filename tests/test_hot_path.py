@@ -7,6 +7,7 @@ bodies (ids and times aside); odd requests must reach the Flask app, which names
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -235,3 +236,30 @@ def test_an_unexpected_error_on_the_short_way_is_a_json_500_without_detail(
     assert response.status_code == 500
     assert response.get_json() == {"code": 500, "status": "Internal Server Error", "message": "internal error"}
     assert b"secret" not in response.data
+
+
+def test_a_chunked_body_is_read_not_ignored(pg_app: Flask) -> None:
+    """No Content-Length, the body chunked (gunicorn passes it on that way): the job id in it counts."""
+    client = pg_app.test_client()
+    requester = bearer(new_key(pg_app, "requester"))
+    post_job(client, requester, items=6, golden=2, overlap=1, items_per_task=3)
+    key = new_key(pg_app, "worker")
+    assert client.get("/v1/me", headers=bearer(key)).status_code == 200
+    raw = b'{"job_id": 999999}'
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": "/v1/assignments",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.input_terminated": True,
+        "wsgi.errors": io.StringIO(),
+        "CONTENT_TYPE": "application/json",
+        "HTTP_TRANSFER_ENCODING": "chunked",
+        "HTTP_AUTHORIZATION": f"Bearer {key}",
+    }
+    statuses: list[str] = []
+    body = b"".join(pg_app.wsgi_app(environ, lambda status, _headers, *_: statuses.append(status)))
+    assert statuses[0].startswith("404"), (statuses, body)

@@ -145,6 +145,8 @@ class HotPath:
     def _body(environ: dict[str, Any]) -> tuple[Any, bytes | None, bool]:
         """(parsed JSON body, the bytes read, whether it parsed); a body that is not plainly
         JSON is left unread (None bytes)."""
+        if "HTTP_TRANSFER_ENCODING" in environ:  # a chunked body: left to werkzeug's reader
+            return None, None, False
         try:
             length = int(environ.get("CONTENT_LENGTH") or 0)
         except ValueError:
