@@ -116,7 +116,7 @@ def ledger_check() -> None:
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
 @click.option("--workers", "processes", default=2, show_default=True, type=int)
-@click.option("--threads", default=1, show_default=True, type=int)
+@click.option("--threads", default=4, show_default=True, type=int, help="per worker (gunicorn's gthread)")
 def serve(bind: str, processes: int, threads: int) -> None:
     """Run the API under gunicorn (an embedded Redis is started when REDIS_URL is unset)."""
     env = _resolved_env()
