@@ -1,8 +1,8 @@
 """Hot-path benchmark: lease + submit cycles against gunicorn on PostgreSQL, then invariants.
 
     python bench/hotpath.py --database-url postgresql://postgres@127.0.0.1:5432/test \
-        [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers 2] [--worker-class gthread]
-        [--gunicorn-threads 4] [--json] [--keep]
+        [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers N] [--worker-class gthread]
+        [--gunicorn-threads 8] [--json] [--keep]
 
 Creates its own database (dropped at the end unless --keep), posts one job through the API,
 drives `POST /v1/assignments` then `POST /v1/assignments/{id}/submit` from C client threads
@@ -392,10 +392,10 @@ def main() -> int:
     parser.add_argument("--database-url", required=True, help="admin URL; a fresh database is created beside it")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--tasks", type=int, default=2000, help="lease+submit cycles per concurrency level")
-    parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--gunicorn-workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     # as `marketplace serve` runs it; `--worker-class sync --gunicorn-threads 1` for the older rows
     parser.add_argument("--worker-class", default="gthread")
-    parser.add_argument("--gunicorn-threads", type=int, default=4, help="threads per worker (gthread)")
+    parser.add_argument("--gunicorn-threads", type=int, default=8, help="threads per worker (gthread)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles before the first level")
     parser.add_argument("--analyze", action="store_true", help="ANALYZE after posting the job (as autovacuum would)")

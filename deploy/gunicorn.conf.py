@@ -4,12 +4,11 @@ import multiprocessing
 import os
 
 bind = os.environ.get("BIND", "0.0.0.0:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
-# Threads keep the cores busy while a request waits on PostgreSQL's commit, and keep-alive
-# spares a connection per request: same CPU per lease+submit, ~40% more of them per second
-# than sync workers (README, Performance).
+# As `marketplace serve` (see SERVE_PROCESSES in marketplace/cli.py for the measurements):
+# one process per two cores with 8 threads; threads at most the engine's pool size (10).
+workers = int(os.environ.get("WEB_CONCURRENCY", max(1, multiprocessing.cpu_count() // 2)))
 worker_class = "gthread"
-threads = int(os.environ.get("GUNICORN_THREADS", 4))
+threads = int(os.environ.get("GUNICORN_THREADS", 8))
 timeout = 30  # a submit that arrived in time is processed well within the 60 s expiry grace
 keepalive = 5
 max_requests = 20000
