@@ -263,3 +263,19 @@ def test_a_chunked_body_is_read_not_ignored(pg_app: Flask) -> None:
     statuses: list[str] = []
     body = b"".join(pg_app.wsgi_app(environ, lambda status, _headers, *_: statuses.append(status)))
     assert statuses[0].startswith("404"), (statuses, body)
+
+
+def test_every_hot_statement_fits_psycopgs_query_cache() -> None:
+    """Past the limit psycopg re-parses a statement's placeholders on every execution."""
+    from psycopg import _queries
+
+    from marketplace.services import pool_pg
+
+    assert pool_pg.STATEMENT_CACHE_LIMIT == _queries.MAX_CACHED_STATEMENT_LENGTH
+    statements = {name: value for name, value in vars(pool_pg).items() if name.isupper() and "SELECT" in str(value)}
+    assert "LEASE" in statements and "SUBMIT" in statements
+    for name, sql in statements.items():
+        assert len(sql.encode()) <= pool_pg.STATEMENT_CACHE_LIMIT, (name, len(sql.encode()))
+    assert pool_pg.compact("SELECT a , b -- note\nFROM t WHERE x = 'a b' AND y IN ( 1 , 2 )") == (
+        "SELECT a,b FROM t WHERE x='a b' AND y IN(1,2)"
+    )
