@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine, make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from marketplace.cli import SERVE_PROCESSES, SERVE_THREADS  # noqa: E402
 from marketplace.db import make_engine, normalise_url, session_scope  # noqa: E402
 
 LABELS = ["cat", "dog", "bird", "fish"]
@@ -392,10 +393,10 @@ def main() -> int:
     parser.add_argument("--database-url", required=True, help="admin URL; a fresh database is created beside it")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--tasks", type=int, default=2000, help="lease+submit cycles per concurrency level")
-    parser.add_argument("--gunicorn-workers", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    parser.add_argument("--gunicorn-workers", type=int, default=SERVE_PROCESSES)
     # as `marketplace serve` runs it; `--worker-class sync --gunicorn-threads 1` for the older rows
     parser.add_argument("--worker-class", default="gthread")
-    parser.add_argument("--gunicorn-threads", type=int, default=8, help="threads per worker (gthread)")
+    parser.add_argument("--gunicorn-threads", type=int, default=SERVE_THREADS, help="threads per worker (gthread)")
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles before the first level")
     parser.add_argument("--analyze", action="store_true", help="ANALYZE after posting the job (as autovacuum would)")

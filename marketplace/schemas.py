@@ -10,6 +10,8 @@ from marshmallow import Schema, ValidationError, fields, post_dump, validate, va
 import aggregation
 
 MAX_ID = 2**63 - 1
+MAX_LABEL = 200  # characters of an answer's label
+MAX_ANSWERS = 100  # answers in one submit (items_per_task is at most 100)
 ANNOTATION_TYPES = ("classification",)
 AGGREGATION_METHODS = aggregation.METHODS
 MAX_ITEM_DATA_BYTES = 16 * 1024
@@ -227,11 +229,11 @@ class AssignmentSchema(Schema):
 
 class AnswerInSchema(Schema):
     item_id = Id(required=True)
-    label = fields.String(required=True, validate=validate.Length(1, 200))
+    label = fields.String(required=True, validate=validate.Length(1, MAX_LABEL))
 
 
 class SubmitSchema(Schema):
-    answers = fields.List(fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, 100))
+    answers = fields.List(fields.Nested(AnswerInSchema), required=True, validate=validate.Length(1, MAX_ANSWERS))
 
     @validates_schema
     def _distinct_items(self, data: dict[str, Any], **_: Any) -> None:

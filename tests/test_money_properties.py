@@ -47,8 +47,6 @@ Headers = dict[str, str]
 _names = itertools.count()
 MAX_TASK_ITEMS = 4  # the largest items_per_task `launch` draws
 pick = st.integers(0, 10_000)  # an index into a list whose length depends on outcomes
-
-
 task_labels = st.lists(st.sampled_from(LABELS), min_size=MAX_TASK_ITEMS, max_size=MAX_TASK_ITEMS)
 
 

@@ -6,7 +6,17 @@ from flask import Flask
 from flask_smorest import Api
 from werkzeug.routing import IntegerConverter
 
+from marketplace.errors import Invalid
 from marketplace.schemas import MAX_ID
+
+MAX_IDEMPOTENCY_KEY = 200
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The request's `Idempotency-Key` header, checked: 1 to 200 characters when given."""
+    if value is not None and not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise Invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} characters")
+    return value
 
 
 class IdConverter(IntegerConverter):

@@ -9,9 +9,9 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from marketplace import queue
+from marketplace.api import idempotency_key
 from marketplace.auth import current_principal, require
 from marketplace.db import get_engine, get_session
-from marketplace.errors import Invalid
 from marketplace.models import utcnow
 from marketplace.schemas import AssignmentSchema, LeaseRequestSchema, SubmitResultSchema, SubmitSchema
 from marketplace.services import leasing, submissions
@@ -59,9 +59,7 @@ class AssignmentResource(MethodView):
 def submit(body: dict[str, Any], assignment_id: int) -> Any:
     """Answer every item of the task; a retry with the same `Idempotency-Key` returns the first result."""
     received_at = utcnow()
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise Invalid("Idempotency-Key", "must be 1 to 200 characters")
+    key = idempotency_key(request.headers.get("Idempotency-Key"))
     engine = get_engine()
     worker_id, answers = current_principal().id, body["answers"]
     if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)

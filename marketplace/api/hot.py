@@ -4,10 +4,11 @@ Why: measured in-process on PostgreSQL (`bench/profile_cycle.py`), Flask + flask
 webargs + marshmallow took more than half of the API's CPU for a lease+submit cycle, more
 than the services and psycopg together. This WSGI middleware sits in front of the Flask app
 and serves `POST /v1/assignments` and `POST /v1/assignments/{id}/submit` itself, calling the
-same services, only for the plain case: PostgreSQL, a cached worker key, a JSON body that the
-schemas would take as it is (checked strictly here: exact types, no unknown fields). Anything
-else (a key not in the auth cache, a body the strict check does not take, SQLite) goes to the
-Flask app untouched, which authenticates, validates and renders every refusal. So the API
+same services, only for the plain case: PostgreSQL, a known worker key, a JSON body that the
+schemas would take as it is (checked strictly here, with the schemas' limits: exact types, no
+unknown fields). Anything else (no key, an unknown or non-worker key, a body the strict check
+does not take, SQLite) goes to the Flask app untouched, which authenticates, validates and
+renders every refusal. So the API
 has one contract, written once in `schemas.py` and `api/assignments.py`; this module only
 takes a shortcut through it, and `tests/test_hot_path.py` checks that both give the same
 answers.
@@ -26,13 +27,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from flask import Flask
+from werkzeug.http import HTTP_STATUS_CODES
 
 from marketplace import auth
-from marketplace.api import assignments
+from marketplace.api import assignments, idempotency_key
 from marketplace.db import get_engine
 from marketplace.errors import ServiceError, error_body
 from marketplace.models import utcnow
-from marketplace.schemas import MAX_ID
+from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL
 from marketplace.services import leasing, submissions
 
 log = logging.getLogger(__name__)
@@ -41,8 +43,6 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
 _SUBMIT_PATH = re.compile(r"/v1/assignments/([1-9][0-9]{0,18})/submit")
-_MAX_ANSWERS = 100  # SubmitSchema: 1 to 100 answers
-_MAX_LABEL = 200  # AnswerInSchema: labels of 1 to 200 characters
 _MAX_BODY = 64 * 1024  # a submit of 100 answers with long labels is ~25 KB; larger goes the long way
 _JSON = [("Content-Type", "application/json")]
 
@@ -66,14 +66,14 @@ def submit_answers(body: Any) -> list[dict[str, Any]] | None:
     if type(body) is not dict or body.keys() != {"answers"}:
         return None
     answers = body["answers"]
-    if type(answers) is not list or not 1 <= len(answers) <= _MAX_ANSWERS:
+    if type(answers) is not list or not 1 <= len(answers) <= MAX_ANSWERS:
         return None
     seen: set[int] = set()
     for answer in answers:
         if type(answer) is not dict or answer.keys() != {"item_id", "label"}:
             return None
         item_id, label = answer["item_id"], answer["label"]
-        if not _an_id(item_id) or type(label) is not str or not 1 <= len(label) <= _MAX_LABEL or item_id in seen:
+        if not _an_id(item_id) or type(label) is not str or not 1 <= len(label) <= MAX_LABEL or item_id in seen:
             return None
         seen.add(item_id)
     return answers  # type: ignore[no-any-return]
@@ -173,7 +173,7 @@ class HotPath:
 
     @staticmethod
     def _worker(environ: dict[str, Any]) -> int | None:
-        """The caller's id when its key is a cached, active worker's; else the app decides."""
+        """The caller's id when its key is a worker's (`auth.lookup`, cached); else the app decides."""
         scheme, _, key = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             return None
@@ -193,26 +193,18 @@ class HotPath:
 
     def _submit(self, worker_id: int, assignment_id: int, body: Any, environ: dict[str, Any]) -> tuple[int, Any] | None:
         answers = submit_answers(body)
-        key = environ.get("HTTP_IDEMPOTENCY_KEY")
-        if answers is None or (key is not None and not 1 <= len(key) <= 200):
+        if answers is None:
             return None
+        key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))  # refused as the app does
         result = submissions.submit_pg(get_engine(), worker_id, assignment_id, answers, key, utcnow())
         return 200, submit_json(assignments.after_submit(result, worker_id))
 
 
 def _respond(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
     if body is None:
-        start_response(f"{status} {_REASONS[status]}", [])
+        start_response(f"{status} {HTTP_STATUS_CODES[status]}", [])
         return []
     data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
-    start_response(f"{status} {_REASONS.get(status, 'Error')}", [*_JSON, ("Content-Length", str(len(data)))])
+    reason = HTTP_STATUS_CODES.get(status, "Error")
+    start_response(f"{status} {reason}", [*_JSON, ("Content-Length", str(len(data)))])
     return [data]
-
-
-def _reasons() -> dict[int, str]:
-    from werkzeug.http import HTTP_STATUS_CODES
-
-    return dict(HTTP_STATUS_CODES)
-
-
-_REASONS = _reasons()

@@ -10,6 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from marketplace import queue
+from marketplace.api import idempotency_key
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
 from marketplace.errors import Invalid, NotFound
@@ -28,13 +29,6 @@ from marketplace.services.jobs import get_job
 blp = Blueprint("money", __name__, url_prefix="/v1", description="Funds, spend, payouts, the ledger")
 
 
-def idempotency_key() -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 1 <= len(key) <= 200:
-        raise Invalid("Idempotency-Key", "must be 1 to 200 characters")
-    return key
-
-
 @blp.route("/accounts/<id:account_id>/funds", methods=["POST"])
 @require("operator")
 @blp.arguments(FundSchema)
@@ -49,7 +43,8 @@ def fund(body: dict[str, Any], account_id: int) -> dict[str, Any]:
     account = session.get(Account, account_id)
     if account is None or account.role != "requester":
         raise NotFound(f"requester {account_id} not found")
-    result = ledger.fund(session, account_id, body["amount_cents"], currency, current_principal().id, idempotency_key())
+    key = idempotency_key(request.headers.get("Idempotency-Key"))
+    result = ledger.fund(session, account_id, body["amount_cents"], currency, current_principal().id, key)
     session.commit()
     return result
 
@@ -73,9 +68,8 @@ class PayoutRuns(MethodView):
         """Pay every worker what it has earned since the last run, in the background. One run is
         open at a time: starting one while another is open returns that one (and resumes it)."""
         session = get_session()
-        run, created = payouts.start_run(
-            session, current_principal().id, current_app.config["CURRENCY"], idempotency_key()
-        )
+        key = idempotency_key(request.headers.get("Idempotency-Key"))
+        run, created = payouts.start_run(session, current_principal().id, current_app.config["CURRENCY"], key)
         session.commit()
         if run.state != "done":
             redis = queue.get_redis()
