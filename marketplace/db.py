@@ -17,6 +17,18 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
+# Server-side prepared statements, on PostgreSQL, only where we ask for them: the hot path's
+# hand-written statements (`services/pool_pg.py`, `prepare=True`), whose generic plans were
+# checked (`bench/explain_hot.sql`) and which then skip planning on every call. Left to
+# psycopg (prepare after 5 uses) and PostgreSQL (`plan_cache_mode = auto`), the submit was
+# planned afresh on every call (its array parameters make the generic plan's estimate look
+# dearer than a custom one: ~25% of the backend's CPU in a `perf` profile of the benchmark),
+# and any statement could flip between plans when statistics changed. SQLAlchemy's
+# statements stay unnamed, so they are always planned for their actual values (a `state =`
+# parameter can use the partial indexes). (`prepare_threshold=None` would refuse
+# `prepare=True` too: a threshold never reached instead.)
+PG_CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": 2**62, "options": "-c plan_cache_mode=force_generic_plan"}
+
 
 def normalise_url(url: str) -> str:
     """Use psycopg 3 for `postgresql://` URLs (SQLAlchemy's default driver is psycopg2)."""
@@ -39,6 +51,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", False)
+    kwargs["connect_args"] = {**PG_CONNECT_ARGS, **kwargs.get("connect_args", {})}
+    options = parsed.query.get("options")
+    if options:  # the URL's own server options come first
+        kwargs["connect_args"]["options"] = f"{options} {kwargs['connect_args']['options']}"
     return create_engine(url, **kwargs)
 
 

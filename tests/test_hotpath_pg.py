@@ -7,14 +7,16 @@ waited for another lease of the same worker may pick an item that one took, whic
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import Counter
 
 from flask import Flask
 from sqlalchemy import select
 
-from marketplace.db import get_engine, session_scope
-from marketplace.models import AssignmentItem
+from marketplace.db import get_engine, make_engine, session_scope
+from marketplace.models import AssignmentItem, Job
+from marketplace.services import leasing, pool_pg, submissions
 from tests.conftest import bearer, new_key, post_job
 
 
@@ -58,3 +60,41 @@ def test_a_banned_worker_is_refused_and_an_unknown_job_is_404(pg_app: Flask) -> 
     assert banned.status_code in (200, 201), banned.get_json()
     assert client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).status_code == 403
     assert client.post("/v1/assignments", json={}, headers=worker).status_code == 403
+
+
+def test_hot_statements_run_prepared_generic_plans_and_orm_statements_stay_unprepared(pg_app: Flask) -> None:
+    """`db.PG_CONNECT_ARGS`: with PostgreSQL's default plan choice the submit was planned
+    afresh on every call; the hot statements must be prepared and run their generic plan,
+    and SQLAlchemy's statements must not be prepared (planned for their actual values)."""
+    client = pg_app.test_client()
+    requester = bearer(new_key(pg_app, "requester"))
+    job = post_job(client, requester, items=60, golden=6, items_per_task=5)
+    worker = bearer(new_key(pg_app, "worker", "w"))
+    worker_id = client.get("/v1/me", headers=worker).get_json()["id"]
+    engine = make_engine(pg_app.config["DATABASE_URL"], pool_size=2, max_overflow=0)  # caches to look into
+    try:
+        for _ in range(6):
+            task = leasing.lease_task_pg(engine, worker_id, job["id"])
+            assert task is not None
+            answers = [{"item_id": item["id"], "label": "cat"} for item in task.items]
+            assert not submissions.submit_pg(engine, worker_id, task.id, answers).replayed
+        for _ in range(12):  # over psycopg's default threshold (5) on each connection
+            with session_scope(engine) as session:
+                session.execute(select(Job.state).where(Job.id == job["id"])).one()
+        raws = [engine.raw_connection() for _ in range(2)]
+        rows = [
+            row
+            for raw in raws
+            for row in raw.driver_connection.execute(  # type: ignore[union-attr]
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements"
+            ).fetchall()
+        ]
+        for raw in raws:
+            raw.close()
+    finally:
+        engine.dispose()
+    prepared = {pool_pg.compact(statement) for statement, _, _ in rows}
+    hot = {pool_pg.compact(re.sub(r"%\((\w+)\)s|%s", "$", s)) for s in (pool_pg.LEASE, pool_pg.SUBMIT)}
+    assert {re.sub(r"\$\d+", "$", s) for s in prepared} >= hot, "lease and submit are prepared"
+    assert all("FROM job WHERE job.id" not in s for s in prepared), "an ORM statement was prepared"
+    assert [(g, c) for _, g, c in rows if c or not g] == [], "a hot statement ran a custom plan"

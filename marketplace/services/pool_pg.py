@@ -1,6 +1,6 @@
 """The hot path's statements on PostgreSQL: few round trips, run on a raw psycopg connection
-checked out of the app's engine pool (no SQLAlchemy Session on the hot path) and prepared by
-psycopg after a few uses.
+checked out of the app's engine pool (no SQLAlchemy Session on the hot path), prepared on
+first use and always run on their generic plan (see `db.PG_CONNECT_ARGS`).
 
 Why not SQLAlchemy here: the benchmark (`bench/hotpath.py`) measured ~0.33 ms of client CPU
 per `select()` statement through SQLAlchemy against ~0.07 ms for a prepared psycopg one
@@ -323,16 +323,16 @@ def lease(
         "budget": budget_account(job_id),
         "holds": holds_account(job_id),
     }
-    return cur.execute(LEASE, params).fetchone()  # type: ignore[no-any-return]
+    return cur.execute(LEASE, params, prepare=True).fetchone()  # type: ignore[no-any-return]
 
 
 def worker_and_running_jobs(cur: Any, worker_id: int) -> tuple[str, list[int]] | None:
-    row = cur.execute(WORKER_AND_RUNNING_JOBS, (worker_id,)).fetchone()
+    row = cur.execute(WORKER_AND_RUNNING_JOBS, (worker_id,), prepare=True).fetchone()
     return None if row is None else (row[0], list(row[1]))
 
 
 def golden_pool(cur: Any, job_id: int) -> list[int]:
-    return [r[0] for r in cur.execute(GOLDEN_POOL, (job_id,)).fetchall()]
+    return [r[0] for r in cur.execute(GOLDEN_POOL, (job_id,), prepare=True).fetchall()]
 
 
 def submit(
@@ -353,14 +353,14 @@ def submit(
         "refs": [a["item_id"] for a in answers],
         "labels": [a["label"] for a in answers],
     }
-    row = cur.execute(SUBMIT, params).fetchone()
+    row = cur.execute(SUBMIT, params, prepare=True).fetchone()
     if row is None:
         return None
     return row[0], list(row[1]), int(row[2]), bool(row[3])
 
 
 def lock_task(cur: Any, assignment_id: int) -> list[Any]:
-    return cur.execute(LOCK_TASK, (assignment_id,)).fetchall()  # type: ignore[no-any-return]
+    return cur.execute(LOCK_TASK, (assignment_id,), prepare=True).fetchall()  # type: ignore[no-any-return]
 
 
 def store_submit(
@@ -386,13 +386,13 @@ def store_submit(
         "golden": [r["is_golden"] for r in rows],
         "correct": [r["correct"] for r in rows],
     }
-    ids, closed, has_slots = cur.execute(STORE_SUBMIT, params).fetchone()
+    ids, closed, has_slots = cur.execute(STORE_SUBMIT, params, prepare=True).fetchone()
     assert closed == 1
     return list(ids), bool(has_slots)
 
 
 def job_finished(cur: Any, job_id: int, now: datetime) -> bool:
     """No free slots and no open leases: the job is done (marked completed if running)."""
-    cur.execute(JOB_FINISHED_LOCK, (job_id,))
-    finished, _ = cur.execute(JOB_FINISHED, {"job": job_id, "now": now}).fetchone()
+    cur.execute(JOB_FINISHED_LOCK, (job_id,), prepare=True)
+    finished, _ = cur.execute(JOB_FINISHED, {"job": job_id, "now": now}, prepare=True).fetchone()
     return bool(finished)
