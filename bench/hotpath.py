@@ -2,7 +2,7 @@
 
     python bench/hotpath.py --database-url postgresql://postgres@127.0.0.1:5432/test \
         [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers N] [--worker-class gthread]
-        [--gunicorn-threads 8] [--json] [--keep]
+        [--gunicorn-threads 8] [--no-access-log] [--json] [--keep]
 
 Creates its own database (dropped at the end unless --keep), posts one job through the API,
 drives `POST /v1/assignments` then `POST /v1/assignments/{id}/submit` from C client threads
@@ -158,6 +158,8 @@ def start_server(args: argparse.Namespace, url: str, port: int, data_dir: Path) 
     command = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{port}", "-w", str(args.gunicorn_workers)]
     command += ["-k", args.worker_class, "--threads", str(args.gunicorn_threads)]
     command += ["--chdir", str(Path(__file__).resolve().parent.parent)]
+    if args.access_log:  # as `marketplace serve` does (to stdout there): a line a request, to a file here
+        command += ["--access-logfile", str(data_dir / "access.log")]
     command += ["marketplace.wsgi:app"]
     log = (data_dir / "gunicorn.log").open("ab")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -345,6 +347,7 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
     r = {
         "concurrency": c,
         "gunicorn_workers": args.gunicorn_workers,
+        "access_log": args.access_log,
         "worker_class": args.worker_class,
         "cycles": level.cycles,
         "seconds": round(seconds, 2),
@@ -369,7 +372,8 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
         return r
     print(
         f"\n== concurrency {c}: {r['cycles']} cycles in {r['seconds']} s"
-        f" ({args.gunicorn_workers} {args.worker_class} x {args.gunicorn_threads} threads)"
+        f" ({args.gunicorn_workers} {args.worker_class} x {args.gunicorn_threads} threads"
+        f"{', access log' if args.access_log else ''})"
     )
     print(f"  cycles/s {r['cycles_per_s']}   answers/s {r['answers_per_s']}")
     print(f"  lease  p50 {r['lease_ms']['p50']} ms  p99 {r['lease_ms']['p99']} ms")
@@ -397,6 +401,9 @@ def main() -> int:
     # as `marketplace serve` runs it; `--worker-class sync --gunicorn-threads 1` for the older rows
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--gunicorn-threads", type=int, default=SERVE_THREADS, help="threads per worker (gthread)")
+    parser.add_argument(
+        "--no-access-log", dest="access_log", action="store_false", help="without gunicorn's access log (serve has one)"
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles before the first level")
     parser.add_argument("--analyze", action="store_true", help="ANALYZE after posting the job (as autovacuum would)")
