@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, url: str) -> int:
     from sqlalchemy import event
 
     from marketplace import create_app
-    from marketplace.db import get_engine
+    from marketplace.db import get_engine, get_hot_engine
     from marketplace.migrate import upgrade
 
     upgrade(url)
@@ -114,14 +114,16 @@ def run(args: argparse.Namespace, url: str) -> int:
         f"unprofiled: {wall / args.cycles * 1000:.2f} ms wall, API process {cpu / args.cycles * 1000:.2f} CPU-ms/cycle"
     )
 
-    engine = get_engine(app)
+    engines = [get_engine(app), get_hot_engine(app)]
     stats: dict[str, list[float]] = defaultdict(lambda: [0, 0.0, 0.0])
     pids: set[int] = set()
     patched = _measure_statements(stats, pids)
 
-    @event.listens_for(engine, "checkout")
     def _checkout(dbapi: Any, *_: Any) -> None:
         pids.add(dbapi.info.backend_pid)
+
+    for engine in engines:
+        event.listen(engine, "checkout", _checkout)
 
     for index in range(20):  # records the backend pids
         cycle(index)

@@ -68,7 +68,7 @@ def main() -> int:
 
 def run(url: str, cycles: int) -> int:
     from marketplace import create_app
-    from marketplace.db import get_engine
+    from marketplace.db import get_hot_engine
     from marketplace.migrate import upgrade
     from marketplace.models import utcnow
     from marketplace.services import leasing, submissions
@@ -90,7 +90,7 @@ def run(url: str, cycles: int) -> int:
     assert client.post(f"/v1/jobs/{job['id']}/items", json=items, headers=headers).status_code == 201
     assert client.post(f"/v1/jobs/{job['id']}/launch", headers=headers).status_code == 200
     ids = [client.get("/v1/me", headers={"Authorization": f"Bearer {k}"}).get_json()["id"] for k in keys]
-    engine = get_engine(app)
+    engine = get_hot_engine(app)
 
     def call(env: dict[str, Any]) -> tuple[str, bytes]:
         status: list[str] = []

@@ -17,17 +17,22 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
-# Server-side prepared statements, on PostgreSQL, only where we ask for them: the hot path's
-# hand-written statements (`services/pool_pg.py`, `prepare=True`), whose generic plans were
-# checked (`bench/explain_hot.sql`) and which then skip planning on every call. Left to
-# psycopg (prepare after 5 uses) and PostgreSQL (`plan_cache_mode = auto`), the submit was
-# planned afresh on every call (its array parameters make the generic plan's estimate look
-# dearer than a custom one: ~25% of the backend's CPU in a `perf` profile of the benchmark),
-# and any statement could flip between plans when statistics changed. SQLAlchemy's
-# statements stay unnamed, so they are always planned for their actual values (a `state =`
-# parameter can use the partial indexes). (`prepare_threshold=None` would refuse
+# The lease/submit services get an engine of their own on PostgreSQL (`get_hot_engine`), whose
+# connections prepare only what asks for it, the hot path's hand-written statements
+# (`services/pool_pg.py`, `prepare=True`), and always run those on their generic plan, checked
+# in `bench/explain_hot.sql`. With PostgreSQL's default choice (`plan_cache_mode = auto`) the
+# submit was planned afresh on every call (its array parameters make the generic plan's
+# estimate look dearer than a custom one: ~25% of the backends' CPU in a `perf` profile of the
+# benchmark), and a plan could flip when statistics changed. The few SQLAlchemy statements
+# those services run there (reclaiming overdue leases, qualification) stay unnamed, planned for
+# their actual values. Everything else keeps psycopg's default (prepare after 5 uses, the
+# server's choice of plan): on this engine's terms the acceptance job ran ~40% longer, parsing
+# and planning its ORM statements on every call. (`prepare_threshold=None` would refuse
 # `prepare=True` too: a threshold never reached instead.)
-PG_CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": 2**62, "options": "-c plan_cache_mode=force_generic_plan"}
+HOT_PG_CONNECT_ARGS: dict[str, Any] = {
+    "prepare_threshold": 2**62,
+    "options": "-c plan_cache_mode=force_generic_plan",
+}
 
 
 def normalise_url(url: str) -> str:
@@ -39,7 +44,8 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, hot: bool = False, **kwargs: Any) -> Engine:
+    """An engine for `url`; `hot`: with the hot path's connection settings on PostgreSQL."""
     url = normalise_url(url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
@@ -51,10 +57,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", False)
-    kwargs["connect_args"] = {**PG_CONNECT_ARGS, **kwargs.get("connect_args", {})}
-    options = parsed.query.get("options")
-    if options:  # the URL's own server options come first
-        kwargs["connect_args"]["options"] = f"{options} {kwargs['connect_args']['options']}"
+    if hot:
+        connect_args = {**HOT_PG_CONNECT_ARGS, **kwargs.get("connect_args", {})}
+        options = parsed.query.get("options")
+        if options:  # the URL's own server options come first
+            connect_args["options"] = f"{options} {connect_args['options']}"
+        kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
 
@@ -95,7 +103,10 @@ def is_postgres(session: Session) -> bool:
 
 
 def init_app(app: Flask) -> None:
-    app.extensions["engine"] = make_engine(app.config["DATABASE_URL"])
+    engine = make_engine(app.config["DATABASE_URL"])
+    app.extensions["engine"] = engine
+    postgres = engine.dialect.name == "postgresql"
+    app.extensions["hot_engine"] = make_engine(app.config["DATABASE_URL"], hot=True) if postgres else engine
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -106,6 +117,17 @@ def init_app(app: Flask) -> None:
 
 def get_engine(app: Flask | None = None) -> Engine:
     return (app or current_app).extensions["engine"]  # type: ignore[no-any-return]
+
+
+def get_hot_engine(app: Flask | None = None) -> Engine:
+    """The engine of the lease and submit services (see HOT_PG_CONNECT_ARGS); on SQLite, the one engine."""
+    return (app or current_app).extensions["hot_engine"]  # type: ignore[no-any-return]
+
+
+def dispose(app: Flask) -> None:
+    """Close the app's pooled connections."""
+    get_engine(app).dispose()
+    get_hot_engine(app).dispose()
 
 
 def get_session() -> Session:

@@ -19,7 +19,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 
 from marketplace import auth, create_app
-from marketplace.db import get_engine, session_scope
+from marketplace.db import dispose, get_engine, session_scope
 from marketplace.migrate import upgrade
 from marketplace.services import ledger
 from marketplace.services.accounts import create_account
@@ -98,7 +98,7 @@ def make_app(database_url: str, **extra: Any) -> Flask:
 def app(database_url: str, redis: Redis) -> Iterator[Flask]:
     application = make_app(database_url)
     yield application
-    get_engine(application).dispose()
+    dispose(application)
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def pg_app(pg_url: str, redis: Redis) -> Iterator[Flask]:
     """PostgreSQL only: for the concurrency tests."""
     application = make_app(pg_url)
     yield application
-    get_engine(application).dispose()
+    dispose(application)
 
 
 @pytest.fixture

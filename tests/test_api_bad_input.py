@@ -17,7 +17,7 @@ from redis import Redis
 from sqlalchemy import func, select
 from werkzeug.test import TestResponse
 
-from marketplace.db import get_engine, session_scope
+from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Account, Answer, Assignment, Item, Job
 from tests.conftest import bearer, job_body, make_app, new_key, post_job
 
@@ -92,7 +92,7 @@ def draft(client: FlaskClient, requester: dict[str, str]) -> dict[str, Any]:
 def small_app(database_url: str, redis: Redis) -> Iterator[Flask]:
     application = make_app(database_url, MAX_CONTENT_LENGTH=1000)
     yield application
-    get_engine(application).dispose()
+    dispose(application)
 
 
 # --- job creation --------------------------------------------------------------------------------

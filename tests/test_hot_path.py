@@ -19,7 +19,7 @@ from redis import Redis
 from sqlalchemy import update
 
 from marketplace.api import hot
-from marketplace.db import get_engine, session_scope
+from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Assignment, utcnow
 from marketplace.schemas import AssignmentSchema, SubmitResultSchema
 from marketplace.services import leasing, submissions
@@ -32,7 +32,7 @@ Headers = dict[str, str]
 def either_app(request: pytest.FixtureRequest, pg_url: str, redis: Redis) -> Iterable[Flask]:
     application = make_app(pg_url, HOT_PATH=request.param)
     yield application
-    get_engine(application).dispose()
+    dispose(application)
 
 
 def _count_flask_calls(app: Flask) -> list[str]:

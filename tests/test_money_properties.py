@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 from redis import Redis
 from sqlalchemy import func, select, update
 
-from marketplace.db import get_engine, session_scope
+from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Assignment, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun, utcnow
 from marketplace.services import acceptance, aggregating, leasing, ledger, payouts
 from tests.conftest import LABELS, bearer, job_body, make_app, new_key
@@ -58,7 +58,7 @@ def _nth(items: list[Any], index: int) -> Any:
 def sqlite_app(sqlite_url: str, redis: Redis) -> Iterator[Flask]:
     application = make_app(sqlite_url)
     yield application
-    get_engine(application).dispose()
+    dispose(application)
 
 
 def _global_problems(app: Flask) -> list[str]:

@@ -20,7 +20,7 @@ from redis import Redis
 from sqlalchemy import Engine, func, insert, select
 
 from marketplace import queue
-from marketplace.db import get_engine, session_scope
+from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Account, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun
 from marketplace.services import ledger, payouts
 from tests.conftest import REDIS_URL, bearer, make_app, new_key
@@ -38,7 +38,7 @@ def app(pg_url: str, redis: Redis, queue_name: str) -> Iterator[Flask]:
     """PostgreSQL, Redis db of the tests, and a queue of its own (no other worker takes its jobs)."""
     application = make_app(pg_url, QUEUE_NAME=queue_name)
     yield application
-    get_engine(application).dispose()
+    dispose(application)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from flask_smorest import Blueprint
 from marketplace import queue
 from marketplace.api import idempotency_key
 from marketplace.auth import current_principal, require
-from marketplace.db import get_engine, get_session
+from marketplace.db import get_hot_engine, get_session
 from marketplace.models import utcnow
 from marketplace.schemas import AssignmentSchema, LeaseRequestSchema, SubmitResultSchema, SubmitSchema
 from marketplace.services import leasing, submissions
@@ -33,7 +33,7 @@ class Assignments(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Lease the next task: items you have never seen, with a deadline; 204 when none."""
         job_id = (body or {}).get("job_id")
-        engine = get_engine()
+        engine = get_hot_engine()
         if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)
             task = leasing.lease_task_pg(engine, current_principal().id, job_id)
         else:
@@ -60,7 +60,7 @@ def submit(body: dict[str, Any], assignment_id: int) -> Any:
     """Answer every item of the task; a retry with the same `Idempotency-Key` returns the first result."""
     received_at = utcnow()
     key = idempotency_key(request.headers.get("Idempotency-Key"))
-    engine = get_engine()
+    engine = get_hot_engine()
     worker_id, answers = current_principal().id, body["answers"]
     if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)
         result = submissions.submit_pg(engine, worker_id, assignment_id, answers, key, received_at)

@@ -31,7 +31,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 
 from marketplace import auth
 from marketplace.api import assignments, idempotency_key
-from marketplace.db import get_engine
+from marketplace.db import get_hot_engine
 from marketplace.errors import ServiceError, error_body
 from marketplace.models import utcnow
 from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL
@@ -123,7 +123,7 @@ class HotPath:
 
     def _take(self, environ: dict[str, Any], start_response: StartResponse, assignment_id: int | None) -> Any:
         """Serve it here, or hand it on with its body as it came."""
-        if get_engine(self.app).dialect.name != "postgresql":  # the services' SQLite path needs a Session
+        if get_hot_engine(self.app).dialect.name != "postgresql":  # the services' SQLite path needs a Session
             return self.inner(environ, start_response)
         body, raw, parsed = self._body(environ)
         if parsed:
@@ -186,7 +186,7 @@ class HotPath:
         job_id = lease_body(body)
         if job_id is False:
             return None
-        task = leasing.lease_task_pg(get_engine(), worker_id, job_id or None)
+        task = leasing.lease_task_pg(get_hot_engine(), worker_id, job_id or None)
         if task is None:
             return 204, None
         return 201, task_json(task)
@@ -196,7 +196,7 @@ class HotPath:
         if answers is None:
             return None
         key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))  # refused as the app does
-        result = submissions.submit_pg(get_engine(), worker_id, assignment_id, answers, key, utcnow())
+        result = submissions.submit_pg(get_hot_engine(), worker_id, assignment_id, answers, key, utcnow())
         return 200, submit_json(assignments.after_submit(result, worker_id))
 
 
