@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from redis import Redis
 from sqlalchemy import inspect, text
 
+from marketplace import cli
 from marketplace.cli import main
 from marketplace.db import make_engine
 from tests.conftest import bearer, make_app
@@ -83,3 +84,16 @@ def test_fund_and_ledger_check_from_the_command_line(db_env: str, redis: Redis) 
     engine.dispose()
     broken = runner.invoke(main, ["ledger", "check"])
     assert broken.exit_code == 1 and f"requester:{requester_id}: balance 751" in broken.output
+
+
+@pytest.mark.parametrize(("flag", "logged"), [([], True), (["--access-log"], True), (["--no-access-log"], False)])
+def test_serve_runs_gunicorn_with_or_without_an_access_log(
+    flag: list[str], logged: bool, db_env: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[list[str]] = []
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/11")  # no embedded server for this
+    monkeypatch.setattr(cli, "_run_child", lambda command, _env: commands.append(command) or 0)
+    result = CliRunner().invoke(main, ["serve", "--bind", "127.0.0.1:1", *flag])
+    assert result.exit_code == 0, result.output
+    assert ("--access-logfile" in commands[0]) is logged
+    assert commands[0][-1] == "marketplace.wsgi:app"
