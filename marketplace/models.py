@@ -86,7 +86,7 @@ class Slot(SQLModel, table=True):
         Index("ix_slot_queue", "job_id", "round", "item_id"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    job_id: int
+    job_id: int = Field(sa_type=BigInteger)
     item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     round: int
 
@@ -111,8 +111,8 @@ class Assignment(SQLModel, table=True):
         ),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    job_id: int
-    worker_id: int
+    job_id: int = Field(sa_type=BigInteger)
+    worker_id: int = Field(sa_type=BigInteger)
     state: str = Field(default="leased", max_length=16)  # leased|submitted|skipped|expired|revoked
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
@@ -134,8 +134,8 @@ class AssignmentItem(SQLModel, table=True):
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     assignment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    job_id: int
-    worker_id: int
+    job_id: int = Field(sa_type=BigInteger)
+    worker_id: int = Field(sa_type=BigInteger)
     item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     round: int | None = None  # None for golden items
     position: int
@@ -149,9 +149,9 @@ class Answer(SQLModel, table=True):
         Index("ix_answer_worker", "worker_id", "job_id"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    job_id: int
+    job_id: int = Field(sa_type=BigInteger)
     item_id: int = Field(sa_column=Column(BigInteger, nullable=False))
-    worker_id: int
+    worker_id: int = Field(sa_type=BigInteger)
     assignment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     round: int | None = None  # None for golden items
     label: str = Field(max_length=200)
@@ -169,8 +169,8 @@ class Qualification(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("job_id", "worker_id", name="uq_qualification_job_worker"),)
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    job_id: int
-    worker_id: int
+    job_id: int = Field(sa_type=BigInteger)
+    worker_id: int = Field(sa_type=BigInteger)
     assignment_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     state: str = Field(default="pending", max_length=16)  # pending | passed | failed
     correct: int | None = None
@@ -181,7 +181,7 @@ class Qualification(SQLModel, table=True):
 
 
 class Aggregate(SQLModel, table=True):
-    job_id: int = Field(primary_key=True)
+    job_id: int = Field(primary_key=True, sa_type=BigInteger)
     item_id: int = Field(sa_column=Column(BigId, primary_key=True))
     label: str = Field(max_length=200)
     confidence: float
@@ -195,8 +195,8 @@ class AggregationRun(SQLModel, table=True):
     """One aggregation of a job: what it used and what it produced."""
 
     __table_args__ = (Index("ix_aggregation_run_job", "job_id", "id"),)
-    id: int | None = Field(default=None, primary_key=True)
-    job_id: int
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    job_id: int = Field(sa_type=BigInteger)
     method: str = Field(max_length=60)
     version: str = Field(max_length=120)
     answers_used: int
@@ -207,8 +207,8 @@ class AggregationRun(SQLModel, table=True):
 
 
 class WorkerQuality(SQLModel, table=True):
-    job_id: int = Field(primary_key=True)
-    worker_id: int = Field(primary_key=True)
+    job_id: int = Field(primary_key=True, sa_type=BigInteger)
+    worker_id: int = Field(primary_key=True, sa_type=BigInteger)
     answers: int = 0
     golden_seen: int = 0
     golden_correct: int = 0
@@ -223,10 +223,10 @@ class AuditEvent(SQLModel, table=True):
     __table_args__ = (Index("ix_audit_subject", "subject_type", "subject_id"),)
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     at: datetime = Field(default_factory=utcnow)
-    actor_id: int | None = None
+    actor_id: int | None = Field(default=None, sa_type=BigInteger)
     action: str = Field(max_length=40)
     subject_type: str = Field(max_length=20)
-    subject_id: int
+    subject_id: int = Field(sa_type=BigInteger)
     reason: str = Field(default="", max_length=500)
     details: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 
@@ -236,7 +236,7 @@ class QualityRule(SQLModel, table=True):
 
     __table_args__ = (Index("ix_rule_job", "job_id"),)
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    job_id: int | None = None
+    job_id: int | None = Field(default=None, sa_type=BigInteger)
     created_by: int
     condition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     action: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
@@ -250,12 +250,12 @@ class WorkerBlock(SQLModel, table=True):
 
     __table_args__ = (Index("ix_block_worker", "worker_id", "job_id"),)
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    worker_id: int
-    job_id: int | None = None
-    requester_id: int | None = None
+    worker_id: int = Field(sa_type=BigInteger)
+    job_id: int | None = Field(default=None, sa_type=BigInteger)
+    requester_id: int | None = Field(default=None, sa_type=BigInteger)
     until: datetime | None = None
     reason: str = Field(default="", max_length=500)
-    rule_id: int | None = None
+    rule_id: int | None = Field(default=None, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -263,9 +263,9 @@ class ReviewFlag(SQLModel, table=True):
     """A rule's 'look at this worker' for an operator."""
 
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
-    worker_id: int
-    job_id: int | None = None
-    rule_id: int | None = None
+    worker_id: int = Field(sa_type=BigInteger)
+    job_id: int | None = Field(default=None, sa_type=BigInteger)
+    rule_id: int | None = Field(default=None, sa_type=BigInteger)
     figures: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     resolved: bool = False
     created_at: datetime = Field(default_factory=utcnow)
@@ -284,10 +284,10 @@ class LedgerTxn(SQLModel, table=True):
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     kind: str = Field(max_length=24)  # fund|budget|hold|release|work|reject|refund|payout
     key: str | None = Field(default=None, max_length=200, unique=True)
-    job_id: int | None = None
+    job_id: int | None = Field(default=None, sa_type=BigInteger)
     assignment_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
-    run_id: int | None = None
-    actor_id: int | None = None
+    run_id: int | None = Field(default=None, sa_type=BigInteger)
+    actor_id: int | None = Field(default=None, sa_type=BigInteger)
     memo: str = Field(default="", max_length=300)
     created_at: datetime = Field(default_factory=utcnow)
 

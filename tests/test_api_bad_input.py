@@ -254,6 +254,47 @@ def test_the_largest_id_is_a_404_not_a_database_error(
     assert_error(client.post("/v1/assignments", json={"job_id": big}, headers=worker), 404)
 
 
+@pytest.mark.parametrize("big", [2**31, 2**63 - 1])
+def test_no_id_in_a_path_or_query_makes_a_500(
+    client: FlaskClient,
+    requester: dict[str, str],
+    operator: dict[str, str],
+    worker: dict[str, str],
+    draft: dict[str, Any],
+    big: int,
+) -> None:
+    """Every operation of the OpenAPI document with an integer parameter, called by each role
+    with ids past PostgreSQL's integer and at the top of bigint: an id column too narrow made
+    the database fail the query (found by schemathesis). First every integer parameter is
+    `big`, then the job is the requester's own and the rest is `big`."""
+    spec = client.get("/openapi.json").get_json()
+    calls = 0
+    for template, operations in spec["paths"].items():
+        shared = operations.get("parameters", [])  # the path's own parameters
+        for method, operation in operations.items():
+            if method not in ("get", "post", "patch", "delete"):
+                continue
+            every = [*shared, *operation.get("parameters", [])]
+            params = [p for p in every if p.get("schema", {}).get("type") == "integer"]
+            if not params:
+                continue
+            for own_job in (False, True):
+                values = {p["name"]: draft["id"] if own_job and p["name"] == "job_id" else big for p in params}
+                path = template.format(**{p["name"]: values[p["name"]] for p in params if p["in"] == "path"})
+                query = {p["name"]: values[p["name"]] for p in params if p["in"] == "query"}
+                for headers in (requester, operator, worker):
+                    body = {} if method in ("post", "patch") else None
+                    response = client.open(path, method=method.upper(), query_string=query, json=body, headers=headers)
+                    calls += 1
+                    assert response.status_code < 500, (method, path, query, response.get_data(as_text=True)[:300])
+                    if response.status_code >= 400:
+                        assert response.is_json, (method, path, response.status_code)
+    assert calls > 100
+    for body in ({"job_id": big}, {"reason": "x", "job_id": big}):
+        assert client.post("/v1/assignments", json=body, headers=worker).status_code < 500
+        assert client.post(f"/v1/workers/{big}/ban", json=body, headers=operator).status_code < 500
+
+
 BAD_QUERIES = [
     ("limit=0", "limit"),
     ("limit=100000", "limit"),
