@@ -21,6 +21,19 @@ def Id(**kwargs: Any) -> fields.Integer:  # noqa: N802 - reads like a field clas
     return fields.Integer(strict=True, validate=validate.Range(1, MAX_ID), **kwargs)
 
 
+class String(fields.String):
+    """A string PostgreSQL can store: its text columns refuse the NUL character (a database
+    error, so a 500, where the field should be named)."""
+
+    default_error_messages = {"nul": "must not contain the NUL character"}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if "\x00" in text:
+            raise self.make_error("nul")
+        return text
+
+
 class StrictFloat(fields.Float):
     """A JSON number, not a numeric string or a boolean (marshmallow's Float takes both)."""
 
@@ -31,9 +44,9 @@ class StrictFloat(fields.Float):
 
 
 class AnnotationSchema(Schema):
-    type = fields.String(required=True, validate=validate.OneOf(ANNOTATION_TYPES))
+    type = String(required=True, validate=validate.OneOf(ANNOTATION_TYPES))
     labels = fields.List(
-        fields.String(validate=validate.Length(1, 200)),
+        String(validate=validate.Length(1, 200)),
         required=True,
         validate=validate.Length(2, 200),
     )
@@ -52,12 +65,12 @@ CENTS = validate.Range(0, 100_000)
 class PricingSchema(Schema):
     """`per_item` {cents}, `per_object` {cents_per_object, max_objects}, `tiered` {tiers: {type: cents}}."""
 
-    model = fields.String(required=True, validate=validate.OneOf(PRICING_MODELS))
+    model = String(required=True, validate=validate.OneOf(PRICING_MODELS))
     cents = fields.Integer(strict=True, validate=CENTS)
     cents_per_object = fields.Integer(strict=True, validate=CENTS)
     max_objects = fields.Integer(strict=True, validate=validate.Range(1, 1000))
     tiers = fields.Dict(
-        keys=fields.String(validate=validate.OneOf(TIER_TYPES)),
+        keys=String(validate=validate.OneOf(TIER_TYPES)),
         values=fields.Integer(strict=True, validate=CENTS),
         validate=validate.Length(1, len(TIER_TYPES)),
     )
@@ -97,8 +110,8 @@ class QualificationSettingsSchema(Schema):
 
 
 class JobCreateSchema(Schema):
-    title = fields.String(required=True, validate=validate.Length(1, 200))
-    instructions = fields.String(required=True, validate=validate.Length(0, 20_000))
+    title = String(required=True, validate=validate.Length(1, 200))
+    instructions = String(required=True, validate=validate.Length(0, 20_000))
     annotation = fields.Nested(AnnotationSchema, required=True)
     overlap = fields.Integer(strict=True, load_default=3, validate=validate.Range(1, 50))
     overlap_max = fields.Integer(strict=True, validate=validate.Range(1, 50))
@@ -110,7 +123,7 @@ class JobCreateSchema(Schema):
     bonus = fields.Nested(BonusSchema, allow_none=True)
     acceptance = fields.Nested(AcceptanceSchema)
     budget_cents = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**12))
-    aggregation = fields.String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
+    aggregation = String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
     qualification = fields.Nested(QualificationSettingsSchema, allow_none=True, load_default=None)
 
@@ -143,7 +156,7 @@ class JobPatchSchema(Schema):
     target_confidence = StrictFloat(allow_nan=False, validate=validate.Range(0.5, 0.9999))
     golden_ratio = StrictFloat(allow_nan=False, validate=validate.Range(0.0, 0.9))
     items_per_task = fields.Integer(strict=True, validate=validate.Range(1, 100))
-    aggregation = fields.String(validate=validate.OneOf(AGGREGATION_METHODS))
+    aggregation = String(validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, validate=validate.Range(10, 7 * 24 * 3600))
     budget_cents = fields.Integer(strict=True, validate=validate.Range(0, 10**12))
     acceptance = fields.Nested(AcceptanceSchema)
@@ -157,8 +170,8 @@ class JobPatchSchema(Schema):
 
 class JobSchema(Schema):
     id = fields.Integer()
-    title = fields.String()
-    instructions = fields.String()
+    title = String()
+    instructions = String()
     annotation = fields.Dict()
     overlap = fields.Integer()
     overlap_max = fields.Integer(allow_none=True)
@@ -170,19 +183,19 @@ class JobSchema(Schema):
     bonus = fields.Dict(allow_none=True)
     acceptance = fields.Dict()
     budget_cents = fields.Integer()
-    currency = fields.String()
-    aggregation = fields.String()
+    currency = String()
+    aggregation = String()
     lease_seconds = fields.Integer()
     qualification = fields.Dict(allow_none=True)
-    state = fields.String()
+    state = String()
     created_at = fields.DateTime()
     progress = fields.Dict()
     quality = fields.Dict()
 
 
 class ItemInSchema(Schema):
-    data = fields.Dict(required=True, keys=fields.String())
-    answer = fields.String(validate=validate.Length(1, 200))
+    data = fields.Dict(required=True, keys=String())
+    answer = String(validate=validate.Length(1, 200))
 
     @validates("data")
     def _small(self, value: dict[str, Any], **_: Any) -> None:
@@ -210,26 +223,26 @@ class TaskItemSchema(Schema):
 
 class TaskJobSchema(Schema):
     id = fields.Integer()
-    title = fields.String()
-    instructions = fields.String()
+    title = String()
+    instructions = String()
     annotation = fields.Dict()
 
 
 class AssignmentSchema(Schema):
     id = fields.Integer()
-    kind = fields.String(metadata={"description": "task, or qualification: a test to pass before real tasks"})
-    state = fields.String()
+    kind = String(metadata={"description": "task, or qualification: a test to pass before real tasks"})
+    state = String()
     items = fields.List(fields.Nested(TaskItemSchema))
     expires_at = fields.DateTime()
     job = fields.Nested(TaskJobSchema)
-    decision = fields.String(allow_none=True, metadata={"description": "accepted | rejected, once decided"})
-    decision_reason = fields.String(allow_none=True)
+    decision = String(allow_none=True, metadata={"description": "accepted | rejected, once decided"})
+    decision_reason = String(allow_none=True)
     paid_cents = fields.Integer(allow_none=True)
 
 
 class AnswerInSchema(Schema):
     item_id = Id(required=True)
-    label = fields.String(required=True, validate=validate.Length(1, MAX_LABEL))
+    label = String(required=True, validate=validate.Length(1, MAX_LABEL))
 
 
 class SubmitSchema(Schema):
@@ -244,10 +257,10 @@ class SubmitSchema(Schema):
 
 class SubmitResultSchema(Schema):
     id = fields.Integer()
-    state = fields.String()
+    state = String()
     answers = fields.Integer()
     submitted_at = fields.DateTime()
-    qualification = fields.String(metadata={"description": "a qualification test's outcome: passed or failed"})
+    qualification = String(metadata={"description": "a qualification test's outcome: passed or failed"})
 
     @post_dump
     def _tasks_have_no_outcome(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
@@ -258,15 +271,15 @@ class SubmitResultSchema(Schema):
 
 class ResultSchema(Schema):
     item_id = fields.Integer()
-    label = fields.String(allow_none=True)
+    label = String(allow_none=True)
     confidence = fields.Float(allow_none=True)
-    method = fields.String(allow_none=True)
-    version = fields.String(allow_none=True)
+    method = String(allow_none=True)
+    version = String(allow_none=True)
     answers = fields.Integer()
 
 
 class ResultsQuerySchema(Schema):
-    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv", "jsonl")))
+    format = String(load_default="json", validate=validate.OneOf(("json", "csv", "jsonl")))
     after = fields.Integer(strict=False, load_default=0, validate=validate.Range(0, MAX_ID))
     limit = fields.Integer(strict=False, load_default=100, validate=validate.Range(1, 1000))
 
@@ -277,15 +290,15 @@ class ResultsPageSchema(Schema):
 
 
 class AccountCreateSchema(Schema):
-    role = fields.String(required=True, validate=validate.OneOf(("requester", "worker", "operator")))
-    name = fields.String(required=True, validate=validate.Length(1, 200))
+    role = String(required=True, validate=validate.OneOf(("requester", "worker", "operator")))
+    name = String(required=True, validate=validate.Length(1, 200))
 
 
 class AccountCreatedSchema(Schema):
     id = fields.Integer()
-    role = fields.String()
-    name = fields.String()
-    key = fields.String()
+    role = String()
+    name = String()
+    key = String()
 
 
 class WorkerQualitySchema(Schema):
@@ -300,33 +313,33 @@ class WorkerQualitySchema(Schema):
 
 class LedgerLineSchema(Schema):
     transaction_id = fields.Integer()
-    kind = fields.String()
+    kind = String()
     amount_cents = fields.Integer()
-    currency = fields.String()
+    currency = String()
     job_id = fields.Integer(allow_none=True)
     assignment_id = fields.Integer(allow_none=True)
     payout_run_id = fields.Integer(allow_none=True)
-    memo = fields.String()
+    memo = String()
     at = fields.DateTime()
 
 
 class DecisionSchema(Schema):
     assignment_id = fields.Integer()
     job_id = fields.Integer()
-    decision = fields.String()
-    reason = fields.String()
+    decision = String()
+    reason = String()
     paid_cents = fields.Integer(allow_none=True)
     decided_at = fields.DateTime()
 
 
 class MeSchema(Schema):
     id = fields.Integer()
-    role = fields.String()
-    name = fields.String()
-    status = fields.String()
+    role = String()
+    name = String()
+    status = String()
     assignments_submitted = fields.Integer()
     answers = fields.Integer()
-    currency = fields.String()
+    currency = String()
     balance_cents = fields.Integer(
         metadata={"description": "requesters: funds not given to a job; workers: earned, not yet paid out"}
     )
@@ -342,9 +355,9 @@ class AggregateQueuedSchema(Schema):
 
 
 class BanSchema(Schema):
-    reason = fields.String(required=True, validate=validate.Length(1, 500))
+    reason = String(required=True, validate=validate.Length(1, 500))
     exclude_answers = fields.Boolean(load_default=False)
-    scope = fields.String(load_default="everywhere", validate=validate.OneOf(("everywhere", "job", "requester")))
+    scope = String(load_default="everywhere", validate=validate.OneOf(("everywhere", "job", "requester")))
     job_id = Id()
     requester_id = Id()
     duration_seconds = fields.Integer(strict=True, validate=validate.Range(60, 365 * 24 * 3600))
@@ -359,12 +372,12 @@ class BanSchema(Schema):
 
 
 class UnbanSchema(Schema):
-    reason = fields.String(load_default="", validate=validate.Length(0, 500))
+    reason = String(load_default="", validate=validate.Length(0, 500))
 
 
 class BanResultSchema(Schema):
     worker_id = fields.Integer()
-    status = fields.String()
+    status = String()
     revoked_leases = fields.Integer()
     excluded_answers = fields.Integer()
     jobs_reopened = fields.List(fields.Integer())
@@ -382,10 +395,10 @@ class QualificationQuerySchema(Schema):
 
 class QualificationSchema(Schema):
     worker_id = fields.Integer()
-    state = fields.String()
+    state = String()
     correct = fields.Integer(allow_none=True)
     total = fields.Integer(allow_none=True)
-    source = fields.String()
+    source = String()
     created_at = fields.DateTime()
     decided_at = fields.DateTime(allow_none=True)
 
@@ -394,10 +407,10 @@ class AuditEventSchema(Schema):
     id = fields.Integer()
     at = fields.DateTime()
     actor_id = fields.Integer(allow_none=True)
-    action = fields.String()
-    subject_type = fields.String()
+    action = String()
+    subject_type = String()
     subject_id = fields.Integer()
-    reason = fields.String()
+    reason = String()
     details = fields.Dict()
 
 
@@ -407,7 +420,7 @@ class QualityQuerySchema(Schema):
 
 class RankingQuerySchema(Schema):
     job_id = fields.Integer(validate=validate.Range(1, MAX_ID))
-    sort = fields.String(
+    sort = String(
         load_default="golden_accuracy",
         validate=validate.OneOf(("golden_accuracy", "golden_ci_low", "agreement", "answers")),
     )
@@ -425,16 +438,16 @@ class QualityFiguresSchema(Schema):
 
 
 class DailyQualitySchema(QualityFiguresSchema):
-    day = fields.String()
+    day = String()
 
 
 class RankedWorkerSchema(QualityFiguresSchema):
     worker_id = fields.Integer()
-    status = fields.String(allow_none=True)
+    status = String(allow_none=True)
 
 
 class RuleConditionSchema(Schema):
-    type = fields.String(
+    type = String(
         required=True,
         validate=validate.OneOf(("golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")),
     )
@@ -452,7 +465,7 @@ class RuleConditionSchema(Schema):
 
 
 class RuleActionSchema(Schema):
-    type = fields.String(required=True, validate=validate.OneOf(("ban_job", "ban_everywhere", "cooldown", "flag")))
+    type = String(required=True, validate=validate.OneOf(("ban_job", "ban_everywhere", "cooldown", "flag")))
     cooldown_seconds = fields.Integer(strict=True, validate=validate.Range(60, 30 * 24 * 3600))
     exclude_answers = fields.Boolean(load_default=False)
 
@@ -479,20 +492,20 @@ class RuleSchema(Schema):
 
 class FundSchema(Schema):
     amount_cents = fields.Integer(strict=True, required=True, validate=validate.Range(1, 10**10))
-    currency = fields.String(required=True, validate=validate.Length(3, 3))
+    currency = String(required=True, validate=validate.Length(3, 3))
 
 
 class FundedSchema(Schema):
     transaction_id = fields.Integer()
     account_id = fields.Integer()
     amount_cents = fields.Integer()
-    currency = fields.String()
+    currency = String()
     balance_cents = fields.Integer()
 
 
 class SpendSchema(Schema):
     job_id = fields.Integer()
-    currency = fields.String()
+    currency = String()
     budget_cents = fields.Integer()
     work_cents = fields.Integer()
     bonus_cents = fields.Integer()
@@ -505,8 +518,8 @@ class SpendSchema(Schema):
 
 class PayoutRunSchema(Schema):
     id = fields.Integer()
-    state = fields.String()
-    currency = fields.String()
+    state = String()
+    currency = String()
     workers = fields.Integer()
     total_cents = fields.Integer()
     created_at = fields.DateTime()
@@ -515,9 +528,9 @@ class PayoutRunSchema(Schema):
 
 
 class PayoutFileQuerySchema(Schema):
-    format = fields.String(load_default="json", validate=validate.OneOf(("json", "csv")))
+    format = String(load_default="json", validate=validate.OneOf(("json", "csv")))
 
 
 class LedgerCheckSchema(Schema):
     ok = fields.Boolean()
-    problems = fields.List(fields.String())
+    problems = fields.List(String())

@@ -75,6 +75,8 @@ def submit_answers(body: Any) -> list[dict[str, Any]] | None:
         item_id, label = answer["item_id"], answer["label"]
         if not _an_id(item_id) or type(label) is not str or not 1 <= len(label) <= MAX_LABEL or item_id in seen:
             return None
+        if "\x00" in label:  # PostgreSQL text refuses it: the schema names the field
+            return None
         seen.add(item_id)
     return answers  # type: ignore[no-any-return]
 
