@@ -76,6 +76,22 @@ def _crowd_round(
     return {"accepted": accepted, "abandoned": abandoned}
 
 
+def _assert_every_slot_accounted_once(engine: Any, job_id: int) -> None:
+    with session_scope(engine) as session:
+        answered = session.execute(
+            select(Answer.item_id, Answer.round).where(Answer.job_id == job_id, Answer.is_golden.is_(False))
+        ).all()
+        free = session.execute(select(Slot.item_id, Slot.round).where(Slot.job_id == job_id)).all()
+        leased = session.execute(
+            select(AssignmentItem.item_id, AssignmentItem.round)
+            .join(Assignment, Assignment.id == AssignmentItem.assignment_id)
+            .where(Assignment.job_id == job_id, Assignment.state == "leased", AssignmentItem.round.is_not(None))  # type: ignore[union-attr]
+        ).all()
+    seen = Counter([*answered, *free, *leased])
+    assert {pair for pair, n in seen.items() if n != 1} == set(), "an (item, round) is held twice"
+    assert len(seen) == ITEMS * OVERLAP, "an (item, round) was lost"
+
+
 def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> None:
     client = pg_app.test_client()
     requester = bearer(new_key(pg_app, "requester"))
@@ -103,6 +119,16 @@ def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> 
         )
     second = _crowd_round(pg_app, workers, job["id"], threads=12, abandon=0.0, skip=0.0, seed=2)
     accepted = {**first["accepted"], **second["accepted"]}
+    # Nothing lost at any point: every (item, round) is answered, free or leased, exactly once.
+    _assert_every_slot_accounted_once(engine, job["id"])
+    # A 204 means "nothing for you now": a lease can find the last slots locked by concurrent
+    # leases, or being returned by a concurrent reclaim, and a worker stops at its first 204
+    # here. Real workers poll again; so do these, until a round finds nothing (bounded).
+    for extra in range(5):
+        more = _crowd_round(pg_app, workers, job["id"], threads=12, abandon=0.0, skip=0.0, seed=3 + extra)
+        accepted.update(more["accepted"])
+        if not more["accepted"]:
+            break
 
     with session_scope(engine) as session:
         real = session.execute(
