@@ -237,7 +237,7 @@ class QualityRule(SQLModel, table=True):
     __table_args__ = (Index("ix_rule_job", "job_id"),)
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int | None = Field(default=None, sa_type=BigInteger)
-    created_by: int
+    created_by: int = Field(sa_type=BigInteger)  # an account id
     condition: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     action: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     enabled: bool = True
@@ -322,7 +322,7 @@ class PayoutRun(SQLModel, table=True):
     state: str = Field(default="pending", max_length=16)  # pending | done
     open: bool | None = Field(default=True, unique=True)
     key: str | None = Field(default=None, max_length=200, unique=True)
-    created_by: int | None = None
+    created_by: int | None = Field(default=None, sa_type=BigInteger)  # an account id
     currency: str = Field(default="USD", max_length=3)
     workers: int = 0
     total_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))

@@ -22,7 +22,8 @@ def test_every_id_column_is_a_bigint(pg_url: str) -> None:
                 connection.execute(
                     text(
                         "SELECT table_name || '.' || column_name FROM information_schema.columns "
-                        "WHERE table_schema = 'public' AND (column_name = 'id' OR column_name LIKE '%\\_id') "
+                        "WHERE table_schema = 'public' "
+                        "AND (column_name IN ('id', 'created_by') OR column_name LIKE '%\\_id') "
                         "AND data_type <> 'bigint' ORDER BY 1"
                     )
                 )

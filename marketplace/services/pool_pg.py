@@ -1,5 +1,5 @@
 """The hot path's statements on PostgreSQL: few round trips, run on a raw psycopg connection
-checked out of the app's engine pool (no SQLAlchemy Session on the hot path), prepared on
+checked out of the hot engine's pool (`db.get_hot_engine`; no SQLAlchemy Session), prepared on
 first use and always run on their generic plan (see `db.HOT_PG_CONNECT_ARGS`).
 
 Why not SQLAlchemy here: the benchmark (`bench/hotpath.py`) measured ~0.33 ms of client CPU

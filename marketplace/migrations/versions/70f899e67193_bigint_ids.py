@@ -18,7 +18,7 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
-# Every id and every column that holds one is a bigint: the ids the API takes go up to 2**63 - 1
+# Every id and every column that holds one (`*_id`, `created_by`) is a bigint: the ids the API takes go up to 2**63 - 1
 # (`schemas.MAX_ID`), and a larger one than an integer column holds made PostgreSQL fail the
 # query (a 500) instead of finding nothing. One ALTER per table (one rewrite). SQLite keeps
 # 64-bit integers in any INTEGER column: nothing to do there.
@@ -31,7 +31,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     'auditevent': ('actor_id', 'subject_id'),
     'ledgertxn': ('job_id', 'run_id', 'actor_id'),
     'qualification': ('job_id', 'worker_id'),
-    'qualityrule': ('job_id',),
+    'payoutrun': ('created_by',),
+    'qualityrule': ('job_id', 'created_by'),
     'reviewflag': ('worker_id', 'job_id', 'rule_id'),
     'slot': ('job_id',),
     'workerblock': ('worker_id', 'job_id', 'requester_id', 'rule_id'),
