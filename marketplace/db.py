@@ -1,25 +1,22 @@
-"""Engine and session wiring.
+"""Engine and session wiring: PostgreSQL only, READ COMMITTED with row locks on the hot path.
 
-One engine per app. SQLite runs every transaction as `BEGIN IMMEDIATE` (a single writer,
-as the design allows); PostgreSQL uses READ COMMITTED with row locks on the hot path.
+With no `DATABASE_URL`, `config.database_url` starts (or reuses) an embedded server.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app, g
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
 # The lease/submit services get an engine of their own on PostgreSQL (`get_hot_engine`), whose
 # connections prepare only what asks for it, the hot path's hand-written statements
-# (`services/pool_pg.py`, `prepare=True`), and always run those on their generic plan, checked
+# (`marketplace/pool`, `prepare=True`), and always run those on their generic plan, checked
 # in `bench/explain_hot.sql`. With PostgreSQL's default choice (`plan_cache_mode = auto`) the
 # submit was planned afresh on every call (its array parameters make the generic plan's
 # estimate look dearer than a custom one: ~25% of the backends' CPU in a `perf` profile of the
@@ -29,9 +26,12 @@ from sqlmodel import Session, create_engine
 # server's choice of plan): on this engine's terms the acceptance job ran ~40% longer, parsing
 # and planning its ORM statements on every call. (`prepare_threshold=None` would refuse
 # `prepare=True` too: a threshold never reached instead.)
+# JIT is off there too: a generic plan's cost estimate does not know how few rows a lease takes,
+# and on a job of 2.35M slots PostgreSQL JIT-compiled the lease on every call (1.0-1.35 s a
+# lease on every job instead of 3-10 ms).
 HOT_PG_CONNECT_ARGS: dict[str, Any] = {
     "prepare_threshold": 2**62,
-    "options": "-c plan_cache_mode=force_generic_plan",
+    "options": "-c plan_cache_mode=force_generic_plan -c jit=off",
 }
 
 
@@ -45,68 +45,23 @@ def normalise_url(url: str) -> str:
 
 
 def make_engine(url: str, *, hot: bool = False, **kwargs: Any) -> Engine:
-    """An engine for `url`; `hot`: with the hot path's connection settings on PostgreSQL."""
+    """An engine for `url`; `hot`: with the hot path's connection settings."""
     url = normalise_url(url)
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
-        _make_sqlite_serial(engine)
-        return engine
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", False)
     if hot:
         connect_args = {**HOT_PG_CONNECT_ARGS, **kwargs.get("connect_args", {})}
-        options = parsed.query.get("options")
+        options = make_url(url).query.get("options")
         if options:  # the URL's own server options come first
             connect_args["options"] = f"{options} {connect_args['options']}"
         kwargs["connect_args"] = connect_args
     return create_engine(url, **kwargs)
 
 
-def _make_sqlite_serial(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.close()
-
-    # Threads of one process queue on a lock instead of on SQLite's busy handler, which
-    # sleeps in growing steps and made p99 latency seconds long under 16 connections.
-    writer = threading.Lock()
-    holder = threading.local()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        if not getattr(holder, "held", False):
-            writer.acquire()
-            holder.held = True
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @event.listens_for(engine.pool, "checkin")
-    def _release(*_args: Any) -> None:
-        """Released when the connection goes back to the pool, i.e. after commit or rollback."""
-        if getattr(holder, "held", False):
-            holder.held = False
-            writer.release()
-
-
-def is_postgres(session: Session) -> bool:
-    bind = session.get_bind()
-    return bind.dialect.name == "postgresql"
-
-
 def init_app(app: Flask) -> None:
-    engine = make_engine(app.config["DATABASE_URL"])
-    app.extensions["engine"] = engine
-    postgres = engine.dialect.name == "postgresql"
-    app.extensions["hot_engine"] = make_engine(app.config["DATABASE_URL"], hot=True) if postgres else engine
+    app.extensions["engine"] = make_engine(app.config["DATABASE_URL"])
+    app.extensions["hot_engine"] = make_engine(app.config["DATABASE_URL"], hot=True)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -120,7 +75,7 @@ def get_engine(app: Flask | None = None) -> Engine:
 
 
 def get_hot_engine(app: Flask | None = None) -> Engine:
-    """The engine of the lease and submit services (see HOT_PG_CONNECT_ARGS); on SQLite, the one engine."""
+    """The engine of the lease and submit services (see HOT_PG_CONNECT_ARGS)."""
     return (app or current_app).extensions["hot_engine"]  # type: ignore[no-any-return]
 
 

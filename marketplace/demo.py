@@ -1,7 +1,7 @@
 """`marketplace demo`: the whole loop on a simulated crowd, through the real HTTP API.
 
-Starts the API (gunicorn) and an RQ worker as child processes on a fresh SQLite file and an
-embedded Redis (or DATABASE_URL / REDIS_URL when set), creates accounts, posts a job with
+Starts the API (gunicorn) and an RQ worker as child processes on an embedded PostgreSQL and
+Redis in a fresh folder (or DATABASE_URL / REDIS_URL when set), creates accounts, posts a job with
 golden items, lets a crowd of honest workers and spammers lease and submit concurrently,
 waits for background aggregation and prints a report.
 """
@@ -65,15 +65,14 @@ def _free_port() -> int:
 
 
 def _environment(data_dir: Path) -> dict[str, str]:
-    from marketplace.config import load
-    from marketplace.queue import redis_url
+    from marketplace.config import database_url, load, redis_url
 
     config = load({"DATA_DIR": str(data_dir)})
     env = dict(os.environ)
     env.update(
         {
             "MARKETPLACE_DATA_DIR": str(data_dir),
-            "DATABASE_URL": str(config["DATABASE_URL"]),
+            "DATABASE_URL": database_url(config),
             "REDIS_URL": redis_url(config),
         }
     )
@@ -132,9 +131,7 @@ def run_demo(settings: DemoSettings) -> None:
             "-b",
             f"127.0.0.1:{port}",
             "-w",
-            # SQLite has one writer: one process whose threads queue on an in-process lock
-            # beats two processes polling SQLite's busy handler.
-            "1" if env["DATABASE_URL"].startswith("sqlite") else "2",
+            "2",
             "--threads",
             "8",
             "marketplace.wsgi:app",
@@ -389,7 +386,8 @@ def _report(
 ) -> None:
     import aggregation
     from marketplace.db import make_engine, session_scope
-    from marketplace.services.aggregating import load_answers, load_golden
+    from marketplace.services.aggregating import load_golden
+    from marketplace.services.bulk import copy_answers
 
     results: list[dict[str, Any]] = []
     after = 0
@@ -401,7 +399,7 @@ def _report(
         after = page["next_after"]
     engine = make_engine(env["DATABASE_URL"])
     with session_scope(engine) as session:
-        answers, _ = load_answers(session, job_id)
+        answers, _ = copy_answers(session, job_id)
         golden = load_golden(session, job_id)
         item_truth = _item_truth(session, job_id, truth)
     engine.dispose()

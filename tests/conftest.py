@@ -1,15 +1,21 @@
-"""Fixtures: a fresh app per test on a fresh database (SQLite file or PostgreSQL), real Redis.
+"""Fixtures: a fresh app per test on a fresh PostgreSQL database, real Redis.
 
-PostgreSQL databases are cloned from a template migrated once per session with alembic, so
-every test also runs on the real migration. Redis uses a spare db number, flushed around
-each test.
+The servers are the ones named by `TEST_POSTGRES_ADMIN` (a database to connect to as an admin)
+and `TEST_REDIS_URL` when set (`.ci/run` sets them to the machine's services); otherwise the
+session starts an embedded PostgreSQL and Redis of its own (`marketplace.embedded`), so
+`python -m pytest` needs nothing running. Databases are cloned from a template migrated once
+per session with alembic, so every test also runs on the real migration. Redis uses a spare db
+number, flushed around each test.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -17,25 +23,45 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy.engine import make_url
 
-from marketplace import auth, create_app
+from marketplace import auth, create_app, embedded
 from marketplace.db import dispose, get_engine, session_scope
 from marketplace.migrate import upgrade
 from marketplace.services import ledger
 from marketplace.services.accounts import create_account
 
-PG_ADMIN = os.environ.get("TEST_POSTGRES_ADMIN", "postgresql://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 TEMPLATE = f"mk_template_{os.getpid()}"
+_EMBEDDED = Path(tempfile.gettempdir()) / f"marketplace-tests-{os.getpid()}"
+
+
+def _servers() -> tuple[str, str]:
+    """(PostgreSQL admin URL, Redis URL): the named servers, or embedded ones started now."""
+    admin, redis_url = os.environ.get("TEST_POSTGRES_ADMIN"), os.environ.get("TEST_REDIS_URL")
+    if not admin:
+        admin = embedded.postgres_url(_EMBEDDED, "postgres")
+    if not redis_url:
+        redis_url = embedded.redis_url(_EMBEDDED, db=11)
+    return admin, redis_url
+
+
+PG_ADMIN, REDIS_URL = _servers()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the embedded servers of this session (if any) and remove their folder."""
+    if _EMBEDDED.exists():
+        embedded.stop(_EMBEDDED)
+        shutil.rmtree(_EMBEDDED, ignore_errors=True)
 
 
 def _admin() -> psycopg.Connection[Any]:
     return psycopg.connect(PG_ADMIN, autocommit=True)
 
 
-def _pg_url(name: str) -> str:
-    base = PG_ADMIN.rsplit("/", 1)[0]
-    return f"{base}/{name}"
+def pg_database_url(name: str) -> str:
+    """The URL of database `name` on the test server (the admin URL with another database)."""
+    return make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
 
 
 @pytest.fixture(scope="session")
@@ -43,34 +69,32 @@ def pg_template() -> Iterator[str]:
     with _admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
         conn.execute(f'CREATE DATABASE "{TEMPLATE}"')
-    upgrade(_pg_url(TEMPLATE))
+    upgrade(pg_database_url(TEMPLATE))
     yield TEMPLATE
     with _admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
 
 @pytest.fixture
-def pg_url(pg_template: str) -> Iterator[str]:
+def database_url(pg_template: str) -> Iterator[str]:
+    """A fresh database for one test, cloned from the migrated template."""
     name = f"mk_test_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
-    yield _pg_url(name)
+    yield pg_database_url(name)
     with _admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
-def sqlite_url(tmp_path: Any) -> str:
-    url = f"sqlite:///{tmp_path / 'test.db'}"
-    upgrade(url)
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest) -> str:
-    """Every test that takes this runs on both databases."""
-    fixture = "sqlite_url" if request.param == "sqlite" else "pg_url"
-    return str(request.getfixturevalue(fixture))
+def blank_database_url() -> Iterator[str]:
+    """A fresh, empty database (no schema) for one test."""
+    name = f"mk_blank_{uuid.uuid4().hex[:12]}"
+    with _admin() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_database_url(name)
+    with _admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -97,14 +121,6 @@ def make_app(database_url: str, **extra: Any) -> Flask:
 @pytest.fixture
 def app(database_url: str, redis: Redis) -> Iterator[Flask]:
     application = make_app(database_url)
-    yield application
-    dispose(application)
-
-
-@pytest.fixture
-def pg_app(pg_url: str, redis: Redis) -> Iterator[Flask]:
-    """PostgreSQL only: for the concurrency tests."""
-    application = make_app(pg_url)
     yield application
     dispose(application)
 

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Assignment, utcnow
-from marketplace.services.leasing import EXPIRY_GRACE
+from marketplace.pool.release import EXPIRY_GRACE
 from tests.conftest import bearer, new_key, post_job
 from tests.test_api_bad_input import assert_error, count_rows, error_fields
 

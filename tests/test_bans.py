@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Assignment, utcnow
-from marketplace.services.aggregating import load_answers
+from marketplace.services.bulk import copy_answers
 from tests.conftest import bearer, new_key, post_job, work_through
 
 
@@ -69,7 +69,7 @@ def test_excluded_answers_stay_stored_and_their_redundancy_is_issued_again(
         rows = session.execute(
             select(Answer.item_id, Answer.worker_id, Answer.excluded).where(Answer.job_id == job["id"])
         ).all()
-        frame, _ = load_answers(session, job["id"])
+        frame, _ = copy_answers(session, job["id"])
     assert len(rows) == 12, "excluded answers stay stored"
     assert sum(1 for r in rows if r.excluded) == 4
     assert set(Counter(r.item_id for r in rows if not r.excluded).values()) == {2}
@@ -98,18 +98,18 @@ def test_unban_restores_work_and_everything_is_audited(
     assert client.post("/v1/workers/999999/ban", json={"reason": "x"}, headers=operator).status_code == 404
 
 
-def test_ban_under_concurrent_leasing_leaves_no_open_lease(pg_app: Flask) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
-    operator = bearer(new_key(pg_app, "operator"))
+def test_ban_under_concurrent_leasing_leaves_no_open_lease(app: Flask) -> None:
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
+    operator = bearer(new_key(app, "operator"))
     job = post_job(client, requester, items=300, golden=0, overlap=1, items_per_task=2)
-    worker = bearer(new_key(pg_app, "worker", "busy"))
+    worker = bearer(new_key(app, "worker", "busy"))
     worker_id = _me(client, worker)
     stop = threading.Event()
     statuses: list[int] = []
 
     def lease_forever() -> None:
-        c = pg_app.test_client()
+        c = app.test_client()
         for _ in range(500):
             if stop.is_set():
                 return
@@ -127,7 +127,7 @@ def test_ban_under_concurrent_leasing_leaves_no_open_lease(pg_app: Flask) -> Non
     stop.set()
     for thread in threads:
         thread.join(timeout=60)
-    with session_scope(get_engine(pg_app)) as session:
+    with session_scope(get_engine(app)) as session:
         states = session.execute(
             select(Assignment.state, Assignment.created_at).where(Assignment.worker_id == worker_id)
         ).all()

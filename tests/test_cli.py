@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 from redis import Redis
@@ -16,10 +14,9 @@ from tests.conftest import bearer, make_app
 
 
 @pytest.fixture
-def db_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    return url
+def db_env(blank_database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", blank_database_url)
+    return blank_database_url
 
 
 def test_db_upgrade_creates_the_schema(db_env: str) -> None:

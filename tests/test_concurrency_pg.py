@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Assignment, AssignmentItem, Job, Slot, utcnow
-from marketplace.services.leasing import EXPIRY_GRACE
+from marketplace.pool.release import EXPIRY_GRACE
 from tests.conftest import bearer, new_key, post_job
 
 ITEMS, GOLDEN, OVERLAP = 80, 10, 3
@@ -92,9 +92,9 @@ def _assert_every_slot_accounted_once(engine: Any, job_id: int) -> None:
     assert len(seen) == ITEMS * OVERLAP, "an (item, round) was lost"
 
 
-def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+def test_concurrent_crowd_never_over_issues_and_loses_nothing(app: Flask) -> None:
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     job = post_job(
         client,
         requester,
@@ -105,11 +105,11 @@ def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> 
         golden_ratio=0.25,
         lease_seconds=600,
     )
-    workers = [bearer(new_key(pg_app, "worker", f"w{i}")) for i in range(30)]
+    workers = [bearer(new_key(app, "worker", f"w{i}")) for i in range(30)]
 
-    first = _crowd_round(pg_app, workers, job["id"], threads=12, abandon=0.15, skip=0.1, seed=1)
+    first = _crowd_round(app, workers, job["id"], threads=12, abandon=0.15, skip=0.1, seed=1)
     assert first["abandoned"], "the run should abandon some leases"
-    engine = get_engine(pg_app)
+    engine = get_engine(app)
     with session_scope(engine) as session:
         # Abandoned leases run out: their deadline (and the grace) passes.
         session.execute(
@@ -117,7 +117,7 @@ def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> 
             .where(Assignment.id.in_(first["abandoned"]))  # type: ignore[union-attr]
             .values(expires_at=utcnow() - EXPIRY_GRACE - timedelta(seconds=1))
         )
-    second = _crowd_round(pg_app, workers, job["id"], threads=12, abandon=0.0, skip=0.0, seed=2)
+    second = _crowd_round(app, workers, job["id"], threads=12, abandon=0.0, skip=0.0, seed=2)
     accepted = {**first["accepted"], **second["accepted"]}
     # Nothing lost at any point: every (item, round) is answered, free or leased, exactly once.
     _assert_every_slot_accounted_once(engine, job["id"])
@@ -125,7 +125,7 @@ def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> 
     # leases, or being returned by a concurrent reclaim, and a worker stops at its first 204
     # here. Real workers poll again; so do these, until a round finds nothing (bounded).
     for extra in range(5):
-        more = _crowd_round(pg_app, workers, job["id"], threads=12, abandon=0.0, skip=0.0, seed=3 + extra)
+        more = _crowd_round(app, workers, job["id"], threads=12, abandon=0.0, skip=0.0, seed=3 + extra)
         accepted.update(more["accepted"])
         if not more["accepted"]:
             break
@@ -170,17 +170,17 @@ def test_concurrent_crowd_never_over_issues_and_loses_nothing(pg_app: Flask) -> 
         assert session.get(Job, job["id"]).state == "completed"  # type: ignore[union-attr]
 
 
-def test_concurrent_retries_of_one_submit_store_it_once(pg_app: Flask) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+def test_concurrent_retries_of_one_submit_store_it_once(app: Flask) -> None:
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     job = post_job(client, requester, items=10, golden=0, overlap=1, items_per_task=5)
-    worker = bearer(new_key(pg_app, "worker"))
+    worker = bearer(new_key(app, "worker"))
     task = client.post("/v1/assignments", json={}, headers=worker).get_json()
     body = {"answers": [{"item_id": i["id"], "label": "dog"} for i in task["items"]]}
     results: list[tuple[int, Any]] = []
 
     def retry() -> None:
-        response = pg_app.test_client().post(
+        response = app.test_client().post(
             f"/v1/assignments/{task['id']}/submit", json=body, headers={**worker, "Idempotency-Key": "same"}
         )
         results.append((response.status_code, response.get_json()))
@@ -192,7 +192,7 @@ def test_concurrent_retries_of_one_submit_store_it_once(pg_app: Flask) -> None:
         thread.join(timeout=60)
     assert [status for status, _ in results] == [200] * 8
     assert len({str(body) for _, body in results}) == 1, "retries returned different results"
-    with session_scope(get_engine(pg_app)) as session:
+    with session_scope(get_engine(app)) as session:
         count = session.execute(select(func.count()).where(Answer.assignment_id == task["id"])).scalar_one()
     assert count == 5
     assert job["id"]

@@ -21,16 +21,16 @@ from sqlalchemy import update
 from marketplace.api import hot
 from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Assignment, utcnow
+from marketplace.pool import lease, submit
 from marketplace.schemas import AssignmentSchema, SubmitResultSchema
-from marketplace.services import leasing, submissions
 from tests.conftest import bearer, make_app, new_key, post_job
 
 Headers = dict[str, str]
 
 
 @pytest.fixture(params=[True, False], ids=["hot", "flask"])
-def either_app(request: pytest.FixtureRequest, pg_url: str, redis: Redis) -> Iterable[Flask]:
-    application = make_app(pg_url, HOT_PATH=request.param)
+def either_app(request: pytest.FixtureRequest, database_url: str, redis: Redis) -> Iterable[Flask]:
+    application = make_app(database_url, HOT_PATH=request.param)
     yield application
     dispose(application)
 
@@ -169,17 +169,17 @@ def test_both_ways_answer_alike(either_app: Flask, answers_of_both: dict[bool, A
             assert body == other, (name, status, body, other)
 
 
-def test_the_short_ways_bodies_are_the_schemas_dumps(pg_app: Flask) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+def test_the_short_ways_bodies_are_the_schemas_dumps(app: Flask) -> None:
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     job = post_job(client, requester, items=6, golden=2, overlap=1, items_per_task=3)
-    worker = client.get("/v1/me", headers=bearer(new_key(pg_app, "worker"))).get_json()["id"]
-    with pg_app.app_context():
-        task = leasing.lease_task_pg(get_engine(pg_app), worker, job["id"])
+    worker = client.get("/v1/me", headers=bearer(new_key(app, "worker"))).get_json()["id"]
+    with app.app_context():
+        task = lease.lease_task(get_engine(app), worker, job["id"])
         assert task is not None
         assert hot.task_json(task) == AssignmentSchema().dump(task)
         answers = [{"item_id": i["id"], "label": "cat"} for i in task.items]
-        result = submissions.submit_pg(get_engine(pg_app), worker, task.id, answers, None, utcnow())
+        result = submit.submit(get_engine(app), worker, task.id, answers, None, utcnow())
         assert hot.submit_json(result) == SubmitResultSchema().dump(result)
 
 
@@ -222,19 +222,19 @@ def test_submit_bodies_the_short_way_leaves_to_the_schema(body: Any) -> None:
 
 
 def test_an_unexpected_error_on_the_short_way_is_a_json_500_without_detail(
-    pg_app: Flask, monkeypatch: pytest.MonkeyPatch
+    app: Flask, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     job = post_job(client, requester, items=6, golden=2, overlap=1, items_per_task=3)
-    worker = bearer(new_key(pg_app, "worker"))
+    worker = bearer(new_key(app, "worker"))
     assert client.get("/v1/me", headers=worker).status_code == 200  # the key is known now
 
     def broken(*_: Any) -> None:
         raise RuntimeError("mk_secret-key-material")
 
-    monkeypatch.setattr(leasing, "lease_task_pg", broken)
-    reached = _count_flask_calls(pg_app)
+    monkeypatch.setattr(lease, "lease_task", broken)
+    reached = _count_flask_calls(app)
     response = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker)
     assert reached == [], "the short way handed the request on"
     assert response.status_code == 500
@@ -242,12 +242,12 @@ def test_an_unexpected_error_on_the_short_way_is_a_json_500_without_detail(
     assert b"secret" not in response.data
 
 
-def test_a_chunked_body_is_read_not_ignored(pg_app: Flask) -> None:
+def test_a_chunked_body_is_read_not_ignored(app: Flask) -> None:
     """No Content-Length, the body chunked (gunicorn passes it on that way): the job id in it counts."""
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     post_job(client, requester, items=6, golden=2, overlap=1, items_per_task=3)
-    key = new_key(pg_app, "worker")
+    key = new_key(app, "worker")
     assert client.get("/v1/me", headers=bearer(key)).status_code == 200
     raw = b'{"job_id": 999999}'
     environ = {
@@ -265,7 +265,7 @@ def test_a_chunked_body_is_read_not_ignored(pg_app: Flask) -> None:
         "HTTP_AUTHORIZATION": f"Bearer {key}",
     }
     statuses: list[str] = []
-    body = b"".join(pg_app.wsgi_app(environ, lambda status, _headers, *_: statuses.append(status)))
+    body = b"".join(app.wsgi_app(environ, lambda status, _headers, *_: statuses.append(status)))
     assert statuses[0].startswith("404"), (statuses, body)
 
 
@@ -273,13 +273,18 @@ def test_every_hot_statement_fits_psycopgs_query_cache() -> None:
     """Past the limit psycopg re-parses a statement's placeholders on every execution."""
     from psycopg import _queries
 
-    from marketplace.services import pool_pg
+    from marketplace.pool import connection, lease, release, submit
 
-    assert pool_pg.STATEMENT_CACHE_LIMIT == _queries.MAX_CACHED_STATEMENT_LENGTH
-    statements = {name: value for name, value in vars(pool_pg).items() if name.isupper() and "SELECT" in str(value)}
-    assert "LEASE" in statements and "SUBMIT" in statements
+    assert connection.STATEMENT_CACHE_LIMIT == _queries.MAX_CACHED_STATEMENT_LENGTH
+    statements = {
+        f"{module.__name__}.{name}": value
+        for module in (lease, submit, release)
+        for name, value in vars(module).items()
+        if name.isupper() and "SELECT" in str(value)
+    }
+    assert "marketplace.pool.lease.LEASE" in statements and "marketplace.pool.submit.SUBMIT" in statements
     for name, sql in statements.items():
-        assert len(sql.encode()) <= pool_pg.STATEMENT_CACHE_LIMIT, (name, len(sql.encode()))
-    assert pool_pg.compact("SELECT a , b -- note\nFROM t WHERE x = 'a b' AND y IN ( 1 , 2 )") == (
+        assert len(sql.encode()) <= connection.STATEMENT_CACHE_LIMIT, (name, len(sql.encode()))
+    assert connection.compact("SELECT a , b -- note\nFROM t WHERE x = 'a b' AND y IN ( 1 , 2 )") == (
         "SELECT a,b FROM t WHERE x='a b' AND y IN(1,2)"
     )

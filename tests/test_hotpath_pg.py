@@ -17,20 +17,20 @@ from sqlalchemy import Engine, select
 
 from marketplace.db import get_engine, get_hot_engine, make_engine, session_scope
 from marketplace.models import AssignmentItem, Job
-from marketplace.services import leasing, pool_pg, submissions
+from marketplace.pool import connection, lease, submit
 from tests.conftest import bearer, new_key, post_job
 
 
-def test_one_workers_concurrent_leases_never_fail_or_repeat_an_item(pg_app: Flask) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+def test_one_workers_concurrent_leases_never_fail_or_repeat_an_item(app: Flask) -> None:
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     job = post_job(client, requester, items=60, golden=6, overlap=3, items_per_task=3, golden_ratio=0.34)
-    worker = bearer(new_key(pg_app, "worker", "racer"))
+    worker = bearer(new_key(app, "worker", "racer"))
     statuses: list[int] = []
     lock = threading.Lock()
 
     def lease() -> None:
-        test_client = pg_app.test_client()
+        test_client = app.test_client()
         for _ in range(6):
             response = test_client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker)
             with lock:
@@ -42,18 +42,18 @@ def test_one_workers_concurrent_leases_never_fail_or_repeat_an_item(pg_app: Flas
     for thread in threads:
         thread.join(timeout=120)
     assert set(statuses) <= {201, 204}, Counter(statuses)
-    with session_scope(get_engine(pg_app)) as session:
+    with session_scope(get_engine(app)) as session:
         seen = session.execute(select(AssignmentItem.item_id).where(AssignmentItem.job_id == job["id"])).scalars().all()
     assert len(seen) == len(set(seen)), "the worker got an item twice"
     assert statuses.count(201) * 3 == len(seen)
 
 
-def test_a_banned_worker_is_refused_and_an_unknown_job_is_404(pg_app: Flask) -> None:
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
-    operator = bearer(new_key(pg_app, "operator"))
+def test_a_banned_worker_is_refused_and_an_unknown_job_is_404(app: Flask) -> None:
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
+    operator = bearer(new_key(app, "operator"))
     job = post_job(client, requester, items=10, golden=2)
-    worker_key = new_key(pg_app, "worker", "w")
+    worker_key = new_key(app, "worker", "w")
     worker = bearer(worker_key)
     assert client.post("/v1/assignments", json={"job_id": job["id"] + 1000}, headers=worker).status_code == 404
     me = client.get("/v1/me", headers=worker).get_json()
@@ -63,22 +63,22 @@ def test_a_banned_worker_is_refused_and_an_unknown_job_is_404(pg_app: Flask) -> 
     assert client.post("/v1/assignments", json={}, headers=worker).status_code == 403
 
 
-def test_hot_statements_run_prepared_generic_plans_and_orm_statements_stay_unprepared(pg_app: Flask) -> None:
+def test_hot_statements_run_prepared_generic_plans_and_orm_statements_stay_unprepared(app: Flask) -> None:
     """`db.HOT_PG_CONNECT_ARGS`: with PostgreSQL's default plan choice the submit was planned
     afresh on every call; on the hot engine the hot statements must be prepared and run their
     generic plan, and SQLAlchemy's statements must not be prepared (planned for their values)."""
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester"))
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
     job = post_job(client, requester, items=60, golden=6, items_per_task=5)
-    worker = bearer(new_key(pg_app, "worker", "w"))
+    worker = bearer(new_key(app, "worker", "w"))
     worker_id = client.get("/v1/me", headers=worker).get_json()["id"]
-    engine = make_engine(pg_app.config["DATABASE_URL"], hot=True, pool_size=2, max_overflow=0)  # caches to see
+    engine = make_engine(app.config["DATABASE_URL"], hot=True, pool_size=2, max_overflow=0)  # caches to see
     try:
         for _ in range(6):
-            task = leasing.lease_task_pg(engine, worker_id, job["id"])
+            task = lease.lease_task(engine, worker_id, job["id"])
             assert task is not None
             answers = [{"item_id": item["id"], "label": "cat"} for item in task.items]
-            assert not submissions.submit_pg(engine, worker_id, task.id, answers).replayed
+            assert not submit.submit(engine, worker_id, task.id, answers).replayed
         for _ in range(12):  # over psycopg's default threshold (5) on each connection
             with session_scope(engine) as session:
                 session.execute(select(Job.state).where(Job.id == job["id"])).one()
@@ -94,14 +94,14 @@ def test_hot_statements_run_prepared_generic_plans_and_orm_statements_stay_unpre
             raw.close()
     finally:
         engine.dispose()
-    prepared = {pool_pg.compact(statement) for statement, _, _ in rows}
-    hot = {pool_pg.compact(re.sub(r"%\((\w+)\)s|%s", "$", s)) for s in (pool_pg.LEASE, pool_pg.SUBMIT)}
+    prepared = {connection.compact(statement) for statement, _, _ in rows}
+    hot = {connection.compact(re.sub(r"%\((\w+)\)s|%s", "$", s)) for s in (lease.LEASE, submit.SUBMIT)}
     assert {re.sub(r"\$\d+", "$", s) for s in prepared} >= hot, "lease and submit are prepared"
     assert all("FROM job WHERE job.id" not in s for s in prepared), "an ORM statement was prepared"
     assert [(g, c) for _, g, c in rows if c or not g] == [], "a hot statement ran a custom plan"
 
 
-def test_only_the_hot_engine_forces_generic_plans(pg_app: Flask) -> None:
+def test_only_the_hot_engine_forces_generic_plans(app: Flask) -> None:
     """The rest of the app keeps psycopg's and PostgreSQL's defaults (prepared after 5 uses,
     the server's choice of plan): unprepared, the acceptance job ran ~40% longer."""
 
@@ -113,6 +113,6 @@ def test_only_the_hot_engine_forces_generic_plans(pg_app: Flask) -> None:
         finally:
             raw.close()
 
-    assert get_hot_engine(pg_app) is not get_engine(pg_app)
-    assert mode(get_hot_engine(pg_app)) == ("force_generic_plan", 2**62)
-    assert mode(get_engine(pg_app)) == ("auto", 5)
+    assert get_hot_engine(app) is not get_engine(app)
+    assert mode(get_hot_engine(app)) == ("force_generic_plan", 2**62)
+    assert mode(get_engine(app)) == ("auto", 5)

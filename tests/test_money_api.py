@@ -12,8 +12,9 @@ from sqlalchemy import func, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from marketplace.db import get_engine, session_scope
-from marketplace.models import Assignment, LedgerEntry
-from marketplace.services import acceptance, aggregating, leasing, ledger, payouts
+from marketplace.models import Assignment, LedgerEntry, utcnow
+from marketplace.pool.release import reclaim_expired
+from marketplace.services import acceptance, aggregating, ledger, payouts
 from tests.conftest import bearer, fund, job_body, new_key, post_job
 from tests.test_api_bad_input import assert_error
 
@@ -111,9 +112,9 @@ def test_a_lease_holds_its_worst_case_and_skip_expiry_and_cancel_give_it_back(
     assert (_balance(app, budget), _balance(app, holds)) == (1000, 0)
     task = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).get_json()
     with session_scope(get_engine(app)) as session:
-        session.execute(update(Assignment).where(Assignment.id == task["id"]).values(expires_at=leasing.utcnow()))
+        session.execute(update(Assignment).where(Assignment.id == task["id"]).values(expires_at=utcnow()))
     with session_scope(get_engine(app)) as session:
-        assert leasing.reclaim_expired(session, job["id"], leasing.utcnow() + timedelta(minutes=5)) == 1
+        assert reclaim_expired(session, job["id"], utcnow() + timedelta(minutes=5)) == 1
     assert (_balance(app, budget), _balance(app, holds)) == (1000, 0)
     open_task = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).get_json()
     assert _balance(app, holds) == 10
@@ -208,7 +209,7 @@ def test_undecided_work_is_auto_accepted_after_the_delay(app: Flask, client: Fla
     assert _submit_all(client, worker, job["id"], lambda item: "dog") > 0
     with session_scope(get_engine(app)) as session:  # no aggregation yet: nothing decides
         assert acceptance.decide_overdue(session, acceptance.Limits())[job["id"]]["accepted"] == 0
-    later = leasing.utcnow() + timedelta(hours=2)
+    later = utcnow() + timedelta(hours=2)
     with session_scope(get_engine(app)) as session:
         decided = acceptance.decide_overdue(session, acceptance.Limits(), later)[job["id"]]
     assert decided["accepted"] > 0
@@ -269,7 +270,7 @@ def test_a_payout_run_pays_balances_once_and_writes_the_file(
     workers = [bearer(new_key(app, "worker", f"w{i}")) for i in range(2)]
     for worker in workers:
         assert _submit_all(client, worker, job["id"], lambda item: "cat") > 0
-    later = leasing.utcnow() + timedelta(days=30)
+    later = utcnow() + timedelta(days=30)
     with session_scope(get_engine(app)) as session:
         acceptance.decide_overdue(session, acceptance.Limits(), later)
     owed = {_me(client, w)["id"]: _me(client, w)["balance_cents"] for w in workers}

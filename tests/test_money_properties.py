@@ -19,11 +19,9 @@ instead of preconditions on lists the outcomes fill.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from flask import Flask
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -35,13 +33,13 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from redis import Redis
 from sqlalchemy import func, select, update
 
-from marketplace.db import dispose, get_engine, session_scope
+from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun, utcnow
-from marketplace.services import acceptance, aggregating, leasing, ledger, payouts
-from tests.conftest import LABELS, bearer, job_body, make_app, new_key
+from marketplace.pool.release import reclaim_expired
+from marketplace.services import acceptance, aggregating, ledger, payouts
+from tests.conftest import LABELS, bearer, job_body, new_key
 
 Headers = dict[str, str]
 _names = itertools.count()
@@ -52,13 +50,6 @@ task_labels = st.lists(st.sampled_from(LABELS), min_size=MAX_TASK_ITEMS, max_siz
 
 def _nth(items: list[Any], index: int) -> Any:
     return items[index % len(items)]
-
-
-@pytest.fixture
-def sqlite_app(sqlite_url: str, redis: Redis) -> Iterator[Flask]:
-    application = make_app(sqlite_url)
-    yield application
-    dispose(application)
 
 
 def _global_problems(app: Flask) -> list[str]:
@@ -244,7 +235,7 @@ def _machine(app: Flask) -> type[RuleBasedStateMachine]:
                     .values(expires_at=now - timedelta(seconds=61 + late))
                 )
             with session_scope(engine) as session:
-                leasing.reclaim_expired(session, chosen["job"], now)
+                reclaim_expired(session, chosen["job"], now)
             with session_scope(engine) as session:
                 state = session.get(Assignment, chosen["id"]).state  # type: ignore[union-attr]
             assert state != "leased", "a lease past its deadline and grace was not reclaimed"
@@ -355,23 +346,6 @@ def _machine(app: Flask) -> type[RuleBasedStateMachine]:
             assert _global_problems(app) == []
 
     return Money
-
-
-def test_random_money_operations_keep_the_ledger_sound_sqlite(sqlite_app: Flask) -> None:
-    run_state_machine_as_test(
-        _machine(sqlite_app),
-        settings=settings(
-            max_examples=60,
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=list(HealthCheck),
-            derandomize=False,
-        ),
-    )
-    with session_scope(get_engine(sqlite_app)) as session:
-        # the runs did something: work was paid and paid out
-        assert session.execute(select(func.count()).where(LedgerTxn.kind == "work")).scalar_one() > 0
-        assert session.execute(select(func.count()).where(LedgerTxn.kind == "payout")).scalar_one() > 0
 
 
 def test_random_money_operations_keep_the_ledger_sound_postgres(pg_app: Flask) -> None:

@@ -34,9 +34,9 @@ def queue_name() -> str:
 
 
 @pytest.fixture
-def app(pg_url: str, redis: Redis, queue_name: str) -> Iterator[Flask]:
+def app(database_url: str, redis: Redis, queue_name: str) -> Iterator[Flask]:
     """PostgreSQL, Redis db of the tests, and a queue of its own (no other worker takes its jobs)."""
-    application = make_app(pg_url, QUEUE_NAME=queue_name)
+    application = make_app(database_url, QUEUE_NAME=queue_name)
     yield application
     dispose(application)
 
@@ -157,7 +157,7 @@ def _kill(process: subprocess.Popen[bytes]) -> None:
 
 
 def test_a_killed_run_started_again_pays_every_worker_exactly_once(
-    app: Flask, operator: Headers, pg_url: str, queue_name: str
+    app: Flask, operator: Headers, database_url: str, queue_name: str
 ) -> None:
     engine = get_engine(app)
     owed = _workers_with_balances(engine, 1500)
@@ -165,7 +165,7 @@ def test_a_killed_run_started_again_pays_every_worker_exactly_once(
     paid_so_far = select(func.count()).select_from(LedgerTxn).where(LedgerTxn.kind == "payout")
     workers: list[subprocess.Popen[bytes]] = []
     try:
-        workers.append(_start_worker(pg_url, queue_name))
+        workers.append(_start_worker(database_url, queue_name))
         started = client.post("/v1/payouts/runs", headers=operator)
         assert started.status_code == 201, started.get_json()
         run_id = started.get_json()["id"]
@@ -179,7 +179,7 @@ def test_a_killed_run_started_again_pays_every_worker_exactly_once(
             run = session.get(PayoutRun, run_id)
             assert run is not None and run.state == "pending" and run.open is True
 
-        workers.append(_start_worker(pg_url, queue_name))
+        workers.append(_start_worker(database_url, queue_name))
         again = client.post("/v1/payouts/runs", headers=operator)
         assert again.status_code == 200, again.get_json()
         assert again.get_json()["id"] == run_id

@@ -17,7 +17,7 @@ from werkzeug.test import TestResponse
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Account, Assignment, AssignmentItem, AuditEvent, Item, Job, Qualification, utcnow
-from marketplace.services.leasing import EXPIRY_GRACE, reclaim_expired
+from marketplace.pool.release import EXPIRY_GRACE, reclaim_expired
 from tests.conftest import bearer, job_body, new_key, post_job, work_through
 from tests.test_api_bad_input import assert_error
 
@@ -340,13 +340,13 @@ def test_bad_qualification_settings_name_the_field(app: Flask, client: FlaskClie
     assert _lease(client, _worker(app, "w2"), running["id"]).get_json()["kind"] == "task"
 
 
-def test_one_workers_concurrent_leases_start_one_test_and_no_task(pg_app: Flask) -> None:
+def test_one_workers_concurrent_leases_start_one_test_and_no_task(app: Flask) -> None:
     """PostgreSQL: 16 threads of one worker lease at once (with and without the job id)."""
-    client = pg_app.test_client()
-    requester = bearer(new_key(pg_app, "requester", "req"))
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester", "req"))
     job = _qual_job(client, requester, n=3, pass_mark=0.6, golden=12, items=40)
-    worker = _worker(pg_app)
-    worker_id = _worker_id(pg_app, worker)
+    worker = _worker(app)
+    worker_id = _worker_id(app, worker)
     threads, rounds = 16, 4
 
     def race() -> list[tuple[int, Any]]:
@@ -355,7 +355,7 @@ def test_one_workers_concurrent_leases_start_one_test_and_no_task(pg_app: Flask)
         lock = threading.Lock()
 
         def run(n: int) -> None:
-            own = pg_app.test_client()
+            own = app.test_client()
             barrier.wait()
             for r in range(rounds):
                 response = _lease(own, worker, job["id"] if (n + r) % 2 else None)
@@ -374,19 +374,19 @@ def test_one_workers_concurrent_leases_start_one_test_and_no_task(pg_app: Flask)
     leased = [body for status, body in results if status == 201]
     assert {status for status, _ in results} <= {201, 204}
     assert [body["kind"] for body in leased] == ["qualification"]  # one test, no real task
-    with session_scope(get_engine(pg_app)) as session:
+    with session_scope(get_engine(app)) as session:
         assignments = session.execute(
             select(Assignment.id).where(Assignment.job_id == job["id"], Assignment.worker_id == worker_id)
         ).all()
         rows = session.execute(select(Qualification).where(Qualification.job_id == job["id"])).scalars().all()
     assert len(assignments) == 1 and len(rows) == 1 and rows[0].state == "pending"
-    assert all(golden for _, golden in _entries(pg_app, leased[0]["id"]).values())
+    assert all(golden for _, golden in _entries(app, leased[0]["id"]).values())
 
     assert _take_test(client, worker, leased[0], right=3)["qualification"] == "passed"
     after = race()
     tasks = [body for status, body in after if status == 201]
     assert tasks and all(body["kind"] == "task" for body in tasks)
-    with session_scope(get_engine(pg_app)) as session:
+    with session_scope(get_engine(app)) as session:
         status = session.execute(select(Account.status).where(Account.id == worker_id)).scalar_one()
         per_item = session.execute(
             select(AssignmentItem.item_id, func.count())

@@ -9,13 +9,13 @@ from marketplace.db import make_engine
 from marketplace.migrate import alembic_config
 
 
-def test_the_migrations_match_the_models(pg_url: str) -> None:
-    command.check(alembic_config(pg_url))  # raises when autogenerate would find a change
+def test_the_migrations_match_the_models(database_url: str) -> None:
+    command.check(alembic_config(database_url))  # raises when autogenerate would find a change
 
 
-def test_every_id_column_is_a_bigint(pg_url: str) -> None:
+def test_every_id_column_is_a_bigint(database_url: str) -> None:
     """The API takes ids up to 2**63 - 1; an integer column made PostgreSQL fail such a query."""
-    engine = make_engine(pg_url)
+    engine = make_engine(database_url)
     try:
         with engine.connect() as connection:
             narrow = (

@@ -87,7 +87,7 @@ def test_a_lease_out_when_overlap_drops_does_not_bring_its_round_back(
     from sqlalchemy import update
 
     from marketplace.models import Assignment, utcnow
-    from marketplace.services.leasing import EXPIRY_GRACE
+    from marketplace.pool.release import EXPIRY_GRACE
 
     job = post_job(client, requester, items=2, golden=0, overlap=2, items_per_task=2)
     first, second = bearer(new_key(app, "worker", "a")), bearer(new_key(app, "worker", "b"))

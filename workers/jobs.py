@@ -12,8 +12,9 @@ from sqlalchemy import Engine, select, text
 
 from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
-from marketplace.models import Job, PayoutRun, utcnow
-from marketplace.services import acceptance, aggregating, leasing, payouts, rules
+from marketplace.models import Answer, Job, JobState, PayoutRun, utcnow
+from marketplace.pool.release import reclaim_expired
+from marketplace.services import acceptance, aggregating, payouts, rules
 
 log = logging.getLogger(__name__)
 SWEEP_EVERY = timedelta(seconds=10)
@@ -44,11 +45,26 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     return summary
 
 
-def apply_rules_job(job_id: int, worker_id: int) -> list[dict[str, Any]]:
-    """Rules for one worker right after its golden answers arrive: spammers stop early."""
+def apply_rules_job(job_id: int) -> list[dict[str, Any]]:
+    """Rules for the workers whose golden answers arrived since the last check (queued after
+    every submit, see `services/submitted.py`): spammers stop early. The last answer checked is
+    kept in Redis; with it lost, every worker of the job is checked again (rules act once)."""
     app = _app()
-    queue.get_redis(app).delete(queue.guard_key(queue.RULES_JOB, job_id, worker_id))
-    return _apply_rules(app, job_id, [worker_id])
+    redis = queue.get_redis(app)
+    redis.delete(queue.guard_key(queue.RULES_JOB, job_id))
+    mark = f"marketplace:rules_checked:{job_id}"
+    since = int(redis.get(mark) or 0)
+    with session_scope(get_engine(app)) as session:
+        rows = session.execute(
+            select(Answer.id, Answer.worker_id).where(
+                Answer.job_id == job_id, Answer.is_golden.is_(True), Answer.id > since
+            )
+        ).all()
+    if not rows:
+        return []
+    fired = _apply_rules(app, job_id, sorted({row.worker_id for row in rows}))
+    redis.set(mark, max(row.id for row in rows), ex=7 * 24 * 3600)
+    return fired
 
 
 def _apply_rules(app: Flask, job_id: int, worker_ids: list[int] | None) -> list[dict[str, Any]]:
@@ -78,12 +94,12 @@ def sweep() -> dict[str, Any]:
     redis.delete(queue.guard_key(queue.SWEEP_JOB))
     now = utcnow()
     expired, due = 0, []
+    live = (JobState.RUNNING, JobState.PAUSED, JobState.COMPLETED)
     with session_scope(get_engine(app)) as session:
-        job_ids = (
-            session.execute(select(Job.id).where(Job.state.in_(("running", "paused", "completed")))).scalars().all()
-        )
-        for job_id in job_ids:
-            expired += leasing.reclaim_expired(session, job_id, now)
+        job_ids = session.execute(select(Job.id).where(Job.state.in_(live))).scalars().all()
+    for job_id in job_ids:  # a transaction per job: each locks that job's money rows only
+        with session_scope(get_engine(app)) as session:
+            expired += reclaim_expired(session, job_id, now)
             run = aggregating.last_run(session, job_id)
             latest = aggregating.latest_answer_id(session, job_id)
             if latest and (run is None or run.last_answer_id < latest):
@@ -112,8 +128,6 @@ def maintain_tables(engine: Engine) -> list[str]:
     The slot pool is consumed by DELETE; until a vacuum, each lease's index scan walks the
     dead entries at the queue's front, and job-scoped plans need fresh statistics.
     """
-    if engine.dialect.name != "postgresql":
-        return []
     done: list[str] = []
     with engine.connect() as connection:
         connection = connection.execution_options(isolation_level="AUTOCOMMIT")

@@ -13,8 +13,9 @@ from marketplace.api import idempotency_key
 from marketplace.auth import current_principal, require
 from marketplace.db import get_hot_engine, get_session
 from marketplace.models import utcnow
+from marketplace.pool import lease, skip, submit, view
 from marketplace.schemas import AssignmentSchema, LeaseRequestSchema, SubmitResultSchema, SubmitSchema
-from marketplace.services import leasing, submissions
+from marketplace.services import submitted
 
 blp = Blueprint("assignments", __name__, url_prefix="/v1/assignments", description="Workers' tasks")
 
@@ -32,12 +33,7 @@ class Assignments(MethodView):
     @blp.alt_response(204, description="no work for you now")
     def post(self, body: dict[str, Any]) -> Any:
         """Lease the next task: items you have never seen, with a deadline; 204 when none."""
-        job_id = (body or {}).get("job_id")
-        engine = get_hot_engine()
-        if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)
-            task = leasing.lease_task_pg(engine, current_principal().id, job_id)
-        else:
-            task = leasing.lease_task(get_session(), current_principal().id, job_id)
+        task = lease.lease_task(get_hot_engine(), current_principal().id, (body or {}).get("job_id"))
         if task is None:
             return "", 204
         return task
@@ -49,46 +45,33 @@ class AssignmentResource(MethodView):
     @blp.response(200, AssignmentSchema)
     def get(self, assignment_id: int) -> dict[str, Any]:
         """One of your own assignments."""
-        return submissions.get_assignment(get_session(), current_principal().id, assignment_id)
+        return view.own_assignment(get_session(), current_principal().id, assignment_id)
 
 
 @blp.route("/<id:assignment_id>/submit", methods=["POST"])
 @require("worker")
 @blp.arguments(SUBMIT_REQUEST)
 @blp.response(200, SubmitResultSchema)
-def submit(body: dict[str, Any], assignment_id: int) -> Any:
+def submit_task(body: dict[str, Any], assignment_id: int) -> Any:
     """Answer every item of the task; a retry with the same `Idempotency-Key` returns the first result."""
     received_at = utcnow()
     key = idempotency_key(request.headers.get("Idempotency-Key"))
-    engine = get_hot_engine()
-    worker_id, answers = current_principal().id, body["answers"]
-    if engine.dialect.name == "postgresql":  # the hot path: no Session (see services/pool_pg.py)
-        result = submissions.submit_pg(engine, worker_id, assignment_id, answers, key, received_at)
-    else:
-        result = submissions.submit(get_session(), worker_id, assignment_id, answers, key, received_at)
-    return after_submit(result, worker_id)
+    worker_id = current_principal().id
+    result = submit.submit(get_hot_engine(), worker_id, assignment_id, body["answers"], key, received_at)
+    return follow_up(result, worker_id)
 
 
-def after_submit(result: submissions.SubmitResult, worker_id: int) -> submissions.SubmitResult:
-    """What follows a stored submit (here and on the hot path, `api/hot.py`): a qualification
-    test is graded (rare: off the hot path); aggregation is queued in batches, when an answer id
-    crosses a multiple of the batch size or at the end; the rules run right after golden
-    answers arrive, so a spammer stops soon."""
-    if result.is_test:
-        result = submissions.graded(get_session(), result, worker_id)
-    every = current_app.config["AGGREGATE_EVERY_ANSWERS"]
-    if result.job_finished or any(i % every == 0 for i in result.answer_ids):
-        queue.enqueue_once(queue.get_redis(), current_app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, result.job_id)
-    if result.golden and not result.replayed:
-        queue.enqueue_once(
-            queue.get_redis(), current_app.config["QUEUE_NAME"], queue.RULES_JOB, result.job_id, worker_id
-        )
-    return result
+def follow_up(result: submit.SubmitResult, worker_id: int) -> submit.SubmitResult:
+    """`submitted.follow_up` with this app's engine, Redis and settings (also the hot path's)."""
+    config = current_app.config
+    return submitted.follow_up(
+        get_hot_engine(), queue.get_redis(), config["QUEUE_NAME"], config["AGGREGATE_EVERY_ANSWERS"], result, worker_id
+    )
 
 
 @blp.route("/<id:assignment_id>/skip", methods=["POST"])
 @require("worker")
 @blp.response(200, SubmitResultSchema)
-def skip(assignment_id: int) -> Any:
+def skip_task(assignment_id: int) -> Any:
     """Give the task back; its items go to other workers."""
-    return submissions.skip(get_session(), current_principal().id, assignment_id)
+    return skip.skip(get_session(), current_principal().id, assignment_id)

@@ -4,14 +4,13 @@ Why: measured in-process on PostgreSQL (`bench/profile_cycle.py`), Flask + flask
 webargs + marshmallow took more than half of the API's CPU for a lease+submit cycle, more
 than the services and psycopg together. This WSGI middleware sits in front of the Flask app
 and serves `POST /v1/assignments` and `POST /v1/assignments/{id}/submit` itself, calling the
-same services, only for the plain case: PostgreSQL, a known worker key, a JSON body that the
-schemas would take as it is (checked strictly here, with the schemas' limits: exact types, no
-unknown fields). Anything else (no key, an unknown or non-worker key, a body the strict check
-does not take, SQLite) goes to the Flask app untouched, which authenticates, validates and
-renders every refusal. So the API
-has one contract, written once in `schemas.py` and `api/assignments.py`; this module only
-takes a shortcut through it, and `tests/test_hot_path.py` checks that both give the same
-answers.
+same services (`marketplace/pool`), only for the plain case: a known worker key and a JSON body
+that the schemas would take as it is (checked strictly here, with the schemas' limits: exact
+types, no unknown fields). Anything else (no key, an unknown or non-worker key, a body the
+strict check does not take) goes to the Flask app untouched, which authenticates, validates and
+renders every refusal. So the API has one contract, written once in `schemas.py` and
+`api/assignments.py`; this module only takes a shortcut through it (it imports no view), and
+`tests/test_hot_path.py` checks that both give the same answers.
 
 Refusals the services raise after a request was taken here (expired, not yours, banned, ...)
 are rendered with `errors.error_body`, the shape the Flask handlers use.
@@ -29,13 +28,14 @@ from typing import Any
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 
-from marketplace import auth
-from marketplace.api import assignments, idempotency_key
+from marketplace import auth, queue
+from marketplace.api import idempotency_key
 from marketplace.db import get_hot_engine
 from marketplace.errors import ServiceError, error_body
-from marketplace.models import utcnow
+from marketplace.models import Role, utcnow
+from marketplace.pool import lease, submit
 from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL
-from marketplace.services import leasing, submissions
+from marketplace.services import submitted
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ def submit_answers(body: Any) -> list[dict[str, Any]] | None:
     return answers  # type: ignore[no-any-return]
 
 
-def task_json(task: leasing.LeasedTask) -> dict[str, Any]:
+def task_json(task: lease.LeasedTask) -> dict[str, Any]:
     """`AssignmentSchema().dump(task)` for a fresh lease (the test compares the two)."""
     return {
         "id": task.id,
@@ -93,13 +93,13 @@ def task_json(task: leasing.LeasedTask) -> dict[str, Any]:
     }
 
 
-def submit_json(result: submissions.SubmitResult) -> dict[str, Any]:
+def submit_json(result: submit.SubmitResult) -> dict[str, Any]:
     """`SubmitResultSchema().dump(result)` (the test compares the two)."""
     body: dict[str, Any] = {
         "id": result.id,
         "state": result.state,
         "answers": result.answers,
-        "submitted_at": result.submitted_at.isoformat(),
+        "submitted_at": result.submitted_at.isoformat() if result.submitted_at else None,
     }
     if result.qualification is not None:
         body["qualification"] = result.qualification
@@ -125,8 +125,6 @@ class HotPath:
 
     def _take(self, environ: dict[str, Any], start_response: StartResponse, assignment_id: int | None) -> Any:
         """Serve it here, or hand it on with its body as it came."""
-        if get_hot_engine(self.app).dialect.name != "postgresql":  # the services' SQLite path needs a Session
-            return self.inner(environ, start_response)
         body, raw, parsed = self._body(environ)
         if parsed:
             with self.app.app_context():
@@ -180,7 +178,7 @@ class HotPath:
         if scheme.lower() != "bearer" or not key.strip():
             return None
         principal = auth.lookup(auth.hash_key(key.strip()))
-        if principal is None or principal.role != "worker":
+        if principal is None or principal.role != Role.WORKER:
             return None
         return principal.id
 
@@ -188,7 +186,7 @@ class HotPath:
         job_id = lease_body(body)
         if job_id is False:
             return None
-        task = leasing.lease_task_pg(get_hot_engine(), worker_id, job_id or None)
+        task = lease.lease_task(get_hot_engine(), worker_id, job_id or None)
         if task is None:
             return 204, None
         return 201, task_json(task)
@@ -198,8 +196,12 @@ class HotPath:
         if answers is None:
             return None
         key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))  # refused as the app does
-        result = submissions.submit_pg(get_hot_engine(), worker_id, assignment_id, answers, key, utcnow())
-        return 200, submit_json(assignments.after_submit(result, worker_id))
+        engine, config = get_hot_engine(), self.app.config
+        result = submit.submit(engine, worker_id, assignment_id, answers, key, utcnow())
+        result = submitted.follow_up(
+            engine, queue.get_redis(), config["QUEUE_NAME"], config["AGGREGATE_EVERY_ANSWERS"], result, worker_id
+        )
+        return 200, submit_json(result)
 
 
 def _respond(start_response: StartResponse, status: int, body: Any) -> list[bytes]:

@@ -166,7 +166,7 @@ def _closing(session: Session, chunks: Iterator[str]) -> Iterator[str]:
     """Stream `chunks`, then close the session they read from.
 
     The request's teardown runs before a streamed body is read, so it cannot close this
-    session; left open, its transaction would hold SQLite's write lock until garbage collection.
+    session; left open, its transaction and connection would be held until garbage collection.
     """
     try:
         yield from chunks

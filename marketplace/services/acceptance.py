@@ -7,8 +7,12 @@ fewer than `min_agreement` of its real items agree with the aggregate; it is acc
 real items are aggregated and no rule rejects it, or after `auto_accept_seconds` whatever the
 state of aggregation. Requesters set the rules per job within the operator's limits.
 
-A decision is written once (`UPDATE ... WHERE decision IS NULL`) and its money moves under a
-unique key per assignment, so a decision job run twice, or two at once, pays once.
+A decision is written once (`pool.decisions.record`) and its money moves under a unique key per
+assignment, so a decision job run twice, or two at once, pays once. Each batch locks the money
+accounts it will move first, in the ledger's one order (`ledger.lock_balances`).
+
+The reasons are shown to workers: they never count or name golden items (a task's golden share
+must not be readable from them), so they say "quality checks" and "consensus", not figures.
 """
 
 from __future__ import annotations
@@ -18,18 +22,35 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlmodel import Session
 
 from marketplace.errors import Invalid
-from marketplace.models import Aggregate, Answer, Assignment, Job, WorkerQuality, utcnow
+from marketplace.models import (
+    Aggregate,
+    Answer,
+    Assignment,
+    AssignmentState,
+    Decision,
+    Job,
+    JobState,
+    LedgerKind,
+    WorkerQuality,
+    utcnow,
+)
+from marketplace.pool import decisions
 from marketplace.services import budget, ledger, pricing
-from marketplace.services.ledger import budget_account, holds_account, worker_account
+from marketplace.services.ledger import budget_account, holds_account, requester_account, worker_account
 
-# Tasks decided per transaction: each settles with ~15 statements, and on SQLite a transaction
-# holds the one write lock, so leases and submits wait for it (500 a batch gave the demo's
-# leases an 8 s p99 on a slow day); 50 keeps each transaction short.
+# Tasks decided per transaction: each settles with ~15 statements and holds the job's budget
+# and holds rows, which every lease of the job also updates; 50 keeps each transaction short.
 BATCH = 50
+ACCEPTED = "accepted"
+AGREES = "accepted: agrees with the consensus"
+LATE = "auto-accepted: not aggregated in time"
+DROPPED = "rejected: banned for cause, the worker's answers were dropped"
+FAILED_CHECKS = "rejected: did not pass the job's quality checks"
+FAR = "rejected: far from the consensus"
 
 
 @dataclass(frozen=True)
@@ -65,7 +86,7 @@ def check_limits(rules: dict[str, Any], limits: Limits) -> None:
 
 @dataclass(frozen=True)
 class Verdict:
-    decision: str  # accepted | rejected
+    decision: Decision
     reason: str
 
 
@@ -89,7 +110,7 @@ def decide_job(
                 select(Assignment)
                 .where(
                     Assignment.job_id == job_id,
-                    Assignment.state == "submitted",
+                    Assignment.state == AssignmentState.SUBMITTED,
                     Assignment.decision.is_(None),
                     Assignment.id > after,
                     Assignment.finished_at <= latest,
@@ -103,6 +124,7 @@ def decide_job(
         if not tasks:
             break
         after = tasks[-1].id
+        _lock_money(session, job, tasks)
         answers = _answers_of(session, job_id, [t.id for t in tasks])
         aggregates = _aggregates(session, job_id, answers)
         for task in tasks:
@@ -113,6 +135,14 @@ def decide_job(
                 counts[verdict.decision] += 1
         session.commit()
     return counts
+
+
+def _lock_money(session: Session, job: Job, tasks: list[Assignment]) -> None:
+    """Every balance row this batch may change, in the ledger's order, before the first move."""
+    accounts = [budget_account(job.id), holds_account(job.id), *(worker_account(t.worker_id) for t in tasks)]
+    if job.state == JobState.CANCELLED:
+        accounts.append(requester_account(job.requester_id))
+    ledger.lock_balances(session, accounts)
 
 
 def _answers_of(session: Session, job_id: int, assignment_ids: list[int]) -> dict[int, list[Answer]]:
@@ -138,61 +168,50 @@ def _aggregates(session: Session, job_id: int, answers: dict[int, list[Answer]])
 def judge(rules: dict[str, Any], answers: list[Answer], aggregates: dict[int, str], overdue: bool) -> Verdict | None:
     """The verdict on one task, or None to wait for aggregation."""
     if any(a.excluded for a in answers):
-        return Verdict("rejected", "banned for cause: the worker's answers were dropped")
-    golden = [a for a in answers if a.is_golden]
-    failed = sum(1 for a in golden if a.correct is False)
+        return Verdict(Decision.REJECTED, DROPPED)
+    failed = sum(1 for a in answers if a.is_golden and a.correct is False)
     limit = rules.get("reject_failed_golden")
     if limit is not None and failed >= limit:
-        return Verdict("rejected", f"failed {failed} of {len(golden)} golden items")
+        return Verdict(Decision.REJECTED, FAILED_CHECKS)
     real = [a for a in answers if not a.is_golden]
     judged = [a for a in real if a.item_id in aggregates]
     if len(judged) < len(real):
-        return Verdict("accepted", "auto-accepted: not aggregated in time") if overdue else None
+        return Verdict(Decision.ACCEPTED, LATE) if overdue else None
     floor = rules.get("min_agreement")
     agreed = sum(1 for a in judged if aggregates[a.item_id] == a.label)
     if floor is not None and judged and agreed / len(judged) < floor:
-        return Verdict("rejected", f"far from consensus: agreed on {agreed} of {len(judged)} items")
-    return Verdict("accepted", f"agreed on {agreed} of {len(judged)} items" if judged else "accepted")
+        return Verdict(Decision.REJECTED, FAR)
+    return Verdict(Decision.ACCEPTED, AGREES if judged else ACCEPTED)
 
 
 def settle(session: Session, job: Job, task: Assignment, verdict: Verdict, now: datetime) -> bool:
     """Record the decision once and move its money: pay (+ bonus) from the hold and return the
     rest, or return the whole hold. False when another run decided it first."""
     pay = bonus = 0
-    if verdict.decision == "accepted":
+    if verdict.decision == Decision.ACCEPTED:
         entries = session.execute(select(Answer.id).where(Answer.assignment_id == task.id)).all()
         kind = job.annotation["type"]
         prices = job.pricing or pricing.normalise(None, job.reward_cents)
         pay = sum(pricing.item_pay(prices, kind, {}) for _ in entries)
         bonus = len(entries) * pricing.bonus_per_item(job.bonus, _golden_accuracy(session, job.id, task.worker_id))
-    decided = session.execute(
-        update(Assignment)
-        .where(Assignment.id == task.id, Assignment.decision.is_(None), Assignment.state == "submitted")
-        .values(
-            decision=verdict.decision,
-            decision_reason=verdict.reason,
-            decided_at=now,
-            paid_cents=pay + bonus if verdict.decision == "accepted" else None,
-        )
-    ).rowcount
-    if decided != 1:
+    paid = pay + bonus if verdict.decision == Decision.ACCEPTED else None
+    if not decisions.record(session, task.id, verdict.decision, verdict.reason, paid, now):
         return False
     holds, rest = holds_account(job.id), task.hold_cents - pay - bonus
     common = {"currency": job.currency, "job_id": job.id, "assignment_id": task.id}
-    if verdict.decision == "accepted":
-        ledger.post(session, "work", [(holds, worker_account(task.worker_id), pay)], key=f"work:{task.id}", **common)
-        ledger.post(
-            session, "bonus", [(holds, worker_account(task.worker_id), bonus)], key=f"bonus:{task.id}", **common
-        )
+    if verdict.decision == Decision.ACCEPTED:
+        worker = worker_account(task.worker_id)
+        ledger.post(session, LedgerKind.WORK, [(holds, worker, pay)], key=f"work:{task.id}", **common)
+        ledger.post(session, LedgerKind.BONUS, [(holds, worker, bonus)], key=f"bonus:{task.id}", **common)
     ledger.post(
         session,
-        "release",
+        LedgerKind.RELEASE,
         [(holds, budget_account(job.id), rest)],
         key=f"rest:{task.id}",
         memo=verdict.reason,
         **common,
     )
-    if job.state == "cancelled":
+    if job.state == JobState.CANCELLED:
         budget.refund_rest(session, job)
     return True
 
@@ -210,7 +229,9 @@ def decide_overdue(session: Session, limits: Limits, now: datetime | None = None
     now = now or utcnow()
     job_ids = (
         session.execute(
-            select(Assignment.job_id).where(Assignment.state == "submitted", Assignment.decision.is_(None)).distinct()
+            select(Assignment.job_id)
+            .where(Assignment.state == AssignmentState.SUBMITTED, Assignment.decision.is_(None))
+            .distinct()
         )
         .scalars()
         .all()

@@ -1,8 +1,7 @@
 """Aggregate a job: read its answers in bulk, run `aggregation`, store results and quality.
 
-On PostgreSQL answers are read and results written with COPY (`bulk_pg`); on SQLite with
-plain column tuples. Results are replaced for the job in one transaction, so a reader sees
-either the old or the new run.
+Answers are read and results written with COPY (`bulk.py`). Results are replaced for the job in
+one transaction, so a reader sees either the old or the new run.
 """
 
 from __future__ import annotations
@@ -12,31 +11,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
 import aggregation
-from marketplace.db import is_postgres
 from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
-from marketplace.services.bulk_pg import copy_answers, copy_rows
+from marketplace.services.bulk import copy_answers, copy_rows
 from marketplace.services.dynamic_overlap import extend_unsure
-
-
-def load_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
-    """All included answers of a job as a (task, worker, label) frame, and the last answer id."""
-    rows = session.execute(
-        select(Answer.id, Answer.item_id, Answer.worker_id, Answer.label)
-        .where(Answer.job_id == job_id, Answer.excluded.is_(False))
-        .order_by(Answer.id)
-        .execution_options(yield_per=50_000)
-    ).tuples()
-    frame = pd.DataFrame.from_records(list(rows), columns=["id", "task", "worker", "label"])
-    last_id = int(frame["id"].max()) if len(frame) else 0
-    frame = frame.drop(columns="id")
-    frame["task"] = frame["task"].astype(str)
-    frame["worker"] = frame["worker"].astype(str)
-    frame["label"] = frame["label"].astype(str)
-    return frame, last_id
 
 
 def load_golden(session: Session, job_id: int) -> pd.Series:
@@ -59,11 +40,10 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     if _unchanged(session, job):
         session.commit()
         return {"job_id": job_id, "skipped": "no change since the last run"}
-    pg = is_postgres(session)
-    answers, last_id = copy_answers(session, job_id) if pg else load_answers(session, job_id)
+    answers, last_id = copy_answers(session, job_id)
     golden = load_golden(session, job_id)
     method, labels = job.aggregation, job.annotation["labels"]
-    session.commit()  # no transaction (on SQLite: no write lock) while the model fits
+    session.commit()  # no transaction open while the model fits
     result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels)
     real = result.labels.index[~result.labels.index.isin(golden.index)]
     rows = pd.DataFrame(
@@ -79,8 +59,8 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
         }
     )
     session.execute(delete(Aggregate).where(Aggregate.job_id == job_id))
-    _append(session, Aggregate, rows, pg)
-    _store_quality(session, job_id, answers, golden, result.labels[real], pg)
+    copy_rows(session, Aggregate.__tablename__, list(rows.columns), rows)
+    _store_quality(session, job_id, answers, golden, result.labels[real])
     extended = extend_unsure(session, job, result.confidence[real], result.answers_used[real])
     seconds = time.perf_counter() - started
     session.add(
@@ -117,18 +97,7 @@ def _unchanged(session: Session, job: Job) -> bool:
     return bool(latest == run.last_answer_id and included == run.answers_used)
 
 
-def _append(session: Session, model: Any, rows: pd.DataFrame, pg: bool) -> None:
-    if rows.empty:
-        return
-    if pg:
-        copy_rows(session, model.__tablename__, list(rows.columns), rows)
-    else:
-        session.execute(insert(model), rows.to_dict("records"))
-
-
-def _store_quality(
-    session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series, pg: bool
-) -> None:
+def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series) -> None:
     scores = aggregation.golden_scores(answers, golden)
     counts = answers.groupby("worker").size()
     frame = pd.DataFrame({"answers": counts}).join(scores[["golden_seen", "golden_correct", "golden_accuracy"]])
@@ -150,10 +119,7 @@ def _store_quality(
         "agreement",
         "updated_at",
     ]
-    rows = frame[columns].reset_index(drop=True)
-    if not pg:
-        rows = rows.astype(object).where(rows.notna(), None)
-    _append(session, WorkerQuality, rows, pg)
+    copy_rows(session, WorkerQuality.__tablename__, columns, frame[columns].reset_index(drop=True))
 
 
 def last_run(session: Session, job_id: int) -> AggregationRun | None:

@@ -10,17 +10,29 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlmodel import Session
 
 from marketplace.errors import Conflict, NotFound
-from marketplace.models import Account, Answer, Assignment, AuditEvent, Job, Slot, WorkerBlock, utcnow
-from marketplace.services.leasing import release_assignments
+from marketplace.models import (
+    Account,
+    AccountStatus,
+    Assignment,
+    AssignmentState,
+    AuditEvent,
+    Job,
+    Role,
+    WorkerBlock,
+    utcnow,
+)
+from marketplace.pool import answers
+from marketplace.pool.release import release_assignments
+from marketplace.services import ledger
 
 
 def _locked_worker(session: Session, worker_id: int) -> Account:
     account = session.execute(select(Account).where(Account.id == worker_id).with_for_update()).scalar_one_or_none()
-    if account is None or account.role != "worker":
+    if account is None or account.role != Role.WORKER:
         raise NotFound(f"worker {worker_id} not found")
     return account
 
@@ -46,9 +58,9 @@ def ban_worker(
     """
     account = _locked_worker(session, worker_id)  # leases lock this row first: they wait for us
     if job_id is None and requester_id is None and until is None:
-        if account.status == "banned":
+        if account.status == AccountStatus.BANNED:
             raise Conflict(f"worker {worker_id} is already banned")
-        account.status = "banned"
+        account.status = AccountStatus.BANNED
         session.add(account)
         action = "ban"
     else:
@@ -66,7 +78,7 @@ def ban_worker(
     session.flush()
     now = utcnow()
     leases = select(Assignment.job_id, Assignment.id).where(
-        Assignment.worker_id == worker_id, Assignment.state == "leased"
+        Assignment.worker_id == worker_id, Assignment.state == AssignmentState.LEASED
     )
     jobs = _scope_jobs(job_id, requester_id)
     if jobs is not None:
@@ -75,10 +87,10 @@ def ban_worker(
     by_job: dict[int, list[int]] = defaultdict(list)
     for lease_job, assignment_id in open_leases:
         by_job[lease_job].append(assignment_id)
+    ledger.lock_balances(session, [a for j in by_job for a in (ledger.budget_account(j), ledger.holds_account(j))])
     for lease_job, ids in by_job.items():
-        release_assignments(session, lease_job, ids, "revoked", now)
-    reopened: set[int] = set()
-    excluded = _exclude_answers(session, worker_id, jobs, reopened) if exclude_answers else 0
+        release_assignments(session, lease_job, ids, AssignmentState.REVOKED, now)
+    excluded, reopened = answers.exclude(session, worker_id, jobs) if exclude_answers else (0, set())
     details = {"revoked_leases": len(open_leases), "excluded_answers": excluded, "jobs_reopened": sorted(reopened)}
     scope = {
         "scope": "everywhere" if job_id is None else f"job {job_id}",
@@ -119,32 +131,6 @@ def _scope_jobs(job_id: int | None, requester_id: int | None) -> Any:
     return None
 
 
-def _exclude_answers(session: Session, worker_id: int, jobs: Any, reopened: set[int]) -> int:
-    """Mark the worker's answers excluded and put the rounds they filled back in the pool."""
-    query = select(Answer.id, Answer.job_id, Answer.item_id, Answer.round).where(
-        Answer.worker_id == worker_id, Answer.excluded.is_(False)
-    )
-    if jobs is not None:
-        query = query.where(Answer.job_id.in_(jobs))
-    rows = session.execute(query.with_for_update()).all()
-    if not rows:
-        return 0
-    session.execute(update(Answer).where(Answer.id.in_([r.id for r in rows])).values(excluded=True, round=None))
-    freed = [{"job_id": r.job_id, "item_id": r.item_id, "round": r.round} for r in rows if r.round is not None]
-    if freed:
-        session.execute(insert(Slot), freed)
-        jobs = {r["job_id"] for r in freed}
-        completed = (
-            session.execute(select(Job.id).where(Job.id.in_(jobs), Job.state == "completed").with_for_update())
-            .scalars()
-            .all()
-        )
-        if completed:
-            session.execute(update(Job).where(Job.id.in_(completed)).values(state="running", updated_at=utcnow()))
-            reopened.update(completed)
-    return len(rows)
-
-
 def unban_worker(session: Session, worker_id: int, actor_id: int, reason: str) -> dict[str, Any]:
     account = _locked_worker(session, worker_id)
     now = utcnow()
@@ -152,9 +138,9 @@ def unban_worker(session: Session, worker_id: int, actor_id: int, reason: str) -
     ended = session.execute(
         update(WorkerBlock).where(WorkerBlock.worker_id == worker_id, active).values(until=now)
     ).rowcount
-    if account.status != "banned" and not ended:
+    if account.status != AccountStatus.BANNED and not ended:
         raise Conflict(f"worker {worker_id} is not banned")
-    account.status = "active"
+    account.status = AccountStatus.ACTIVE
     session.add(account)
     session.add(
         AuditEvent(

@@ -1,10 +1,11 @@
 """A job's money: the budget its requester puts in, the holds its leases take, what is left.
 
 Launch moves the budget from the requester to `job:{id}:budget`; each lease moves its task's
-worst case (`entries x job.item_hold_cents`) to `job:{id}:holds` (PostgreSQL: inside the lease
-statement, `pool_pg.LEASE`); expiry, skip and revocation move it back; a decision pays the
-worker from the hold and returns the rest (`acceptance.py`); cancelling returns what is left
-to the requester. A lease is only issued while the budget covers a whole task's worst case.
+worst case (`entries x job.item_hold_cents`) to `job:{id}:holds` (inside the lease statement,
+`ledger.LEASE_HOLD`; a qualification test with `hold_for_lease`); expiry, skip and revocation
+move it back; a decision pays the worker from the hold and returns the rest (`acceptance.py`);
+cancelling returns what is left to the requester. A lease is only issued while the budget
+covers a whole task's worst case.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from marketplace.errors import Invalid
-from marketplace.models import Assignment, Job, Slot
+from marketplace.models import Assignment, Decision, Job, JobState, LedgerKind, Slot
 from marketplace.services import ledger
 from marketplace.services.ledger import InsufficientFunds, budget_account, holds_account, requester_account
 
@@ -26,14 +27,14 @@ def task_worst_case(job: Job) -> int:
 
 def put_in(session: Session, job: Job) -> int:
     """What the requester has given the job so far (budget movements, net)."""
-    return ledger.totals_by_kind(session, job.id, budget_account(job.id)).get("budget", 0)
+    return ledger.totals_by_kind(session, job.id, budget_account(job.id)).get(LedgerKind.BUDGET, 0)
 
 
 def apply_budget(session: Session, job: Job, actor_id: int | None) -> None:
     """Make the money given to the job equal `job.budget_cents`: top up from the requester or
     hand back what is neither held nor spent. A budget is a level, not an amount to add, so a
     retried request moves nothing. Drafts hold no money until launch."""
-    if job.state == "draft":
+    if job.state == JobState.DRAFT:
         return
     ledger.open_accounts(session, [budget_account(job.id), holds_account(job.id)], job.currency)
     delta = job.budget_cents - put_in(session, job)
@@ -43,7 +44,7 @@ def apply_budget(session: Session, job: Job, actor_id: int | None) -> None:
         else [(budget_account(job.id), requester_account(job.requester_id), -delta)]
     )
     try:
-        ledger.post(session, "budget", moves, currency=job.currency, job_id=job.id, actor_id=actor_id)
+        ledger.post(session, LedgerKind.BUDGET, moves, currency=job.currency, job_id=job.id, actor_id=actor_id)
     except InsufficientFunds:
         if delta > 0:
             available = ledger.balance(session, requester_account(job.requester_id))
@@ -58,10 +59,11 @@ def can_afford(session: Session, job_id: int, worst_case: int) -> bool:
 
 
 def hold_for_lease(session: Session, job_id: int, currency: str, assignment_id: int, cents: int) -> None:
-    """Move a new lease's worst case into the job's holds (SQLite's lease path)."""
+    """Move a new lease's worst case into the job's holds (a qualification test: see `pool/tests.py`;
+    a task's hold is written by the lease statement itself, `ledger.LEASE_HOLD`)."""
     ledger.post(
         session,
-        "hold",
+        LedgerKind.HOLD,
         [(budget_account(job_id), holds_account(job_id), cents)],
         currency=currency,
         job_id=job_id,
@@ -79,14 +81,14 @@ def release_holds(session: Session, job_id: int, released: list[tuple[int, int]]
     assert job is not None
     ledger.post(
         session,
-        "release",
+        LedgerKind.RELEASE,
         [(holds_account(job_id), budget_account(job_id), cents)],
         currency=job.currency,
         job_id=job_id,
         assignment_id=released[0][0] if len(released) == 1 else None,
         memo=f"{why}: {len(released)} lease(s)",
     )
-    if job.state == "cancelled":
+    if job.state == JobState.CANCELLED:
         refund_rest(session, job)
 
 
@@ -95,7 +97,7 @@ def refund_rest(session: Session, job: Job) -> int:
     rest = ledger.balance(session, budget_account(job.id))
     ledger.post(
         session,
-        "refund",
+        LedgerKind.REFUND,
         [(budget_account(job.id), requester_account(job.requester_id), rest)],
         currency=job.currency,
         job_id=job.id,
@@ -109,9 +111,8 @@ def status(session: Session, job: Job) -> dict[str, Any]:
     available = ledger.balance(session, budget_account(job.id))
     held = ledger.balance(session, holds_account(job.id))
     free = session.execute(select(func.count()).where(Slot.job_id == job.id)).scalar_one()
-    exhausted = (
-        job.state in ("running", "paused") and free > 0 and not can_afford(session, job.id, task_worst_case(job))
-    )
+    live = job.state in (JobState.RUNNING, JobState.PAUSED)
+    exhausted = live and free > 0 and not can_afford(session, job.id, task_worst_case(job))
     return {
         "currency": job.currency,
         "budget_cents": job.budget_cents,
@@ -138,11 +139,11 @@ def spend(session: Session, job: Job) -> dict[str, Any]:
         "job_id": job.id,
         "currency": job.currency,
         "budget_cents": job.budget_cents,
-        "work_cents": to_workers.get("work", 0),
-        "bonus_cents": to_workers.get("bonus", 0),
-        "refunded_cents": to_requester.get("refund", 0),
+        "work_cents": to_workers.get(LedgerKind.WORK, 0),
+        "bonus_cents": to_workers.get(LedgerKind.BONUS, 0),
+        "refunded_cents": to_requester.get(LedgerKind.REFUND, 0),
         "held_cents": ledger.balance(session, holds_account(job.id)),
         "available_cents": ledger.balance(session, budget_account(job.id)),
-        "accepted": int(decided.get("accepted", 0)),
-        "rejected": int(decided.get("rejected", 0)),
+        "accepted": int(decided.get(Decision.ACCEPTED, 0)),
+        "rejected": int(decided.get(Decision.REJECTED, 0)),
     }

@@ -6,7 +6,7 @@ import random
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import delete, exists, func, insert, literal, select
+from sqlalchemy import func, insert, select
 from sqlmodel import Session
 
 from marketplace.auth import Principal
@@ -17,19 +17,24 @@ from marketplace.models import (
     Answer,
     Assignment,
     AssignmentItem,
+    AssignmentState,
     Item,
     Job,
+    JobState,
+    Role,
     Slot,
     utcnow,
 )
+from marketplace.pool import slots
+from marketplace.pool.release import release_assignments
 from marketplace.schemas import check_dynamic_overlap
 from marketplace.services import acceptance, budget, pricing
-from marketplace.services.leasing import release_assignments
+from marketplace.settings import QualificationSettings
 
 TRANSITIONS = {
-    "launch": ({"draft", "paused"}, "running"),
-    "pause": ({"running"}, "paused"),
-    "cancel": ({"draft", "running", "paused"}, "cancelled"),
+    "launch": ({JobState.DRAFT, JobState.PAUSED}, JobState.RUNNING),
+    "pause": ({JobState.RUNNING}, JobState.PAUSED),
+    "cancel": ({JobState.DRAFT, JobState.RUNNING, JobState.PAUSED}, JobState.CANCELLED),
 }
 
 
@@ -59,7 +64,7 @@ def get_job(session: Session, principal: Principal, job_id: int, *, lock: bool =
     if lock:
         query = query.with_for_update()
     job = session.execute(query).scalar_one_or_none()
-    if job is None or (principal.role != "operator" and job.requester_id != principal.id):
+    if job is None or (principal.role != Role.OPERATOR and job.requester_id != principal.id):
         raise NotFound(f"job {job_id} not found")
     return job
 
@@ -70,7 +75,7 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
     Golden and real items are shuffled together before insertion so that ids say nothing
     about which is which. On a running job the new real items enter the pool at once.
     """
-    if job.state not in ("draft", "running", "paused"):
+    if job.state not in (JobState.DRAFT, JobState.RUNNING, JobState.PAUSED):
         raise Conflict(f"cannot add items to a {job.state} job")
     labels = set(job.annotation["labels"])
     for index, item in enumerate(items):
@@ -90,8 +95,9 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
     random.shuffle(rows)
     ids = session.execute(insert(Item).returning(Item.id, Item.is_golden), rows).all()
     real_ids = [row.id for row in ids if not row.is_golden]
-    if job.state != "draft" and real_ids:
-        _fill_pool(session, job, real_ids)
+    if job.state != JobState.DRAFT and real_ids:
+        slots.fill_new(session, job, real_ids)
+        slots.follow_pool(session, job)
     all_ids = [row.id for row in ids]
     return {
         "added": len(ids),
@@ -99,33 +105,6 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
         "first_id": min(all_ids) if all_ids else None,
         "last_id": max(all_ids) if all_ids else None,
     }
-
-
-def _fill_pool(session: Session, job: Job, item_ids: list[int] | None, rounds: range | None = None) -> None:
-    """Put one slot per (real item, round) into the free pool."""
-    for round_no in rounds if rounds is not None else range(job.overlap):
-        if item_ids is None:
-            source = select(Item.job_id, Item.id, literal(round_no)).where(
-                Item.job_id == job.id,
-                Item.is_golden.is_(False),
-                # a round dynamic overlap already opened (or filled) for the item stays as it is
-                ~exists().where(Slot.job_id == job.id, Slot.item_id == Item.id, Slot.round == round_no),
-                ~exists().where(Answer.job_id == job.id, Answer.item_id == Item.id, Answer.round == round_no),
-                ~exists().where(
-                    AssignmentItem.job_id == job.id,
-                    AssignmentItem.item_id == Item.id,
-                    AssignmentItem.round == round_no,
-                    AssignmentItem.assignment_id.in_(
-                        select(Assignment.id).where(Assignment.job_id == job.id, Assignment.state == "leased")
-                    ),
-                ),
-            )
-            session.execute(insert(Slot).from_select(["job_id", "item_id", "round"], source))
-        else:
-            session.execute(
-                insert(Slot),
-                [{"job_id": job.id, "item_id": i, "round": round_no} for i in item_ids],
-            )
 
 
 def change_state(session: Session, job: Job, action: str, actor_id: int | None = None) -> Job:
@@ -138,6 +117,8 @@ def change_state(session: Session, job: Job, action: str, actor_id: int | None =
     job.updated_at = utcnow()
     if action == "cancel":
         _cancel(session, job)
+    if action == "launch":
+        slots.follow_pool(session, job)  # a paused job whose last work ended meanwhile is done
     session.add(job)
     session.flush()
     return job
@@ -152,9 +133,9 @@ def _launch(session: Session, job: Job, actor_id: int | None) -> None:
         raise Invalid("budget_cents", f"a paid job needs a budget of at least one task ({budget.task_worst_case(job)})")
     if job.qualification is not None and _golden_short(session, job.id, job.qualification):
         raise Conflict(f"the qualification needs at least {job.qualification['items']} golden items")
-    if job.state == "draft":
-        _fill_pool(session, job, None)
-    job.state = "running"
+    if job.state == JobState.DRAFT:
+        slots.fill_new(session, job)
+    job.state = JobState.RUNNING
     budget.apply_budget(session, job, actor_id)
 
 
@@ -162,10 +143,10 @@ def _cancel(session: Session, job: Job) -> None:
     """Revoke open leases and empty the pool: nothing more is issued; the unspent budget goes
     back to the requester (holds of submitted work follow once it is decided)."""
     open_leases = session.execute(
-        select(Assignment.id).where(Assignment.job_id == job.id, Assignment.state == "leased")
+        select(Assignment.id).where(Assignment.job_id == job.id, Assignment.state == AssignmentState.LEASED)
     ).scalars()
-    release_assignments(session, job.id, list(open_leases), "revoked", utcnow())
-    session.execute(delete(Slot).where(Slot.job_id == job.id))
+    release_assignments(session, job.id, list(open_leases), AssignmentState.REVOKED, utcnow())
+    slots.clear(session, job.id)
     budget.refund_rest(session, job)
 
 
@@ -183,14 +164,16 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
     golden_answers = count(select(func.count()).where(Answer.job_id == job_id, Answer.is_golden.is_(True), included))
     excluded = count(select(func.count()).where(Answer.job_id == job_id, Answer.excluded.is_(True)))
     free = count(select(func.count()).where(Slot.job_id == job_id))
-    open_leases = count(select(func.count()).where(Assignment.job_id == job_id, Assignment.state == "leased"))
+    open_leases = count(
+        select(func.count()).where(Assignment.job_id == job_id, Assignment.state == AssignmentState.LEASED)
+    )
     leased_slots = count(
         select(func.count())
         .select_from(AssignmentItem)
         .join(Assignment, Assignment.id == AssignmentItem.assignment_id)
         .where(
             AssignmentItem.job_id == job_id,
-            Assignment.state == "leased",
+            Assignment.state == AssignmentState.LEASED,
             AssignmentItem.round.is_not(None),
         )
     )
@@ -240,7 +223,7 @@ TUNABLE = (
 def _golden_short(session: Session, job_id: int, qualification: dict[str, Any]) -> bool:
     """Fewer golden items than one qualification test takes: nobody could ever qualify."""
     golden = session.execute(select(func.count()).where(Item.job_id == job_id, Item.is_golden.is_(True))).scalar_one()
-    return bool(golden < qualification["items"])
+    return bool(golden < QualificationSettings.load(qualification).items)
 
 
 def tune_job(
@@ -248,13 +231,14 @@ def tune_job(
 ) -> Job:
     """Change redundancy and task settings, also on a running job.
 
-    Raising overlap adds the new rounds of every real item to the pool and reopens a finished
-    job; lowering it withdraws the free slots of the dropped rounds and never touches answers
-    already given (or paid for). Other settings apply from the next lease; a changed
+    Raising overlap tops every real item up to the new count and reopens a finished job;
+    lowering it withdraws the free slots beyond what each item still wants, counting the
+    answers it keeps and its open leases, and never touches answers already given (or paid
+    for). The job's state follows its pool either way. Other settings apply from the next lease; a changed
     qualification leaves workers' decided qualifications as they are (a failure stays final
     until an operator resets it).
     """
-    if job.state == "cancelled":
+    if job.state == JobState.CANCELLED:
         raise Conflict("cannot change a cancelled job")
     new_overlap = changes.get("overlap", job.overlap)
     try:
@@ -267,23 +251,9 @@ def tune_job(
         field, reasons = next(iter(error.normalized_messages().items()))
         raise Invalid(str(field), str(reasons[0])) from None
     qualification = changes.get("qualification")
-    if job.state != "draft" and qualification is not None and _golden_short(session, job.id, qualification):
+    if job.state != JobState.DRAFT and qualification is not None and _golden_short(session, job.id, qualification):
         raise Invalid("qualification.items", "more than the job's golden items")
-    new_ceiling = changes.get("overlap_max", job.overlap_max) or new_overlap
-    if job.state != "draft" and new_overlap > job.overlap:
-        _fill_pool(session, job, None, range(job.overlap, new_overlap))
-        if job.state == "completed":
-            job.state = "running"
-    elif job.state != "draft" and new_ceiling < (job.overlap_max or job.overlap):
-        session.execute(delete(Slot).where(Slot.job_id == job.id, Slot.round >= new_ceiling))
-        pending = session.execute(
-            select(
-                exists().where(Slot.job_id == job.id)
-                | exists().where(Assignment.job_id == job.id, Assignment.state == "leased")
-            )
-        ).scalar_one()
-        if job.state == "running" and not pending:
-            job.state = "completed"
+    old_overlap, old_ceiling = job.overlap, slots.ceiling(job)
     for name in TUNABLE:
         if name in changes:
             setattr(job, name, changes[name])
@@ -296,4 +266,9 @@ def tune_job(
     job.updated_at = utcnow()
     session.add(job)
     session.flush()
+    if job.state != JobState.DRAFT:
+        if job.overlap > old_overlap:
+            slots.top_up(session, job, job.overlap)
+        if slots.ceiling(job) < old_ceiling:
+            slots.trim(session, job)
     return job

@@ -14,20 +14,28 @@ Accounts are names:
 `LedgerBalance` keeps each account's sum, written in the same transaction as the entries, so a
 lease can check a budget without summing its history; `check` recomputes all of them from the
 entries. Only `external:*` accounts may go below zero: a CHECK constraint refuses the rest.
+
+This module is the one writer of ledger rows: `post` for every movement, and `LEASE_HOLD`, the
+SQL that the lease statement (`pool/lease.py`) runs to hold a task's worst case in the same
+statement. Balance rows are locked in one order everywhere, account name order, and a
+transaction takes them before its first movement (`lock_balances`): a transaction that asks
+for a row sorting below one it already holds is refused (`LockOrderError`), so two movements
+can never wait on each other in opposite orders (a lease locks the job's budget then its
+holds; the acceptance batch once took the holds first, and deadlocked with it).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import and_, event, exists, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from marketplace.errors import Conflict
-from marketplace.models import Assignment, Job, LedgerBalance, LedgerEntry, LedgerTxn, utcnow
+from marketplace.models import Assignment, Job, LedgerBalance, LedgerEntry, LedgerKind, LedgerTxn, utcnow
 
 DEPOSITS = "external:deposits"
 PAYOUTS = "external:payouts"
@@ -54,9 +62,70 @@ class InsufficientFunds(Conflict):
     """A movement would take an account below zero; nothing was written."""
 
 
+class LockOrderError(RuntimeError):
+    """A transaction asked for a balance row below one it holds: a deadlock waiting to happen."""
+
+
+_LOCKED = "marketplace.ledger_locked"
+
+
+def lock_balances(session: Session, accounts: Iterable[str]) -> None:
+    """Lock the balance rows of `accounts` for this transaction, in account order (rows not yet
+    created are locked by their first insert). Call it once, before the transaction's first
+    movement, with every account the transaction will change; later calls may only add
+    accounts that sort after every account already held."""
+    held: set[str] = session.info.setdefault(_LOCKED, set())
+    wanted = sorted(set(accounts) - held)
+    if not wanted:
+        return
+    if held and wanted[0] < max(held):
+        raise LockOrderError(f"{wanted[0]} after {max(held)}: lock every account up front with lock_balances")
+    session.execute(
+        select(LedgerBalance.account)
+        .where(LedgerBalance.account.in_(wanted))
+        .order_by(LedgerBalance.account)
+        .with_for_update()
+    ).all()
+    held.update(wanted)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_locks(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the outer transaction: its row locks are gone
+        session.info.pop(_LOCKED, None)
+
+
+# The lease's hold, as CTEs for the lease statement (`pool/lease.py`): it expects a CTE `a` (the
+# new assignment: id, job_id, hold_cents) and `go` (the job's currency), and the parameters
+# `now`, `budget` and `holds` (the job's two accounts). The two balance rows are locked in
+# account order (budget < holds), as `lock_balances` does.
+LEASE_HOLD = """
+hold AS (
+    INSERT INTO ledgertxn (kind, job_id, assignment_id, memo, created_at)
+    SELECT 'hold', a.job_id, a.id, '', %(now)s FROM a WHERE a.hold_cents > 0
+    RETURNING id
+), hold_entries AS (
+    INSERT INTO ledgerentry (txn_id, account, amount, currency)
+    SELECT hold.id, m.account, m.amount, go.currency
+    FROM hold, a, go,
+         LATERAL (VALUES (%(budget)s::varchar, -a.hold_cents::bigint), (%(holds)s::varchar, a.hold_cents::bigint))
+             AS m(account, amount)
+), locked AS (
+    SELECT account FROM ledgerbalance
+    WHERE account IN (%(budget)s, %(holds)s) AND EXISTS (SELECT 1 FROM a WHERE a.hold_cents > 0)
+    ORDER BY account
+    FOR UPDATE
+), balances AS (  -- below zero under a race: the balance CHECK fails the whole lease
+    UPDATE ledgerbalance b
+    SET balance = b.balance + CASE WHEN b.account = %(budget)s THEN -a.hold_cents ELSE a.hold_cents END
+    FROM a
+    WHERE b.account IN (SELECT account FROM locked) AND a.hold_cents > 0
+)"""
+
+
 def post(
     session: Session,
-    kind: str,
+    kind: LedgerKind,
     moves: list[Move],
     *,
     currency: str,
@@ -81,6 +150,7 @@ def post(
     for source, target, amount in moves:
         deltas[source] -= amount
         deltas[target] += amount
+    lock_balances(session, deltas)  # in the caller's transaction, not the savepoint below
     try:
         with session.begin_nested():
             txn_id = session.execute(
@@ -105,38 +175,28 @@ def post(
                     for account, amount in ((source, -value), (target, value))
                 ],
             )
-            _lock_in_order(session, list(deltas))
             for account in sorted(deltas):
                 _add_to_balance(session, account, currency, deltas[account])
     except IntegrityError as error:
         text = str(error.orig)
         if key is not None and "key" in text and "ck_balance_not_negative" not in text:
             return None  # the same movement, posted concurrently under the same key
-        if "ck_balance_not_negative" in text or "CHECK constraint failed" in text:
+        if "ck_balance_not_negative" in text:
             raise InsufficientFunds("not enough funds for this") from None
         raise
     return int(txn_id)
 
 
-def _lock_in_order(session: Session, accounts: list[str]) -> None:
-    """Lock the balance rows a movement changes in the database's account order, as the lease
-    statement does (`pool_pg.LEASE`): concurrent movements then never deadlock."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            select(LedgerBalance.account)
-            .where(LedgerBalance.account.in_(accounts))
-            .order_by(LedgerBalance.account)
-            .with_for_update()
-        ).all()
-
-
 def open_accounts(session: Session, accounts: list[str], currency: str) -> None:
     """Create zero balances for accounts the hot path updates in place (a job's budget and
     holds), so that it never has to insert one."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    rows = [{"account": a, "currency": currency, "balance": 0} for a in accounts]
-    session.execute(insert(LedgerBalance).values(rows).on_conflict_do_nothing(index_elements=["account"]))
+    session.execute(
+        text(
+            "INSERT INTO ledgerbalance (account, currency, balance) "
+            "SELECT a, :currency, 0 FROM unnest(CAST(:accounts AS varchar[])) AS a ON CONFLICT (account) DO NOTHING"
+        ),
+        {"accounts": list(accounts), "currency": currency},
+    )
 
 
 def _add_to_balance(session: Session, account: str, currency: str, delta: int) -> None:
@@ -148,13 +208,13 @@ def _add_to_balance(session: Session, account: str, currency: str, delta: int) -
         ).rowcount
         if changed:
             return
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(LedgerBalance).values(account=account, currency=currency, balance=delta)
-    statement = statement.on_conflict_do_update(
-        index_elements=["account"], set_={"balance": LedgerBalance.balance + statement.excluded.balance}
+    session.execute(
+        text(
+            "INSERT INTO ledgerbalance (account, currency, balance) VALUES (:account, :currency, :delta) "
+            "ON CONFLICT (account) DO UPDATE SET balance = ledgerbalance.balance + EXCLUDED.balance"
+        ),
+        {"account": account, "currency": currency, "delta": delta},
     )
-    session.execute(statement)
 
 
 def balance(session: Session, account: str) -> int:
@@ -169,7 +229,7 @@ def fund(
     scoped = None if key is None else f"fund:{actor_id}:{key}"
     txn_id = post(
         session,
-        "fund",
+        LedgerKind.FUND,
         [(DEPOSITS, requester_account(requester_id), amount)],
         currency=currency,
         key=scoped,
@@ -257,7 +317,7 @@ def _check_decisions(session: Session) -> list[str]:
     problems: list[str] = []
     work = (
         select(LedgerTxn.assignment_id, func.count().label("n"))
-        .where(LedgerTxn.kind == "work")
+        .where(LedgerTxn.kind == LedgerKind.WORK)
         .group_by(LedgerTxn.assignment_id)
         .subquery()
     )
@@ -276,7 +336,7 @@ def _check_decisions(session: Session) -> list[str]:
     paid = (
         select(LedgerTxn.assignment_id, func.sum(LedgerEntry.amount).label("cents"))
         .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
-        .where(LedgerTxn.kind.in_(("work", "bonus")), LedgerEntry.account.like("worker:%"))
+        .where(LedgerTxn.kind.in_((LedgerKind.WORK, LedgerKind.BONUS)), LedgerEntry.account.like("worker:%"))
         .group_by(LedgerTxn.assignment_id)
         .subquery()
     )

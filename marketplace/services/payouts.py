@@ -17,7 +17,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from marketplace.errors import NotFound
-from marketplace.models import Account, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun, utcnow
+from marketplace.models import (
+    Account,
+    LedgerBalance,
+    LedgerEntry,
+    LedgerKind,
+    LedgerTxn,
+    PayoutRun,
+    PayoutState,
+    utcnow,
+)
 from marketplace.services import ledger
 
 
@@ -32,7 +41,7 @@ def start_run(session: Session, actor_id: int, currency: str, key: str | None) -
         return current, False
     try:
         with session.begin_nested():
-            run = PayoutRun(key=key, created_by=actor_id, currency=currency, open=True, state="pending")
+            run = PayoutRun(key=key, created_by=actor_id, currency=currency, open=True, state=PayoutState.PENDING)
             session.add(run)
             session.flush()
     except IntegrityError:  # another request opened one at the same moment
@@ -52,7 +61,7 @@ def execute_run(engine: Engine, run_id: int) -> dict[str, Any]:
         run = session.get(PayoutRun, run_id)
         if run is None:
             raise NotFound(f"payout run {run_id} not found")
-        if run.state == "done":
+        if run.state == PayoutState.DONE:
             return summary(session, run)
         owed = session.execute(
             select(LedgerBalance.account)
@@ -68,8 +77,8 @@ def execute_run(engine: Engine, run_id: int) -> dict[str, Any]:
         total, workers = _run_totals(session, run_id)
         session.execute(
             update(PayoutRun)
-            .where(PayoutRun.id == run_id, PayoutRun.state != "done")
-            .values(state="done", open=None, finished_at=utcnow(), total_cents=total, workers=workers)
+            .where(PayoutRun.id == run_id, PayoutRun.state != PayoutState.DONE)
+            .values(state=PayoutState.DONE, open=None, finished_at=utcnow(), total_cents=total, workers=workers)
         )
         session.commit()
         done = session.get(PayoutRun, run_id)
@@ -78,15 +87,14 @@ def execute_run(engine: Engine, run_id: int) -> dict[str, Any]:
 
 
 def _pay_one(session: Session, run: PayoutRun, account: str) -> None:
-    """Move the worker's whole balance out, reading it under a row lock: an acceptance that
+    """Move the worker's whole balance out, reading it under the row locks: an acceptance that
     commits meanwhile waits, and is paid by the next run."""
-    current = session.execute(
-        select(LedgerBalance.balance).where(LedgerBalance.account == account).with_for_update()
-    ).scalar()
+    ledger.lock_balances(session, [account, ledger.PAYOUTS])
+    current = ledger.balance(session, account)
     worker_id = int(account.split(":", 1)[1])
     ledger.post(
         session,
-        "payout",
+        LedgerKind.PAYOUT,
         [(account, ledger.PAYOUTS, int(current or 0))],
         currency=run.currency,
         key=f"payout:{run.id}:{worker_id}",
@@ -106,7 +114,7 @@ def run_lines(session: Session, run_id: int) -> list[dict[str, Any]]:
         select(LedgerTxn.id, LedgerEntry.account, LedgerEntry.amount, LedgerEntry.currency, Account.name)
         .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
         .outerjoin(Account, Account.id == _worker_id_of(LedgerEntry.account))
-        .where(LedgerTxn.run_id == run_id, LedgerTxn.kind == "payout", LedgerEntry.account != ledger.PAYOUTS)
+        .where(LedgerTxn.run_id == run_id, LedgerTxn.kind == LedgerKind.PAYOUT, LedgerEntry.account != ledger.PAYOUTS)
         .order_by(LedgerEntry.account)
     ).all()
     return [
@@ -126,7 +134,7 @@ def _worker_id_of(account: Any) -> Any:
 
 
 def summary(session: Session, run: PayoutRun) -> dict[str, Any]:
-    total, workers = (run.total_cents, run.workers) if run.state == "done" else _run_totals(session, run.id)
+    total, workers = (run.total_cents, run.workers) if run.state == PayoutState.DONE else _run_totals(session, run.id)
     return {
         "id": run.id,
         "state": run.state,

@@ -2,7 +2,7 @@
 get real tasks.
 
 The test is an ordinary assignment holding exactly `items` golden items of the job that the
-worker has never seen (leased by `leasing`; no real item, which is how a test is told from a
+worker has never seen (leased by `pool/tests.py`; no real item, which is how a test is told from a
 task, whose every lease holds at least one real item). Its answers are stored like any other;
 the submit grades it here: `correct / total >= pass_mark` passes, anything else fails, and a
 failure is final for that job until an operator deletes the row (`reset`). A test that ends
@@ -22,18 +22,30 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select, update
+from sqlalchemy import case, func, select
 from sqlmodel import Session
 
 from marketplace.errors import NotFound
-from marketplace.models import Account, Answer, Assignment, AuditEvent, Job, Qualification, utcnow
+from marketplace.models import (
+    Account,
+    Answer,
+    Assignment,
+    AssignmentState,
+    AuditEvent,
+    Job,
+    Qualification,
+    QualificationState,
+    utcnow,
+)
+from marketplace.pool.release import release_assignments
+from marketplace.settings import QualificationSettings
 
 QUALIFIED = "qualified"  # passed (or carried over): real tasks
 TEST = "test"  # no qualification yet: lease a test
 
 
 def admission(
-    session: Session, job_id: int, requester_id: int, settings: dict[str, Any], worker_id: int, now: datetime
+    session: Session, job_id: int, requester_id: int, settings: QualificationSettings, worker_id: int, now: datetime
 ) -> str | None:
     """Where the worker stands on a job that asks for a qualification: QUALIFIED, TEST, or None
     (nothing from this job now: a test is under way, or the worker failed it).
@@ -43,19 +55,20 @@ def admission(
     stopped in between) is graded now."""
     session.execute(select(Account.id).where(Account.id == worker_id).with_for_update())
     row = _row(session, job_id, worker_id)
-    if row is not None and row.state == "pending":
+    if row is not None and row.state == QualificationState.PENDING:
         lease = session.execute(select(Assignment.state).where(Assignment.id == row.assignment_id)).scalar_one_or_none()
-        if lease == "leased":
+        if lease == AssignmentState.LEASED:
             return None
-        if lease == "submitted":
+        if lease == AssignmentState.SUBMITTED:
             assert row.assignment_id is not None
-            return QUALIFIED if grade(session, job_id, worker_id, row.assignment_id, now) == "passed" else None
+            passed = grade(session, job_id, worker_id, row.assignment_id, now) == QualificationState.PASSED
+            return QUALIFIED if passed else None
         session.delete(row)  # skipped, expired or revoked: as if never taken
         session.flush()
         row = None
     if row is not None:
-        return QUALIFIED if row.state == "passed" else None
-    if settings.get("carry_over") and _carry_over(session, job_id, requester_id, settings, worker_id, now):
+        return QUALIFIED if row.state == QualificationState.PASSED else None
+    if settings.carry_over and _carry_over(session, job_id, requester_id, settings, worker_id, now):
         return QUALIFIED
     return TEST
 
@@ -79,7 +92,7 @@ def grade(session: Session, job_id: int, worker_id: int, assignment_id: int, now
     row = _row(session, job_id, worker_id, lock=True)
     if row is None or row.assignment_id != assignment_id:
         return None
-    if row.state != "pending":
+    if row.state != QualificationState.PENDING:
         return row.state
     total, correct = session.execute(
         select(func.count(), func.coalesce(func.sum(case((Answer.correct.is_(True), 1), else_=0)), 0)).where(
@@ -89,9 +102,10 @@ def grade(session: Session, job_id: int, worker_id: int, assignment_id: int, now
             Answer.is_golden.is_(True),
         )
     ).one()
-    settings = session.execute(select(Job.qualification).where(Job.id == job_id)).scalar_one()
-    pass_mark = settings["pass_mark"] if settings else 0.0  # the job dropped its qualification meanwhile
-    state = "passed" if total and correct / total >= pass_mark else "failed"
+    stored = session.execute(select(Job.qualification).where(Job.id == job_id)).scalar_one()
+    pass_mark = QualificationSettings.load(stored).pass_mark if stored else 0.0  # dropped meanwhile
+    passed = total and correct / total >= pass_mark
+    state = QualificationState.PASSED if passed else QualificationState.FAILED
     row.state, row.correct, row.total, row.decided_at = state, int(correct), int(total), now
     session.add(row)
     _audit(session, f"qualification_{state}", None, row, {"pass_mark": pass_mark})
@@ -105,13 +119,8 @@ def reset(session: Session, job_id: int, worker_id: int, actor_id: int) -> None:
     row = _row(session, job_id, worker_id, lock=True)
     if row is None:
         raise NotFound(f"worker {worker_id} has no qualification on job {job_id}")
-    if row.state == "pending" and row.assignment_id is not None:
-        # Golden items only: no slots to give back (see `jobs._cancel`, which revokes the same way).
-        session.execute(
-            update(Assignment)
-            .where(Assignment.id == row.assignment_id, Assignment.state == "leased")
-            .values(state="revoked", finished_at=utcnow())
-        )
+    if row.state == QualificationState.PENDING and row.assignment_id is not None:
+        release_assignments(session, job_id, [row.assignment_id], AssignmentState.REVOKED, utcnow())
     _audit(session, "qualification_reset", actor_id, row, {"previous_state": row.state})
     session.delete(row)
     session.flush()
@@ -134,7 +143,7 @@ def _row(session: Session, job_id: int, worker_id: int, lock: bool = False) -> Q
 
 
 def _carry_over(
-    session: Session, job_id: int, requester_id: int, settings: dict[str, Any], worker_id: int, now: datetime
+    session: Session, job_id: int, requester_id: int, settings: QualificationSettings, worker_id: int, now: datetime
 ) -> bool:
     """Qualify the worker from its golden answers on the requester's other jobs, if they meet the mark."""
     other_jobs = select(Job.id).where(Job.requester_id == requester_id, Job.id != job_id)
@@ -146,12 +155,12 @@ def _carry_over(
             Answer.excluded.is_(False),
         )
     ).one()
-    if seen < settings["items"] or correct / seen < settings["pass_mark"]:
+    if seen < settings.items or correct / seen < settings.pass_mark:
         return False
     row = Qualification(
         job_id=job_id,
         worker_id=worker_id,
-        state="passed",
+        state=QualificationState.PASSED,
         correct=int(correct),
         total=int(seen),
         source="carried",
@@ -159,7 +168,7 @@ def _carry_over(
         decided_at=now,
     )
     session.add(row)
-    _audit(session, "qualification_passed", None, row, {"pass_mark": settings["pass_mark"]})
+    _audit(session, "qualification_passed", None, row, {"pass_mark": settings.pass_mark})
     session.flush()
     return True
 

@@ -1,4 +1,4 @@
-"""PostgreSQL's bulk paths for aggregation: COPY answers out, COPY results in.
+"""Bulk paths for aggregation: COPY answers out, COPY results in.
 
 A 10M-answer job read as SQLAlchemy rows costs minutes and gigabytes of Python tuples; COPY
 streams CSV that pandas parses in C, and ids stay integers until the last moment.

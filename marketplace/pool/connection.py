@@ -1,0 +1,114 @@
+"""Cursors for the pool's statements: raw psycopg on a connection of the hot engine's pool
+(`db.get_hot_engine`: statements prepared on first use and always on their generic plan), no
+SQLAlchemy Session.
+
+Why not SQLAlchemy here: the benchmark (`bench/hotpath.py`) measured ~0.33 ms of client CPU per
+`select()` through SQLAlchemy against ~0.07 ms for a prepared psycopg statement (~0.57 ms with a
+Session's begin/commit/close around it), and the old path took ~20 statements per cycle.
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import class_row
+from sqlalchemy import Engine
+
+# psycopg caches the conversion of a statement's %(name)s placeholders only for statements up
+# to 4096 bytes (`psycopg._queries.MAX_CACHED_STATEMENT_LENGTH`); a longer one is re-split by a
+# regex on every execution (~0.2 ms of API CPU for the lease). Long statements are written
+# readably and sent `compact`; `tests/test_hot_path.py` keeps every pool statement under it.
+STATEMENT_CACHE_LIMIT = 4096
+_CURSOR = "marketplace.hot_cursor"
+_database_names: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+
+
+def database_key(engine: Engine) -> str:
+    """The engine's URL as a key of per-process caches (rendering it costs ~30 us)."""
+    name = _database_names.get(engine)
+    if name is None:
+        name = _database_names[engine] = str(engine.url)
+    return name
+
+
+def compact(sql: str) -> str:
+    """The statement without `--` comments and the spaces around ( ) , = < > * + (none of our
+    string literals holds those)."""
+    sql = re.sub(r"--[^\n]*", "", sql)
+    sql = re.sub(r"\s+", " ", sql).strip()
+    return re.sub(r" ?([(),=<>*+]) ?", r"\1", sql)
+
+
+def _cursor(pooled: Any) -> Any:
+    """The cursor kept with the pooled connection (made once, reused)."""
+    cur = pooled.info.get(_CURSOR)
+    if cur is None or cur.closed:
+        cur = pooled.info[_CURSOR] = pooled.driver_connection.cursor()
+    return cur
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Any]:
+    """A cursor in a transaction of its own: committed when the block ends, rolled back when it
+    raises; the connection always goes back to the pool (or is dropped when broken)."""
+    pooled = engine.raw_connection()
+    try:
+        cur = _cursor(pooled)
+        try:
+            yield cur
+        except BaseException:
+            _rollback(pooled)
+            raise
+        pooled.commit()
+    finally:
+        pooled.close()
+
+
+@contextmanager
+def autocommit(engine: Engine) -> Iterator[Any]:
+    """A cursor in autocommit mode: each statement is a transaction of its own (no BEGIN or
+    COMMIT round trips). The connection goes back to the pool as it came, or is dropped."""
+    pooled = engine.raw_connection()
+    try:
+        conn: Any = pooled.driver_connection
+        cur = _cursor(pooled)
+        conn.autocommit = True
+        try:
+            yield cur
+        finally:
+            try:
+                conn.autocommit = False
+            except psycopg.Error:  # a broken connection: not for the pool
+                pooled.invalidate()
+    finally:
+        pooled.close()
+
+
+def _rollback(pooled: Any) -> None:
+    try:
+        pooled.rollback()
+    except psycopg.Error:  # a broken connection: not for the pool
+        pooled.invalidate()
+
+
+@cache
+def _factory(row_type: type[Any]) -> Any:
+    return class_row(row_type)
+
+
+def fetch_one(cur: Any, row_type: type[Any], sql: str, params: Any) -> Any:
+    """Run a prepared statement and read its one row (or None) as `row_type`, by column name."""
+    cur.row_factory = _factory(row_type)
+    return cur.execute(sql, params, prepare=True).fetchone()
+
+
+def fetch_all(cur: Any, row_type: type[Any], sql: str, params: Any) -> list[Any]:
+    """Run a prepared statement and read its rows as `row_type`, by column name."""
+    cur.row_factory = _factory(row_type)
+    return cur.execute(sql, params, prepare=True).fetchall()  # type: ignore[no-any-return]
