@@ -1,6 +1,6 @@
 """Aggregate a big job from the database to stored results: time and peak memory.
 
-    python bench/aggregate_db.py --database-url postgresql://postgres@127.0.0.1:5432/test --answers 10000000
+    python -m bench.aggregate_db --database-url postgresql://postgres@127.0.0.1:5432/test --answers 10000000
 
 Builds a fresh database with one job: answers/10 items, overlap 10, 20,000 workers (or fewer
 for small runs) with accuracies from 0.5 to 0.95, 5 classes, generated inside PostgreSQL; then

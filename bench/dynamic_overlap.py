@@ -1,6 +1,6 @@
 """How many answers dynamic overlap saves at equal accuracy, against fixed overlap.
 
-    python bench/dynamic_overlap.py --data ../shared/data [--method auto] [--target 0.95]
+    python -m bench.dynamic_overlap --data ../shared/data [--method auto] [--target 0.95]
 
 For each real data set (labels.csv, gt.csv) and a simulated crowd, every task's answers are
 revealed in file order, as workers would arrive. Fixed overlap k uses the first k answers of

@@ -1,8 +1,8 @@
 """What gunicorn alone costs per request: a WSGI app that only answers, driven like the benchmark.
 
-    python bench/gunicorn_floor.py [--requests 20000] [--concurrency 20] -- [gunicorn options]
-    python bench/gunicorn_floor.py -- -w 1 -k gthread --threads 8          # as `marketplace serve`
-    python bench/gunicorn_floor.py -- -w 1 -k gthread --threads 8 --access-logfile /dev/null
+    python -m bench.gunicorn_floor [--requests 20000] [--concurrency 20] -- [gunicorn options]
+    python -m bench.gunicorn_floor -- -w 1 -k gthread --threads 8          # as `marketplace serve`
+    python -m bench.gunicorn_floor -- -w 1 -k gthread --threads 8 --access-logfile /dev/null
 
 The app reads the body and answers `{"ok":true}`; the clients (`http.client` threads, one
 keep-alive connection each) post a submit-sized JSON body with a bearer key. Prints requests

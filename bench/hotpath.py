@@ -1,6 +1,6 @@
 """Hot-path benchmark: lease + submit cycles against gunicorn on PostgreSQL, then invariants.
 
-    python bench/hotpath.py --database-url postgresql://postgres@127.0.0.1:5432/test \
+    python -m bench.hotpath --database-url postgresql://postgres@127.0.0.1:5432/test \
         [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers N] [--worker-class gthread]
         [--gunicorn-threads 8] [--no-access-log] [--json] [--keep]
 
@@ -36,10 +36,8 @@ import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from marketplace.cli import SERVE_PROCESSES, SERVE_THREADS  # noqa: E402
-from marketplace.db import make_engine, normalise_url, session_scope  # noqa: E402
+from marketplace.cli import SERVE_PROCESSES, SERVE_THREADS
+from marketplace.db import make_engine, normalise_url, session_scope
 
 LABELS = ["cat", "dog", "bird", "fish"]
 HOST = "127.0.0.1"

@@ -1,6 +1,6 @@
 """Profile lease+submit cycles in-process (Flask test client, PostgreSQL): where the CPU goes.
 
-    python bench/profile_cycle.py --database-url postgresql://postgres@127.0.0.1:5432/test [--cycles 500]
+    python -m bench.profile_cycle --database-url postgresql://postgres@127.0.0.1:5432/test [--cycles 500]
 
 Single-threaded, so no CPU contention blurs the figures. Prints (1) the API process's CPU per
 cycle split by layer (cProfile with a CPU-time clock, self time grouped by package) and a few
@@ -22,9 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hotpath import BUDGET_CENTS, LABELS, create_accounts, create_database, drop_database  # noqa: E402
+from bench.hotpath import BUDGET_CENTS, LABELS, create_accounts, create_database, drop_database
 
 LAYERS = ["psycopg", "sqlalchemy", "sqlmodel", "pydantic", "marshmallow", "flask_smorest", "webargs", "apispec"]
 LAYERS += ["werkzeug", "flask", "marketplace", "redis", "rq", "json"]

@@ -1,11 +1,11 @@
 """What the request path costs: API CPU per lease+submit cycle, in-process on PostgreSQL.
 
-    python bench/request_path.py --database-url postgresql://postgres@127.0.0.1:5432/test [--cycles 300]
+    python -m bench.request_path --database-url postgresql://postgres@127.0.0.1:5432/test [--cycles 300]
 
 Runs the same cycles three ways, interleaved, three times each: through the Flask app
 (`HOT_PATH` off: flask-smorest, webargs, marshmallow), through the lease/submit middleware
-(`marketplace/api/hot.py`), and as bare service calls (`leasing.lease_task_pg`,
-`submissions.submit_pg`: no HTTP at all). Requests are WSGI calls with a prepared environ,
+(`marketplace/api/hot.py`), and as bare service calls (`pool.lease.lease_task`,
+`pool.submit.submit`: no HTTP at all). Requests are WSGI calls with a prepared environ,
 so no test client or server is counted. Prints CPU-ms per cycle of this process.
 """
 
@@ -19,12 +19,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from hotpath import BUDGET_CENTS, LABELS, create_accounts, create_database, drop_database  # noqa: E402
+from bench.hotpath import BUDGET_CENTS, LABELS, create_accounts, create_database, drop_database
 
 
 def environ(path: str, body: dict[str, Any], key: str, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -71,7 +68,7 @@ def run(url: str, cycles: int) -> int:
     from marketplace.db import get_hot_engine
     from marketplace.migrate import upgrade
     from marketplace.models import utcnow
-    from marketplace.services import leasing, submissions
+    from marketplace.pool import lease, submit
 
     upgrade(url)
     requester, keys = create_accounts(url, 20)
@@ -108,10 +105,10 @@ def run(url: str, cycles: int) -> int:
     def service_cycle(index: int) -> None:
         worker = ids[index % len(ids)]
         with app.app_context():
-            task = leasing.lease_task_pg(engine, worker, job["id"])
+            task = lease.lease_task(engine, worker, job["id"])
             assert task is not None
             answers = [{"item_id": item["id"], "label": random.choice(LABELS)} for item in task.items]
-            submissions.submit_pg(engine, worker, task.id, answers, uuid.uuid4().hex, utcnow())
+            submit.submit(engine, worker, task.id, answers, uuid.uuid4().hex, utcnow())
 
     ways: list[tuple[str, Callable[[int], None], bool]] = [
         ("Flask app (HOT_PATH off)", http_cycle, False),

@@ -39,8 +39,9 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.pool import decisions
-from marketplace.services import budget, ledger, pricing
+from marketplace.services import budget, ledger
 from marketplace.services.ledger import budget_account, holds_account, requester_account, worker_account
+from marketplace.settings import AcceptanceRules, Bonus, Pricing
 
 # Tasks decided per transaction: each settles with ~15 statements and holds the job's budget
 # and holds rows, which every lease of the job also updates; 50 keeps each transaction short.
@@ -72,14 +73,13 @@ class Limits:
         )
 
 
-def check_limits(rules: dict[str, Any], limits: Limits) -> None:
-    agreement = rules.get("min_agreement")
-    if agreement is not None and agreement > limits.max_min_agreement:
+def check_limits(rules: AcceptanceRules, limits: Limits) -> None:
+    if rules.min_agreement is not None and rules.min_agreement > limits.max_min_agreement:
         raise Invalid("acceptance.min_agreement", f"at most {limits.max_min_agreement} (the operator's limit)")
-    failed = rules.get("reject_failed_golden")
+    failed = rules.reject_failed_golden
     if failed is not None and failed < limits.min_reject_failed_golden:
         raise Invalid("acceptance.reject_failed_golden", f"at least {limits.min_reject_failed_golden}")
-    delay = rules.get("auto_accept_seconds")
+    delay = rules.auto_accept_seconds
     if delay is not None and delay > limits.auto_accept_max_seconds:
         raise Invalid("acceptance.auto_accept_seconds", f"at most {limits.auto_accept_max_seconds} (workers wait)")
 
@@ -100,8 +100,8 @@ def decide_job(
     counts = {"accepted": 0, "rejected": 0, "waiting": 0}
     if job is None:
         return counts
-    rules = job.acceptance or {}
-    delay = timedelta(seconds=rules.get("auto_accept_seconds", limits.auto_accept_default_seconds))
+    rules = AcceptanceRules.load(job.acceptance)
+    delay = timedelta(seconds=rules.auto_accept_seconds or limits.auto_accept_default_seconds)
     after = 0
     latest = now - delay if only_overdue else now + timedelta(days=36500)
     while True:
@@ -165,19 +165,19 @@ def _aggregates(session: Session, job_id: int, answers: dict[int, list[Answer]])
     return dict(rows)  # type: ignore[arg-type]
 
 
-def judge(rules: dict[str, Any], answers: list[Answer], aggregates: dict[int, str], overdue: bool) -> Verdict | None:
+def judge(rules: AcceptanceRules, answers: list[Answer], aggregates: dict[int, str], overdue: bool) -> Verdict | None:
     """The verdict on one task, or None to wait for aggregation."""
     if any(a.excluded for a in answers):
         return Verdict(Decision.REJECTED, DROPPED)
     failed = sum(1 for a in answers if a.is_golden and a.correct is False)
-    limit = rules.get("reject_failed_golden")
+    limit = rules.reject_failed_golden
     if limit is not None and failed >= limit:
         return Verdict(Decision.REJECTED, FAILED_CHECKS)
     real = [a for a in answers if not a.is_golden]
     judged = [a for a in real if a.item_id in aggregates]
     if len(judged) < len(real):
         return Verdict(Decision.ACCEPTED, LATE) if overdue else None
-    floor = rules.get("min_agreement")
+    floor = rules.min_agreement
     agreed = sum(1 for a in judged if aggregates[a.item_id] == a.label)
     if floor is not None and judged and agreed / len(judged) < floor:
         return Verdict(Decision.REJECTED, FAR)
@@ -191,9 +191,11 @@ def settle(session: Session, job: Job, task: Assignment, verdict: Verdict, now: 
     if verdict.decision == Decision.ACCEPTED:
         entries = session.execute(select(Answer.id).where(Answer.assignment_id == task.id)).all()
         kind = job.annotation["type"]
-        prices = job.pricing or pricing.normalise(None, job.reward_cents)
-        pay = sum(pricing.item_pay(prices, kind, {}) for _ in entries)
-        bonus = len(entries) * pricing.bonus_per_item(job.bonus, _golden_accuracy(session, job.id, task.worker_id))
+        prices = Pricing.load(job.pricing, job.reward_cents)
+        pay = sum(prices.item_pay(kind) for _ in entries)
+        bonus_rule = Bonus.load(job.bonus)
+        if bonus_rule is not None:
+            bonus = len(entries) * bonus_rule.per_item(_golden_accuracy(session, job.id, task.worker_id))
     paid = pay + bonus if verdict.decision == Decision.ACCEPTED else None
     if not decisions.record(session, task.id, verdict.decision, verdict.reason, paid, now):
         return False

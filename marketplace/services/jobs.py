@@ -29,7 +29,7 @@ from marketplace.pool import slots
 from marketplace.pool.release import release_assignments
 from marketplace.schemas import check_dynamic_overlap
 from marketplace.services import acceptance, budget, pricing
-from marketplace.settings import QualificationSettings
+from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
 
 TRANSITIONS = {
     "launch": ({JobState.DRAFT, JobState.PAUSED}, JobState.RUNNING),
@@ -42,14 +42,14 @@ def create_job(
     session: Session, requester_id: int, fields: dict[str, Any], currency: str, limits: acceptance.Limits
 ) -> Job:
     fields = dict(fields)
-    prices = pricing.normalise(fields.pop("pricing", None), fields.pop("reward_cents", None))
+    prices = Pricing.load(fields.pop("pricing", None), fields.pop("reward_cents", None))
     kind = fields["annotation"]["type"]
-    acceptance.check_limits(fields.get("acceptance") or {}, limits)
+    acceptance.check_limits(AcceptanceRules.load(fields.get("acceptance")), limits)
     job = Job(
         requester_id=requester_id,
-        pricing=prices,
-        reward_cents=pricing.base_cents(prices, kind),
-        item_hold_cents=pricing.item_hold(prices, fields.get("bonus"), kind),
+        pricing=prices.stored(),
+        reward_cents=prices.item_pay_max(kind),  # the most an item pays before any bonus
+        item_hold_cents=pricing.item_hold(prices, Bonus.load(fields.get("bonus")), kind),
         currency=currency,
         **fields,
     )
@@ -258,7 +258,7 @@ def tune_job(
         if name in changes:
             setattr(job, name, changes[name])
     if "acceptance" in changes:
-        acceptance.check_limits(changes["acceptance"], limits)
+        acceptance.check_limits(AcceptanceRules.load(changes["acceptance"]), limits)
         job.acceptance = changes["acceptance"]
     if "budget_cents" in changes:
         job.budget_cents = changes["budget_cents"]
