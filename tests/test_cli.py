@@ -10,7 +10,7 @@ from sqlalchemy import inspect, text
 from marketplace import cli
 from marketplace.cli import main
 from marketplace.db import make_engine
-from tests.conftest import bearer, make_app
+from tests.conftest import REDIS_URL, bearer, make_app
 
 
 @pytest.fixture
@@ -76,7 +76,6 @@ def test_fund_and_ledger_check_from_the_command_line(db_env: str, redis: Redis) 
     assert checked.exit_code == 0 and "balanced" in checked.output
     engine = make_engine(db_env)
     with engine.begin() as connection:  # a kept balance that no longer matches its entries
-        connection.execute(text("DROP TRIGGER IF EXISTS ledgerentry_no_update"))
         connection.execute(text("UPDATE ledgerbalance SET balance = balance + 1 WHERE account LIKE 'requester:%'"))
     engine.dispose()
     broken = runner.invoke(main, ["ledger", "check"])
@@ -88,7 +87,7 @@ def test_serve_runs_gunicorn_with_or_without_an_access_log(
     flag: list[str], logged: bool, db_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commands: list[list[str]] = []
-    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/11")  # no embedded server for this
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)  # no embedded server for this
     monkeypatch.setattr(cli, "_run_child", lambda command, _env: commands.append(command) or 0)
     result = CliRunner().invoke(main, ["serve", "--bind", "127.0.0.1:1", *flag])
     assert result.exit_code == 0, result.output

@@ -348,11 +348,11 @@ def _machine(app: Flask) -> type[RuleBasedStateMachine]:
     return Money
 
 
-def test_random_money_operations_keep_the_ledger_sound_postgres(pg_app: Flask) -> None:
+def test_random_money_operations_keep_the_ledger_sound_postgres(app: Flask) -> None:
     run_state_machine_as_test(
-        _machine(pg_app),
+        _machine(app),
         settings=settings(
             max_examples=20, stateful_step_count=25, deadline=None, suppress_health_check=list(HealthCheck)
         ),
     )
-    assert _global_problems(pg_app) == []
+    assert _global_problems(app) == []

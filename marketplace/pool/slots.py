@@ -13,10 +13,10 @@ while any free slot or open lease is left, completed when none is (`follow_pool`
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 from sqlmodel import Session
 
-from marketplace.models import Job, JobState, utcnow
+from marketplace.models import AuditEvent, Job, JobState, utcnow
 
 # Per real item: what it has (valid answers, open leases, free slots) and which rounds are taken.
 _HAVE = """
@@ -81,6 +81,19 @@ WHERE coalesce(h.n, 0) + back.nth <= :ceiling
 ON CONFLICT (job_id, item_id, round) DO NOTHING
 """
 
+TUNED = "job_tuned"  # the audit event of a job's settings changed (`jobs.tune_job`)
+
+# Per item of a job: valid real answers beyond what it wants (`ceiling`), not counting answers
+# given before the ceiling last changed (lowering overlap keeps what was already given).
+BEYOND = """
+SELECT count(*) AS items, coalesce(sum(n - greatest(:ceiling, before)), 0) AS answers FROM (
+    SELECT count(*) AS n, count(*) FILTER (WHERE created_at < CAST(:since AS timestamptz)) AS before
+    FROM answer WHERE job_id = :job AND NOT excluded AND NOT is_golden
+    GROUP BY item_id
+) AS per_item
+WHERE n > greatest(:ceiling, before)
+"""
+
 PENDING = """
 SELECT EXISTS (SELECT 1 FROM slot WHERE job_id = :job)
     OR EXISTS (SELECT 1 FROM assignment WHERE job_id = :job AND state = 'leased') AS pending
@@ -141,6 +154,24 @@ def extend(session: Session, job_id: int, items: list[int]) -> int:
     ON CONFLICT (job_id, item_id, round) DO NOTHING
     """
     return int(session.execute(text(statement), {"job": job_id, "items": items}).rowcount)
+
+
+def over_issued(session: Session) -> list[str]:
+    """Jobs whose items collected more valid answers than their redundancy asks for (since the
+    redundancy last changed): work issued and paid that nobody ordered. An empty list when none."""
+    problems = []
+    jobs = session.execute(select(Job).where(Job.state != JobState.DRAFT).order_by(Job.id)).scalars().all()
+    for job in jobs:
+        since = session.execute(
+            select(func.max(AuditEvent.at)).where(
+                AuditEvent.subject_type == "job", AuditEvent.subject_id == job.id, AuditEvent.action == TUNED
+            )
+        ).scalar()
+        row = session.execute(text(BEYOND), {"job": job.id, "ceiling": ceiling(job), "since": since}).one()
+        if row.items:
+            wanted = ceiling(job)
+            problems.append(f"job {job.id}: {row.answers} answers beyond the {wanted} ordered, on {row.items} items")
+    return problems
 
 
 def clear(session: Session, job_id: int) -> None:

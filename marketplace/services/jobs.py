@@ -18,6 +18,7 @@ from marketplace.models import (
     Assignment,
     AssignmentItem,
     AssignmentState,
+    AuditEvent,
     Item,
     Job,
     JobState,
@@ -254,6 +255,7 @@ def tune_job(
     if job.state != JobState.DRAFT and qualification is not None and _golden_short(session, job.id, qualification):
         raise Invalid("qualification.items", "more than the job's golden items")
     old_overlap, old_ceiling = job.overlap, slots.ceiling(job)
+    before = {name: getattr(job, name) for name in (*TUNABLE, "acceptance", "budget_cents") if name in changes}
     for name in TUNABLE:
         if name in changes:
             setattr(job, name, changes[name])
@@ -271,4 +273,13 @@ def tune_job(
             slots.top_up(session, job, job.overlap)
         if slots.ceiling(job) < old_ceiling:
             slots.trim(session, job)
+    session.add(
+        AuditEvent(
+            actor_id=actor_id,
+            action=slots.TUNED,
+            subject_type="job",
+            subject_id=job.id,
+            details={"before": before, "after": {name: getattr(job, name) for name in before}},
+        )
+    )
     return job

@@ -36,6 +36,7 @@ from sqlmodel import Session
 
 from marketplace.errors import Conflict
 from marketplace.models import Assignment, Job, LedgerBalance, LedgerEntry, LedgerKind, LedgerTxn, utcnow
+from marketplace.pool import slots
 
 DEPOSITS = "external:deposits"
 PAYOUTS = "external:payouts"
@@ -308,6 +309,7 @@ def check(session: Session) -> list[str]:
         if entries_sum < 0 and not account.startswith("external:"):
             problems.append(f"{account} is below zero: {entries_sum}")
     problems += _check_decisions(session)
+    problems += slots.over_issued(session)  # spend on answers beyond the redundancy ordered
     problems += _check_holds(session, derived)
     return problems
 

@@ -1,0 +1,204 @@
+"""The ledger has one writer and one lock order.
+
+A lease, an expiry and a decision leave the same ledger rows whichever caller made them (the
+lease statement's hold or `ledger.post`, the sweep or a lease that reclaims, the aggregation's
+decisions or the sweep's). Balance rows are locked in account order, and a transaction that asks
+for one out of order is refused before it can deadlock; leases run against acceptance batches
+without a deadlock.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import select, update
+
+from marketplace.db import get_engine, session_scope
+from marketplace.models import Assignment, LedgerEntry, LedgerTxn, utcnow
+from marketplace.pool.release import EXPIRY_GRACE, reclaim_apart, reclaim_expired
+from marketplace.services import acceptance, ledger
+from marketplace.services.ledger import LockOrderError
+from tests.conftest import bearer, new_key, post_job
+
+Headers = dict[str, str]
+
+
+def _movements(app: Flask, assignment_id: int) -> list[tuple[Any, ...]]:
+    """The ledger rows of one assignment, without ids and times: what a caller could change."""
+    with session_scope(get_engine(app)) as session:
+        txns = session.execute(
+            select(LedgerTxn).where(LedgerTxn.assignment_id == assignment_id).order_by(LedgerTxn.id)
+        ).scalars()
+        rows = []
+        for txn in txns:
+            entries = session.execute(
+                select(LedgerEntry.account, LedgerEntry.amount, LedgerEntry.currency)
+                .where(LedgerEntry.txn_id == txn.id)
+                .order_by(LedgerEntry.account)
+            ).all()
+            key = None if txn.key is None else txn.key.replace(str(assignment_id), "#")
+            shape = (txn.kind, key, txn.run_id, txn.actor_id, txn.memo)
+            rows.append((shape, tuple((_kind_of(a), n, c) for a, n, c in entries)))
+        return rows
+
+
+def _kind_of(account: str) -> str:
+    """An account without its ids: `job:7:holds` -> `job:holds`, `worker:3` -> `worker`."""
+    parts = account.split(":")
+    return ":".join(p for p in parts if not p.isdigit())
+
+
+def _lease(client: FlaskClient, worker: Headers, job_id: int) -> dict[str, Any]:
+    response = client.post("/v1/assignments", json={"job_id": job_id}, headers=worker)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def _overdue(app: Flask, assignment_id: int) -> None:
+    with session_scope(get_engine(app)) as session:
+        session.execute(
+            update(Assignment)
+            .where(Assignment.id == assignment_id)
+            .values(expires_at=utcnow() - EXPIRY_GRACE - timedelta(seconds=5))
+        )
+
+
+def test_a_lease_leaves_the_same_ledger_rows_whichever_path_made_it(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    job = post_job(client, requester, items=40, golden=10, overlap=1, golden_ratio=0.0, items_per_task=3)
+    qualified = post_job(
+        client,
+        requester,
+        items=40,
+        golden=10,
+        overlap=1,
+        golden_ratio=0.0,
+        items_per_task=3,
+        qualification={"items": 3, "pass_mark": 0.5},
+    )
+    leases = []
+    for hot in (True, False):  # the middleware's short way, and the Flask view
+        app.config["HOT_PATH"] = hot
+        leases.append(_lease(client, bearer(new_key(app, "worker")), job["id"]))
+    test = _lease(client, bearer(new_key(app, "worker")), qualified["id"])  # a test: held by `ledger.post`
+    assert test["kind"] == "qualification" and len(test["items"]) == 3
+    shapes = [_movements(app, lease["id"]) for lease in leases]
+    assert shapes[0] == shapes[1] and shapes[0][0][0][0] == "hold"
+    (test_shape,) = _movements(app, test["id"])
+    assert test_shape[1] == shapes[0][0][1]  # the same entries: budget -> holds, the same amount
+    assert test_shape[0][:2] == shapes[0][0][0][:2] and test_shape[0][3:] == shapes[0][0][0][3:]
+
+
+def test_an_expiry_leaves_the_same_ledger_rows_whichever_caller_reclaimed_it(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    job = post_job(client, requester, items=12, golden=0, overlap=1, golden_ratio=0.0, items_per_task=3)
+    first, second = (_lease(client, bearer(new_key(app, "worker")), job["id"]) for _ in range(2))
+    for lease in (first, second):
+        _overdue(app, lease["id"])
+    with session_scope(get_engine(app)) as session:  # the sweep's way
+        swept = session.execute(select(Assignment).where(Assignment.id == first["id"])).scalar_one()
+        assert reclaim_expired(session, job["id"], utcnow(), limit=1) == 1 and swept.id == first["id"]
+    assert reclaim_apart(get_engine(app), job["id"], utcnow()) == 1  # a lease's way, when the pool ran dry
+    assert _movements(app, first["id"]) == _movements(app, second["id"])
+    assert [shape[0][0] for shape in _movements(app, first["id"])] == ["hold", "release"]
+
+
+def _submitted_task(app: Flask, client: FlaskClient, requester: Headers) -> tuple[int, int]:
+    """(job id, assignment id) of one submitted task on a fresh paid job."""
+    job = post_job(
+        client,
+        requester,
+        items=3,
+        golden=0,
+        overlap=1,
+        golden_ratio=0.0,
+        items_per_task=3,
+        acceptance={"auto_accept_seconds": 60},
+    )
+    worker = bearer(new_key(app, "worker"))
+    lease = _lease(client, worker, job["id"])
+    answers = [{"item_id": i["id"], "label": "cat"} for i in lease["items"]]
+    done = client.post(f"/v1/assignments/{lease['id']}/submit", json={"answers": answers}, headers=worker)
+    assert done.status_code == 200
+    return job["id"], lease["id"]
+
+
+def test_a_decision_leaves_the_same_ledger_rows_whichever_job_made_it(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    (first_job, first), (_, second) = (_submitted_task(app, client, requester) for _ in range(2))
+    later = utcnow() + timedelta(minutes=5)  # past the auto-accept delay, not aggregated
+    with session_scope(get_engine(app)) as session:  # the aggregation job's call, for the first job
+        assert acceptance.decide_job(session, first_job, acceptance.Limits(), later)["accepted"] == 1
+    with session_scope(get_engine(app)) as session:  # the sweep's call, for every job
+        assert sum(c["accepted"] for c in acceptance.decide_overdue(session, acceptance.Limits(), later).values()) == 1
+    assert _movements(app, first) == _movements(app, second)
+    assert [shape[0][0] for shape in _movements(app, first)] == ["hold", "work"]  # the hold, all paid
+
+
+def test_balance_rows_are_locked_in_one_order(app: Flask, client: FlaskClient, requester: Headers) -> None:
+    post_job(client, requester, items=3, golden=0)
+    with session_scope(get_engine(app)) as session:
+        ledger.lock_balances(session, ["job:1:holds", "worker:9"])
+        ledger.lock_balances(session, ["worker:9", "worker:90"])  # held, or after every held row
+        with pytest.raises(LockOrderError):
+            ledger.lock_balances(session, ["job:1:budget"])  # sorts before one already held
+    with session_scope(get_engine(app)) as session:  # a new transaction starts with nothing held
+        ledger.lock_balances(session, ["job:1:budget"])
+
+
+def test_leases_and_acceptance_batches_never_deadlock(app: Flask, client: FlaskClient, requester: Headers) -> None:
+    """Workers lease and submit on a paid job while acceptance batches settle its work, each
+    moving the job's budget and holds rows: no deadlock, no failed lease, the ledger sound."""
+    job = post_job(client, requester, items=300, golden=0, overlap=2, golden_ratio=0.0, items_per_task=2)
+    workers = [bearer(new_key(app, "worker", f"w{n}")) for n in range(8)]
+    errors: list[str] = []
+    stop = threading.Event()
+
+    def crowd(worker: Headers) -> None:
+        own = app.test_client()
+        for _ in range(40):
+            lease = own.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker)
+            if lease.status_code == 204:
+                return
+            if lease.status_code != 201:
+                errors.append(f"lease {lease.status_code} {lease.get_json()}")
+                return
+            task = lease.get_json()
+            answers = [{"item_id": i["id"], "label": "cat"} for i in task["items"]]
+            done = own.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=worker)
+            if done.status_code != 200:
+                errors.append(f"submit {done.status_code}")
+
+    def decide() -> None:
+        later = utcnow() + timedelta(days=30)  # everything submitted is overdue: auto-accepted
+        while not stop.is_set():
+            try:
+                with session_scope(get_engine(app)) as session:
+                    acceptance.decide_job(session, job["id"], acceptance.Limits(), later, only_overdue=True)
+            except Exception as error:  # noqa: BLE001 - any failure is the finding
+                errors.append(f"decide {type(error).__name__}: {error}")
+                return
+
+    threads = [threading.Thread(target=crowd, args=(w,)) for w in workers]
+    decider = threading.Thread(target=decide)
+    decider.start()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    stop.set()
+    decider.join()
+    assert errors == []
+    with session_scope(get_engine(app)) as session:
+        assert acceptance.decide_job(session, job["id"], acceptance.Limits(), utcnow() + timedelta(days=30))
+        assert ledger.check(session) == []
+        decided = session.execute(select(Assignment.decision).where(Assignment.job_id == job["id"])).scalars().all()
+    assert decided and all(d == "accepted" for d in decided)
