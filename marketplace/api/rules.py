@@ -10,12 +10,13 @@ from sqlalchemy import or_, select
 
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
-from marketplace.errors import Invalid, NotFound
-from marketplace.models import Job, QualityRule
+from marketplace.errors import Forbidden, Invalid, NotFound
+from marketplace.models import Job, QualityRule, Role
 from marketplace.schemas import QualityQuerySchema, RuleCreateSchema, RuleSchema
 from marketplace.services.jobs import get_job
 
 blp = Blueprint("rules", __name__, url_prefix="/v1/rules", description="Quality rules")
+PLATFORM_WIDE = ("ban_everywhere",)  # actions beyond the rule's job: operators' only
 
 
 @blp.route("")
@@ -28,10 +29,13 @@ class Rules(MethodView):
         session = get_session()
         principal = current_principal()
         job_id = body.get("job_id")
-        if job_id is None and principal.role != "operator":
+        if job_id is None and principal.role != Role.OPERATOR:
             raise Invalid("job_id", "requesters set rules for one of their jobs")
         if job_id is not None:
             get_job(session, principal, job_id)
+        if body["action"]["type"] in PLATFORM_WIDE and principal.role != Role.OPERATOR:
+            reason = f"{body['action']['type']} acts on every requester's jobs: operators only (use ban_job)"
+            raise Forbidden(f"action.type: {reason}", {"json": {"action": {"type": [reason]}}})
         rule = QualityRule(job_id=job_id, created_by=principal.id, condition=body["condition"], action=body["action"])
         session.add(rule)
         session.commit()

@@ -27,6 +27,7 @@ from marketplace.models import (
     AuditEvent,
     QualityRule,
     ReviewFlag,
+    Role,
     WorkerBlock,
     utcnow,
 )
@@ -47,14 +48,22 @@ DEFAULT_RULES: tuple[dict[str, Any], ...] = (
 
 
 def rules_for(session: Session, job_id: int) -> list[tuple[int | None, dict[str, Any], dict[str, Any]]]:
+    """The rules in force on the job: its own and the global ones (or the defaults). A rule that
+    an operator did not write acts on this job only: a requester's `ban_everywhere` (written
+    before the API refused it) bans from the job."""
     rows = session.execute(
-        select(QualityRule.id, QualityRule.condition, QualityRule.action)
+        select(QualityRule.id, QualityRule.condition, QualityRule.action, Account.role)
+        .outerjoin(Account, Account.id == QualityRule.created_by)
         .where(QualityRule.enabled.is_(True), or_(QualityRule.job_id == job_id, QualityRule.job_id.is_(None)))
         .order_by(QualityRule.id)
     ).all()
     if rows:
-        return [(r[0], r[1], r[2]) for r in rows]
+        return [(r.id, r.condition, r.action if r.role == Role.OPERATOR else _within_job(r.action)) for r in rows]
     return [(None, r["condition"], r["action"]) for r in DEFAULT_RULES]
+
+
+def _within_job(action: dict[str, Any]) -> dict[str, Any]:
+    return {**action, "type": "ban_job"} if action["type"] == "ban_everywhere" else action
 
 
 def worker_figures(session: Session, job_id: int, worker_id: int) -> dict[str, Any]:
