@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from marketplace import api, db, errors, queue
+    from marketplace import api, db, errors, logs, metrics, observe, probes, queue
     from marketplace.api.hot import HotPath
     from marketplace.config import load
 
@@ -21,15 +20,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("DATABASE_URL"):
         app.config["DATABASE_URL"] = load()["DATABASE_URL"]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(app.config["LOG_LEVEL"])
     db.init_app(app)
     queue.init_app(app)
     api.init_app(app)
     errors.register(app)  # after flask-smorest's, whose HTTP handler drops e.g. `Allow`
+    probes.init_app(app)
+    metrics.init_app(app)
+    observe.init_app(app)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.wsgi_app = observe.Observe(app, app.wsgi_app)  # type: ignore[method-assign]  # outermost: ids, metrics, logs
     return app

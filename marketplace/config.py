@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     "ACCEPTANCE_MIN_REJECT_FAILED_GOLDEN": 1,
     "AUTO_ACCEPT_MAX_SECONDS": 14 * 24 * 3600,
     "AUTO_ACCEPT_DEFAULT_SECONDS": 3 * 24 * 3600,
+    "LOG_LEVEL": "INFO",
+    "ACCESS_LOG": True,  # one JSON line per request (marketplace/observe.py); serve --no-access-log
     "API_TITLE": "Crowd marketplace",
     "API_VERSION": "v1",
     "OPENAPI_VERSION": "3.0.3",

@@ -18,6 +18,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy import update
 
+from marketplace import observe
 from marketplace.api import hot
 from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Assignment, utcnow
@@ -37,7 +38,9 @@ def either_app(request: pytest.FixtureRequest, pg_url: str, redis: Redis) -> Ite
 
 def _count_flask_calls(app: Flask) -> list[str]:
     """Record every request that reaches the Flask app behind the middleware."""
-    middleware = app.wsgi_app
+    outer = app.wsgi_app
+    assert isinstance(outer, observe.Observe)  # request ids, metrics and logs wrap everything
+    middleware = outer.inner
     assert isinstance(middleware, hot.HotPath)
     inner: Any = middleware.inner
     reached: list[str] = []
