@@ -8,7 +8,7 @@ from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from marketplace import api, db, errors, logs, metrics, observe, probes, queue
+    from marketplace import api, db, docs_assets, errors, logs, metrics, observe, probes, queue
     from marketplace.api.hot import HotPath
     from marketplace.config import load
 
@@ -26,6 +26,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     api.init_app(app)
     errors.register(app)  # after flask-smorest's, whose HTTP handler drops e.g. `Allow`
     probes.init_app(app)
+    docs_assets.init_app(app)
     metrics.init_app(app)
     observe.init_app(app)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way

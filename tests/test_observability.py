@@ -66,3 +66,4 @@ def test_metrics_read_bans_aggregations_and_pool_from_the_database(pg_app: Flask
     assert _metric(after, "marketplace_aggregation_run_seconds_count") == 0
     assert _metric(after, "marketplace_store_database_up") == 1
     assert _metric(after, "marketplace_store_redis_up") == 1
+
