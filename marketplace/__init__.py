@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -30,5 +31,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     observe.init_app(app)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
-    app.wsgi_app = observe.Observe(app, app.wsgi_app)  # type: ignore[method-assign]  # outermost: ids, metrics, logs
+    app.wsgi_app = observe.Observe(app, app.wsgi_app)  # type: ignore[method-assign]  # ids, metrics, logs
+    hops = int(app.config["TRUSTED_PROXIES"])
+    if hops:  # the client's address and scheme as the proxies saw them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app

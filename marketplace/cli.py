@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -39,6 +40,23 @@ def db_upgrade(revision: str) -> None:
     url = str(_config()["DATABASE_URL"])
     upgrade(url, revision)
     click.echo(f"schema at {revision}")
+
+
+@db.command("wait")
+@click.option("--timeout", default=600, show_default=True, type=int, help="seconds")
+def db_wait(timeout: int) -> None:
+    """Wait until the schema is at this code's head (a pod's init step while the migration job
+    runs); exit 1 after --timeout."""
+    from marketplace.migrate import is_current
+
+    url = str(_config()["DATABASE_URL"])
+    deadline = time.monotonic() + timeout
+    while not is_current(url):
+        if time.monotonic() > deadline:
+            click.echo(f"schema not at head after {timeout} s", err=True)
+            raise SystemExit(1)
+        time.sleep(2)
+    click.echo("schema at head")
 
 
 @main.group()

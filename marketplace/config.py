@@ -35,6 +35,9 @@ DEFAULTS: dict[str, Any] = {
     "ACCEPTANCE_MIN_REJECT_FAILED_GOLDEN": 1,
     "AUTO_ACCEPT_MAX_SECONDS": 14 * 24 * 3600,
     "AUTO_ACCEPT_DEFAULT_SECONDS": 3 * 24 * 3600,
+    # How many reverse proxies (nginx, a load balancer) stand in front and set X-Forwarded-For:
+    # the client's address (rate limits per address) is taken from that far back. 0: none.
+    "TRUSTED_PROXIES": 0,
     "LOG_LEVEL": "INFO",
     "ACCESS_LOG": True,  # one JSON line per request (marketplace/observe.py); serve --no-access-log
     "API_TITLE": "Crowd marketplace",
