@@ -108,8 +108,8 @@ def test_kubernetes_example_renders_and_validates() -> None:
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     for name in ("marketplace-api", "marketplace-worker"):
         pdb = by_kind[("PodDisruptionBudget", name)]
-        deployment = by_kind[("Deployment", name)]
-        assert pdb["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        pod_labels = by_kind[("Deployment", name)]["spec"]["template"]["metadata"]["labels"]
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     job = by_kind[("Job", "marketplace-migrate")]
     assert job["spec"]["template"]["spec"]["containers"][0]["command"] == ["marketplace", "db", "upgrade"]
     # every ConfigMap and Secret a pod names exists (kustomize appended the hashes to both)
