@@ -9,7 +9,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from marketplace import api, db, docs_assets, errors, logs, metrics, observe, probes, queue
+    from marketplace import api, db, docs_assets, errors, limits, logs, metrics, observe, probes, queue
     from marketplace.api.hot import HotPath
     from marketplace.config import load
 
@@ -31,6 +31,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     observe.init_app(app)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
+    app.wsgi_app = limits.RateLimits(app, app.wsgi_app)  # type: ignore[method-assign]  # the hot path's too
     app.wsgi_app = observe.Observe(app, app.wsgi_app)  # type: ignore[method-assign]  # ids, metrics, logs
     hops = int(app.config["TRUSTED_PROXIES"])
     if hops:  # the client's address and scheme as the proxies saw them

@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
     # How many reverse proxies (nginx, a load balancer) stand in front and set X-Forwarded-For:
     # the client's address (rate limits per address) is taken from that far back. 0: none.
     "TRUSTED_PROXIES": 0,
+    # Rate limits (marketplace/limits.py), "N/second|minute|hour"; "" turns one off.
+    "RATE_LIMITS": True,
+    "RATE_LIMIT_LEASES": "50/second",  # per worker key
+    "RATE_LIMIT_SUBMITS": "50/second",  # per worker key
+    "RATE_LIMIT_UPLOADS": "30/minute",  # item uploads per requester key
+    "RATE_LIMIT_FAILED_AUTH": "20/minute",  # 401s per client address (MARKETPLACE_TRUSTED_PROXIES)
     "LOG_LEVEL": "INFO",
     "ACCESS_LOG": True,  # one JSON line per request (marketplace/observe.py); serve --no-access-log
     "API_TITLE": "Crowd marketplace",

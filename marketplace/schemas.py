@@ -301,6 +301,26 @@ class AccountCreatedSchema(Schema):
     key = String()
 
 
+class KeyRotateSchema(Schema):
+    grace_seconds = fields.Integer(strict=True, load_default=3600, validate=validate.Range(0, 7 * 86400))
+
+
+class KeyRotatedSchema(Schema):
+    key = String()
+    old_key_valid_until = fields.DateTime()
+
+
+class KeyRevokeSchema(Schema):
+    reason = String(load_default="", validate=validate.Length(0, 500))
+    reissue = fields.Boolean(load_default=False)
+
+
+class KeyRevokedSchema(Schema):
+    account_id = fields.Integer()
+    keys_revoked = fields.Integer()
+    key = String(allow_none=True)
+
+
 class WorkerQualitySchema(Schema):
     worker_id = fields.Integer()
     job_id = fields.Integer()
