@@ -21,6 +21,7 @@ import math
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -36,8 +37,10 @@ import psutil
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
-from marketplace.cli import SERVE_PROCESSES, SERVE_THREADS
+from marketplace.cli import GUNICORN_CONFIG
 from marketplace.db import make_engine, normalise_url, session_scope
+from marketplace.gunicorn_conf import PROCESSES as SERVE_PROCESSES
+from marketplace.gunicorn_conf import THREADS as SERVE_THREADS
 
 LABELS = ["cat", "dog", "bird", "fish"]
 HOST = "127.0.0.1"
@@ -152,13 +155,15 @@ def post_job(port: int, key: str, real: int, golden: int) -> int:
 
 
 def start_server(args: argparse.Namespace, url: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    metrics_dir = data_dir / "prometheus"  # as `marketplace serve` does: emptied, then shared
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=args.redis_url, MARKETPLACE_DATA_DIR=str(data_dir))
-    command = [sys.executable, "-m", "gunicorn", "-b", f"{HOST}:{port}", "-w", str(args.gunicorn_workers)]
-    command += ["-k", args.worker_class, "--threads", str(args.gunicorn_threads)]
+    env.update(MARKETPLACE_ACCESS_LOG=str(args.access_log).lower(), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+    command = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "-b", f"{HOST}:{port}"]
+    command += ["-w", str(args.gunicorn_workers), "-k", args.worker_class, "--threads", str(args.gunicorn_threads)]
     command += ["--chdir", str(Path(__file__).resolve().parent.parent)]
-    if args.access_log:  # as `marketplace serve` does (to stdout there): a line a request, to a file here
-        command += ["--access-logfile", str(data_dir / "access.log")]
-    command += ["marketplace.wsgi:app"]
+    command += ["marketplace.wsgi:app"]  # the access log (a JSON line a request) goes to gunicorn.log
     log = (data_dir / "gunicorn.log").open("ab")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
@@ -400,7 +405,7 @@ def main() -> int:
     parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--gunicorn-threads", type=int, default=SERVE_THREADS, help="threads per worker (gthread)")
     parser.add_argument(
-        "--no-access-log", dest="access_log", action="store_false", help="without gunicorn's access log (serve has one)"
+        "--no-access-log", dest="access_log", action="store_false", help="without the access log (serve has one)"
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/14")
     parser.add_argument("--warmup", type=int, default=100, help="unmeasured cycles before the first level")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from marketplace import api, db, errors, queue
+    from marketplace import api, db, docs_assets, errors, limits, logs, metrics, observe, probes, queue
     from marketplace.api.hot import HotPath
     from marketplace.config import database_url, load
 
@@ -20,15 +20,19 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config.from_mapping(test_config)
     app.config["DATABASE_URL"] = database_url(app.config)  # the embedded server's when unset
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(app.config["LOG_LEVEL"])
     db.init_app(app)
     queue.init_app(app)
     api.init_app(app)
     errors.register(app)  # after flask-smorest's, whose HTTP handler drops e.g. `Allow`
+    probes.init_app(app)
+    docs_assets.init_app(app)
+    metrics.init_app(app)
+    observe.init_app(app)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
+    app.wsgi_app = limits.RateLimits(app, app.wsgi_app)  # type: ignore[method-assign]  # the hot path's too
+    app.wsgi_app = observe.Observe(app, app.wsgi_app)  # type: ignore[method-assign]  # ids, metrics, logs
+    hops = int(app.config["TRUSTED_PROXIES"])
+    if hops:  # the client's address and scheme as the proxies saw them
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     return app

@@ -15,11 +15,13 @@ from flask_smorest import abort
 from sqlalchemy import select
 
 from marketplace.db import get_session
-from marketplace.models import Account
+from marketplace.models import Account, RetiredKey, utcnow
 
 ROLES = ("requester", "worker", "operator")
 KEY_PREFIX = "mk_"
-_CACHE_SECONDS = 5.0
+# A key's account is cached this long in each process: a revocation or an expired grace
+# period takes effect everywhere within this bound (at once in the process that made it).
+CACHE_SECONDS = 5.0
 _cache: dict[str, tuple[float, Principal | None]] = {}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,20 +43,24 @@ def hash_key(key: str) -> str:
 
 
 def lookup(key_hash: str) -> Principal | None:
-    """Find the key's account; cached for a few seconds to keep the hot path to its work."""
+    """Find the key's account (its current key, or a retired one within its grace period);
+    cached for `CACHE_SECONDS` to keep the hot path to its work."""
     now = time.monotonic()
     hit = _cache.get(key_hash)
     if hit and hit[0] > now:
         return hit[1]
-    row = (
-        get_session()
-        .execute(select(Account.id, Account.role, Account.status).where(Account.key_hash == key_hash))
-        .first()
-    )
+    session = get_session()
+    columns = select(Account.id, Account.role, Account.status)
+    row = session.execute(columns.where(Account.key_hash == key_hash)).first()
+    if row is None:
+        retired = select(RetiredKey.account_id).where(
+            RetiredKey.key_hash == key_hash, RetiredKey.valid_until > utcnow()
+        )
+        row = session.execute(columns.where(Account.id == retired.scalar_subquery())).first()
     principal = Principal(row.id, row.role, row.status) if row else None
     if len(_cache) > 100_000:
         _cache.clear()
-    _cache[key_hash] = (now + _CACHE_SECONDS, principal)
+    _cache[key_hash] = (now + CACHE_SECONDS, principal)
     return principal
 
 

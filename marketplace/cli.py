@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import click
 from werkzeug.utils import import_string
 
+from marketplace import gunicorn_conf
 from marketplace.config import database_url, load, redis_url
-
-# One process per two cores, 8 threads each: threads keep the cores busy while requests wait
-# on PostgreSQL, and fewer processes mean fewer statements contending in PostgreSQL at once.
-# On the 2-core bench machine, 1 x 8 took ~20% less server CPU per lease+submit than 2 x 4 at
-# the same rate, and 2 x 4 ~40% more cycles/s than 2 sync workers (README, Performance).
-# Threads must not exceed the engine's pool (`db.make_engine`: 10), or connections churn.
-SERVE_PROCESSES = max(1, (os.cpu_count() or 2) // 2)
-SERVE_THREADS = 8
 
 
 def _config() -> dict[str, object]:
@@ -49,6 +45,23 @@ def db_upgrade(revision: str) -> None:
 
     upgrade(_database_url(), revision)
     click.echo(f"schema at {revision}")
+
+
+@db.command("wait")
+@click.option("--timeout", default=600, show_default=True, type=int, help="seconds")
+def db_wait(timeout: int) -> None:
+    """Wait until the schema is at this code's head (a pod's init step while the migration job
+    runs); exit 1 after --timeout."""
+    from marketplace.migrate import is_current
+
+    url = _database_url()
+    deadline = time.monotonic() + timeout
+    while not is_current(url):
+        if time.monotonic() > deadline:
+            click.echo(f"schema not at head after {timeout} s", err=True)
+            raise SystemExit(1)
+        time.sleep(2)
+    click.echo("schema at head")
 
 
 @main.group()
@@ -127,31 +140,49 @@ def ledger_check() -> None:
 
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True)
-@click.option("--workers", "processes", default=SERVE_PROCESSES, show_default=True, type=int, help="gunicorn processes")
-@click.option("--threads", default=SERVE_THREADS, show_default=True, type=int, help="per process (gthread)")
+@click.option(
+    "--workers", "processes", default=gunicorn_conf.PROCESSES, show_default=True, type=int, help="gunicorn processes"
+)
+@click.option("--threads", default=gunicorn_conf.THREADS, show_default=True, type=int, help="per process (gthread)")
 @click.option(
     "--access-log/--no-access-log",
     default=True,
     show_default=True,
-    help="a line per request on stdout (costs gunicorn ~0.15 CPU-ms a request: README, Performance)",
+    help="a JSON line per request on stderr (README, Performance: what a line costs)",
 )
 def serve(bind: str, processes: int, threads: int, access_log: bool) -> None:
-    """Run the API under gunicorn (an embedded Redis is started when REDIS_URL is unset)."""
+    """Run the API under gunicorn with the deployments' settings (`marketplace/gunicorn_conf.py`);
+    an embedded Redis is started when REDIS_URL is unset."""
     env = _resolved_env()
+    env["MARKETPLACE_ACCESS_LOG"] = "true" if access_log else "false"
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_fresh_metrics_dir()))
     command = [
         sys.executable,
         "-m",
         "gunicorn",
+        "--config",
+        GUNICORN_CONFIG,
         "--bind",
         bind,
         "--workers",
         str(processes),
         "--threads",
         str(threads),
-        *(["--access-logfile", "-"] if access_log else []),
         "marketplace.wsgi:app",
     ]
     raise SystemExit(_run_child(command, env))
+
+
+GUNICORN_CONFIG = "python:marketplace.gunicorn_conf"
+
+
+def _fresh_metrics_dir() -> Path:
+    """Where gunicorn's processes add up their metrics (`marketplace.metrics`); emptied on start,
+    as prometheus_client asks, since the files of a previous server would be counted again."""
+    folder = Path(str(_config()["DATA_DIR"])) / "prometheus"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
 
 
 def _run_child(command: list[str], env: dict[str, str]) -> int:

@@ -30,13 +30,24 @@ DEFAULTS: dict[str, Any] = {
     "ACCEPTANCE_MIN_REJECT_FAILED_GOLDEN": 1,
     "AUTO_ACCEPT_MAX_SECONDS": 14 * 24 * 3600,
     "AUTO_ACCEPT_DEFAULT_SECONDS": 3 * 24 * 3600,
+    # How many reverse proxies (nginx, a load balancer) stand in front and set X-Forwarded-For:
+    # the client's address (rate limits per address) is taken from that far back. 0: none.
+    "TRUSTED_PROXIES": 0,
+    # Rate limits (marketplace/limits.py), "N/second|minute|hour"; "" turns one off.
+    "RATE_LIMITS": True,
+    "RATE_LIMIT_LEASES": "50/second",  # per worker key
+    "RATE_LIMIT_SUBMITS": "50/second",  # per worker key
+    "RATE_LIMIT_UPLOADS": "30/minute",  # item uploads per requester key
+    "RATE_LIMIT_FAILED_AUTH": "20/minute",  # 401s per client address (MARKETPLACE_TRUSTED_PROXIES)
+    "LOG_LEVEL": "INFO",
+    "ACCESS_LOG": True,  # one JSON line per request (marketplace/observe.py); serve --no-access-log
     "API_TITLE": "Crowd marketplace",
     "API_VERSION": "v1",
     "OPENAPI_VERSION": "3.0.3",
     "OPENAPI_URL_PREFIX": "/",
     "OPENAPI_JSON_PATH": "openapi.json",
     "OPENAPI_SWAGGER_UI_PATH": "/docs",
-    "OPENAPI_SWAGGER_UI_URL": "https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+    "OPENAPI_SWAGGER_UI_URL": "/docs/assets/",  # the packaged Swagger UI (docs_assets.py), no CDN
 }
 
 

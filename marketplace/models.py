@@ -95,6 +95,15 @@ class Account(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class RetiredKey(SQLModel, table=True):
+    """A key replaced by a rotation, still accepted until `valid_until` (the grace period in
+    which its user's clients move to the new key). A revocation deletes these rows."""
+
+    key_hash: str = Field(primary_key=True, max_length=64)
+    account_id: int = Field(sa_column=Column(BigInteger, nullable=False, index=True))
+    valid_until: datetime
+
+
 class Job(SQLModel, table=True):
     __table_args__ = (Index("ix_job_requester", "requester_id"), Index("ix_job_state", "state"))
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))

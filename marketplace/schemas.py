@@ -179,9 +179,9 @@ class JobSchema(Schema):
     golden_ratio = StrictFloat()
     items_per_task = fields.Integer()
     reward_cents = fields.Integer()
-    pricing = fields.Dict()
+    pricing = fields.Dict(allow_none=True)
     bonus = fields.Dict(allow_none=True)
-    acceptance = fields.Dict()
+    acceptance = fields.Dict(allow_none=True)
     budget_cents = fields.Integer()
     currency = String()
     aggregation = String()
@@ -299,6 +299,26 @@ class AccountCreatedSchema(Schema):
     role = String()
     name = String()
     key = String()
+
+
+class KeyRotateSchema(Schema):
+    grace_seconds = fields.Integer(strict=True, load_default=3600, validate=validate.Range(0, 7 * 86400))
+
+
+class KeyRotatedSchema(Schema):
+    key = String()
+    old_key_valid_until = fields.DateTime()
+
+
+class KeyRevokeSchema(Schema):
+    reason = String(load_default="", validate=validate.Length(0, 500))
+    reissue = fields.Boolean(load_default=False)
+
+
+class KeyRevokedSchema(Schema):
+    account_id = fields.Integer()
+    keys_revoked = fields.Integer()
+    key = String(allow_none=True)
 
 
 class WorkerQualitySchema(Schema):

@@ -112,6 +112,12 @@ def make_app(database_url: str, **extra: Any) -> Flask:
         "DATABASE_URL": database_url,
         "REDIS_URL": REDIS_URL,
         "DATA_DIR": "/tmp/marketplace-tests",
+        # Every test client is one address: walks over every endpoint with bad keys are not
+        # key guessing, and concurrency tests hammer one worker's key on purpose
+        # (tests/test_limits_keys.py sets its own limits).
+        "RATE_LIMIT_FAILED_AUTH": "100000/minute",
+        "RATE_LIMIT_LEASES": "100000/second",
+        "RATE_LIMIT_SUBMITS": "100000/second",
     }
     config.update(extra)
     auth.forget()

@@ -86,10 +86,12 @@ def test_fund_and_ledger_check_from_the_command_line(db_env: str, redis: Redis) 
 def test_serve_runs_gunicorn_with_or_without_an_access_log(
     flag: list[str], logged: bool, db_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commands: list[list[str]] = []
+    commands: list[tuple[list[str], dict[str, str]]] = []
     monkeypatch.setenv("REDIS_URL", REDIS_URL)  # no embedded server for this
-    monkeypatch.setattr(cli, "_run_child", lambda command, _env: commands.append(command) or 0)
+    monkeypatch.setattr(cli, "_run_child", lambda command, env: commands.append((command, env)) or 0)
     result = CliRunner().invoke(main, ["serve", "--bind", "127.0.0.1:1", *flag])
     assert result.exit_code == 0, result.output
-    assert ("--access-logfile" in commands[0]) is logged
-    assert commands[0][-1] == "marketplace.wsgi:app"
+    command, env = commands[0]
+    assert env["MARKETPLACE_ACCESS_LOG"] == str(logged).lower()  # the app's JSON access line
+    assert command[command.index("--config") + 1] == "python:marketplace.gunicorn_conf"  # the deployments' settings
+    assert command[-1] == "marketplace.wsgi:app"

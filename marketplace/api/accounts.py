@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -9,13 +10,22 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from sqlalchemy import func, select
 
+from marketplace import auth
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
 from marketplace.models import Account, Answer, Assignment
-from marketplace.schemas import AccountCreatedSchema, AccountCreateSchema, MeSchema
+from marketplace.schemas import (
+    AccountCreatedSchema,
+    AccountCreateSchema,
+    KeyRevokedSchema,
+    KeyRevokeSchema,
+    KeyRotatedSchema,
+    KeyRotateSchema,
+    MeSchema,
+)
 from marketplace.services import ledger
 from marketplace.services.acceptance import recent_decisions
-from marketplace.services.accounts import create_account
+from marketplace.services.accounts import create_account, revoke_keys, rotate_key
 from marketplace.services.results import worker_quality_of
 
 blp = Blueprint("accounts", __name__, url_prefix="/v1", description="Accounts and keys")
@@ -60,3 +70,32 @@ class Me(MethodView):
             if account.role == "worker":
                 me["paid_out_cents"] = -ledger.account_total(session, name, "payout")
         return me
+
+
+@blp.route("/me/key", methods=["POST"])
+@require("worker", "requester", "operator")
+@blp.arguments(KeyRotateSchema)
+@blp.response(201, KeyRotatedSchema)
+def rotate_own_key(body: dict[str, Any]) -> dict[str, Any]:
+    """A new key for the caller, shown once; the key this request used keeps working for
+    `grace_seconds` (default 3600, at most 7 days), so clients can move over."""
+    session = get_session()
+    key, until = rotate_key(session, current_principal().id, timedelta(seconds=body["grace_seconds"]))
+    session.commit()
+    return {"key": key, "old_key_valid_until": until}
+
+
+@blp.route("/accounts/<id:account_id>/keys/revoke", methods=["POST"])
+@require("operator")
+@blp.arguments(KeyRevokeSchema)
+@blp.response(200, KeyRevokedSchema)
+def revoke_account_keys(body: dict[str, Any], account_id: int) -> dict[str, Any]:
+    """Every key of the account stops working: at once on this process, within
+    `auth.CACHE_SECONDS` (5 s) on the others. With `reissue`, a new key for the account is
+    returned, once, for the operator to hand over."""
+    session = get_session()
+    forgotten, key = revoke_keys(session, account_id, current_principal().id, body["reason"], body["reissue"])
+    session.commit()
+    for key_hash in forgotten:
+        auth.forget(key_hash)
+    return {"account_id": account_id, "keys_revoked": len(forgotten), "key": key}
