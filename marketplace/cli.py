@@ -25,6 +25,24 @@ def _config() -> dict[str, object]:
     return load()
 
 
+def _migrated_database_url() -> str:
+    """The configured database, once its schema is known to be current: a command run before
+    `marketplace db upgrade` says to run it (instead of failing on a missing table)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from marketplace.migrate import schema_problem
+
+    url = str(_config()["DATABASE_URL"])
+    try:
+        problem = schema_problem(url)
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise click.ClickException(f"cannot open the database ({reason}); is DATABASE_URL right?") from None
+    if problem is not None:
+        raise click.ClickException(f"{problem}: run `marketplace db upgrade` first")
+    return url
+
+
 @click.group()
 def main() -> None:
     """Crowdsourcing marketplace: configuration comes from DATABASE_URL and REDIS_URL."""
@@ -59,7 +77,7 @@ def accounts_create(role: str, name: str) -> None:
     from marketplace.db import make_engine, session_scope
     from marketplace.services.accounts import create_account
 
-    engine = make_engine(str(_config()["DATABASE_URL"]))
+    engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
         account, key = create_account(session, role, name)
         click.echo(f"created {role} {account.id} ({name}); keep this key, it is not shown again:")
@@ -89,7 +107,7 @@ def accounts_fund(account_id: int, amount_cents: int, key: str | None) -> None:
     from marketplace.services import ledger
 
     config = _config()
-    engine = make_engine(str(config["DATABASE_URL"]))
+    engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
         account = session.get(Account, account_id)
         if account is None or account.role != "requester":
@@ -110,7 +128,7 @@ def ledger_check() -> None:
     from marketplace.db import make_engine, session_scope
     from marketplace.services import ledger
 
-    engine = make_engine(str(_config()["DATABASE_URL"]))
+    engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
         problems = ledger.check(session)
     engine.dispose()
@@ -133,6 +151,7 @@ def ledger_check() -> None:
 )
 def serve(bind: str, processes: int, threads: int, access_log: bool) -> None:
     """Run the API under gunicorn (an embedded Redis is started when REDIS_URL is unset)."""
+    _migrated_database_url()
     env = _resolved_env()
     command = [
         sys.executable,
@@ -166,6 +185,7 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
 def worker(burst: bool) -> None:
     """Run an RQ worker with its scheduler (background aggregation, expiry, sweeps)."""
+    _migrated_database_url()
     env = _resolved_env()
     os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
     run = import_string("workers.main:run")  # by name: marketplace never imports workers

@@ -6,8 +6,10 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from marketplace.db import normalise_url
+from marketplace.db import make_engine, normalise_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -26,3 +28,20 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 def revision(database_url: str, message: str) -> None:
     """Autogenerate a migration from the models (developers)."""
     command.revision(alembic_config(database_url), message=message, autogenerate=True)
+
+
+def schema_problem(database_url: str) -> str | None:
+    """What keeps the app from using this database's schema, in words, or None when it is at
+    the code's head revision."""
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    if current is None:
+        return "the database has no schema yet"
+    if current != head:
+        return f"the database schema is at revision {current}, this code needs {head}"
+    return None

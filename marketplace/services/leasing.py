@@ -17,7 +17,6 @@ workers who passed, and the rare rest (a test, a carry-over) runs in a Session.
 from __future__ import annotations
 
 import math
-import os
 import random
 import time
 import weakref
@@ -27,6 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
+from flask import current_app, has_app_context
 from sqlalchemy import Engine, and_, delete, exists, func, insert, or_, select, update
 from sqlmodel import Session
 
@@ -41,13 +41,25 @@ _GOLDEN_CACHE_SECONDS = 30.0
 _golden_ids: dict[tuple[str, int], tuple[float, list[int]]] = {}
 RECLAIM_EVERY_SECONDS = 5.0
 _last_reclaim: dict[tuple[str, int], float] = {}
-_rng = random.SystemRandom()
+_system_random = random.SystemRandom()
 # PostgreSQL's lease: the job's (items per task, golden ratio) as last seen, to size the golden
 # sample before the lease statement reads the job; a guess until then.
 _job_shapes: dict[tuple[str, int], tuple[int, float]] = {}
 _GOLDEN_GUESS = 5
 _database_names: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 _LEASE_ATTEMPTS = 8
+
+
+def pool_random() -> random.Random:
+    """The pool's randomness: golden draws, the order of a task's entries, the shuffle of an
+    upload. The system's, unless the app's `POOL_SEED` is set: then one seeded stream per app,
+    so a run whose leases reach one process one at a time repeats itself (`marketplace demo
+    --seed`). For demos and tests only, never in production: a seed makes golden draws
+    predictable."""
+    seed = current_app.config.get("POOL_SEED") if has_app_context() else None
+    if seed is None or seed == "":
+        return _system_random
+    return current_app.extensions.setdefault("pool_random", random.Random(int(seed)))  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -134,8 +146,9 @@ def _lease_from_job_pg(
     pool = _golden_pool(engine, job_id, loader=lambda: pool_pg.golden_pool(cur, job_id))
     shape = _job_shapes.get(key)
     most = _golden_most(*shape) if shape is not None else _GOLDEN_GUESS
-    sample = _rng.sample(pool, min(len(pool), most * 8))
-    draw, order = _rng.random(), os.urandom(pool_pg.ORDER_BYTES)
+    rng = pool_random()
+    sample = rng.sample(pool, min(len(pool), most * 8))
+    draw, order = rng.random(), rng.randbytes(pool_pg.ORDER_BYTES)
     reclaimed = False
     for attempt in range(_LEASE_ATTEMPTS):
         try:
@@ -169,7 +182,7 @@ def _lease_from_job_pg(
         _job_shapes[key] = (items_per_task, ratio)
         assignment_id, expires_at, items = row[8:11]
         if not sample_ok:  # drawn for other settings of the job: draw again for these
-            sample = _rng.sample(pool, min(len(pool), _golden_most(items_per_task, ratio) * 8))
+            sample = rng.sample(pool, min(len(pool), _golden_most(items_per_task, ratio) * 8))
             continue
         if assignment_id is None:
             if not reclaimed and _reclaim_apart(engine, job_id, now):
@@ -282,7 +295,7 @@ def _task(job: JobView, assignment_id: int, expires_at: datetime, items: list[di
 def _entries(real: list[tuple[int, int]], golden: list[int]) -> list[tuple[int, int | None]]:
     entries: list[tuple[int, int | None]] = [(item_id, round_no) for item_id, round_no in real]
     entries += [(g, None) for g in golden]
-    _rng.shuffle(entries)
+    pool_random().shuffle(entries)
     return entries
 
 
@@ -405,7 +418,7 @@ def _create_assignment(
 def _golden_count(items_per_task: int, ratio: float) -> int:
     """Golden items in one task: the ratio in expectation, at least one real item per task."""
     expected = items_per_task * ratio
-    count = int(expected) + (1 if _rng.random() < expected - int(expected) else 0)
+    count = int(expected) + (1 if pool_random().random() < expected - int(expected) else 0)
     return min(count, items_per_task - 1)
 
 
@@ -439,7 +452,7 @@ def _golden_candidates(engine: Engine, job_id: int, wanted: int, session: Sessio
     pool = _golden_pool(engine, job_id, session)
     if not pool:
         return []
-    return _rng.sample(pool, min(len(pool), wanted * 8))
+    return pool_random().sample(pool, min(len(pool), wanted * 8))
 
 
 def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int) -> list[int]:
@@ -462,7 +475,8 @@ def _pick_golden(session: Session, job_id: int, worker_id: int, wanted: int) -> 
 def _golden_pool(
     engine: Engine, job_id: int, session: Session | None = None, loader: Callable[[], list[int]] | None = None
 ) -> list[int]:
-    """The job's golden item ids, cached for a while per process."""
+    """The job's golden item ids, cached for a while per process; sorted, so that a seeded
+    `pool_random` draws the same sample from them on every run."""
     now = time.monotonic()
     key = (_database(engine), job_id)
     hit = _golden_ids.get(key)
@@ -473,6 +487,7 @@ def _golden_pool(
     else:
         assert session is not None
         ids = list(session.execute(select(Item.id).where(Item.job_id == job_id, Item.is_golden.is_(True))).scalars())
+    ids.sort()
     _golden_ids[key] = (now + _GOLDEN_CACHE_SECONDS, ids)
     return ids
 
