@@ -269,14 +269,16 @@ def _stuck(session: Session, job: Job, free: int, budget_exhausted: bool) -> str
     failed = exists().where(
         Qualification.job_id == job.id, Qualification.worker_id == Account.id, Qualification.state == "failed"
     )
-    unseen = exists().where(
-        Slot.job_id == job.id,
-        ~exists().where(
+    seen = (
+        exists()
+        .where(
             AssignmentItem.job_id == job.id,
             AssignmentItem.worker_id == Account.id,
             AssignmentItem.item_id == Slot.item_id,
-        ),
+        )
+        .correlate(Account, Slot)  # the worker two levels up, the slot one up
     )
+    unseen = exists().where(Slot.job_id == job.id, ~seen)
     someone = exists().where(Account.role == "worker", Account.status == "active", ~kept, ~failed, unseen)
     return None if session.execute(select(someone)).scalar_one() else "waiting_for_workers"
 

@@ -98,7 +98,7 @@ def _quality(q: WorkerQuality) -> dict[str, Any]:
         "golden_seen": q.golden_seen,
         "golden_correct": q.golden_correct,
         "golden_accuracy": raw_share(q.golden_correct, q.golden_seen),
-        "golden_accuracy_smoothed": q.golden_accuracy,
+        "golden_accuracy_smoothed": None if q.golden_accuracy is None else round(q.golden_accuracy, 4),
         "agreement": q.agreement,
     }
 
