@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from redis import Redis
@@ -12,7 +15,7 @@ from sqlalchemy import inspect, text
 from marketplace import cli
 from marketplace.cli import main
 from marketplace.db import make_engine
-from tests.conftest import bearer, make_app
+from tests.conftest import PG_ADMIN, REDIS_URL, bearer, make_app
 
 
 @pytest.fixture
@@ -91,9 +94,63 @@ def test_serve_runs_gunicorn_with_or_without_an_access_log(
     flag: list[str], logged: bool, db_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commands: list[list[str]] = []
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/11")  # no embedded server for this
     monkeypatch.setattr(cli, "_run_child", lambda command, _env: commands.append(command) or 0)
     result = CliRunner().invoke(main, ["serve", "--bind", "127.0.0.1:1", *flag])
     assert result.exit_code == 0, result.output
     assert ("--access-logfile" in commands[0]) is logged
     assert commands[0][-1] == "marketplace.wsgi:app"
+
+
+@pytest.fixture
+def empty_pg_url() -> Iterator[str]:
+    """A PostgreSQL database with no schema at all (nobody ran `db upgrade`)."""
+    name = f"mk_empty_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN.rsplit('/', 1)[0]}/{name}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+BEFORE_UPGRADE = [
+    ["accounts", "create", "--role", "operator", "--name", "ops"],
+    ["accounts", "fund", "--account", "1", "--amount-cents", "5"],
+    ["ledger", "check"],
+    ["serve", "--bind", "127.0.0.1:1"],
+    ["worker", "--burst"],
+]
+
+
+@pytest.mark.parametrize("args", BEFORE_UPGRADE, ids=lambda a: " ".join(a[:2]))
+def test_a_command_run_before_db_upgrade_says_to_run_it(
+    args: list[str], empty_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_pg_url)
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)  # no embedded server for this
+    started: list[list[str]] = []
+    monkeypatch.setattr(cli, "_run_child", lambda command, _env: started.append(command) or 0)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+    assert "no schema yet: run `marketplace db upgrade` first" in result.output
+    assert "Traceback" not in result.output and started == []
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    if args[0] == "accounts" and args[1] == "create":
+        assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_a_schema_behind_the_code_is_named_too(empty_pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", empty_pg_url)
+    assert CliRunner().invoke(main, ["db", "upgrade", "--revision", "70f899e67193"]).exit_code == 0
+    result = CliRunner().invoke(main, ["ledger", "check"])
+    assert result.exit_code == 1 and "schema is at revision 70f899e67193" in result.output
+    assert "run `marketplace db upgrade`" in result.output
+
+
+def test_an_unreachable_database_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nothing")
+    result = CliRunner().invoke(main, ["ledger", "check"])
+    assert result.exit_code == 1 and "cannot open the database" in result.output
+    assert "Traceback" not in result.output
