@@ -193,18 +193,30 @@ def worker(burst: bool) -> None:
 
 
 @main.command()
-@click.option("--items", default=2000, show_default=True, type=int)
-@click.option("--workers", "crowd_size", default=30, show_default=True, type=int)
-@click.option("--spammers", default=3, show_default=True, type=int)
-@click.option("--golden", default=0.05, show_default=True, type=float, help="share of golden items")
-@click.option("--concurrency", default=16, show_default=True, type=int)
-@click.option("--seed", default=7, show_default=True, type=int)
-def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency: int, seed: int) -> None:
+@click.option("--items", default=2000, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", "crowd_size", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--spammers", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--golden", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.9), help="share of golden items"
+)
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(min=1), help="connections answering")
+@click.option(
+    "--seed", default=7, show_default=True, type=int, help="the same seed gives the same crowd, bans and accuracy"
+)
+@click.option("--keep", is_flag=True, help="keep the temporary data folder (database, logs) instead of deleting it")
+def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency: int, seed: int, keep: bool) -> None:
     """Run the whole loop on a simulated crowd through the real HTTP API, then report."""
     from marketplace.demo import DemoSettings, run_demo
 
-    run_demo(
-        DemoSettings(
-            items=items, workers=crowd_size, spammers=spammers, golden_share=golden, concurrency=concurrency, seed=seed
-        )
+    if spammers > crowd_size:
+        raise click.BadParameter("more spammers than workers", param_hint="--spammers")
+    settings = DemoSettings(
+        items=items,
+        workers=crowd_size,
+        spammers=spammers,
+        golden_share=golden,
+        concurrency=concurrency,
+        seed=seed,
+        keep=keep,
     )
+    run_demo(settings)

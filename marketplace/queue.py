@@ -44,6 +44,15 @@ def redis_url(config: dict[str, Any]) -> str:
     return f"unix://{server.socket_file}?db=0"
 
 
+def stop_embedded() -> None:
+    """Stop the embedded servers this process started (unless another process still uses one),
+    e.g. before deleting their data folder; the exit hook would do the same later."""
+    _close_clients()
+    for server in _embedded.values():
+        server._cleanup()
+    _embedded.clear()
+
+
 def connect(url: str) -> Redis:
     client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=5)
     _clients.append(client)
