@@ -183,13 +183,19 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
-def worker(burst: bool) -> None:
+@click.option(
+    "--fork/--no-fork",
+    default=True,
+    show_default=True,
+    help="each job in a child process (isolation), or all in this one (faster for many short jobs)",
+)
+def worker(burst: bool, fork: bool) -> None:
     """Run an RQ worker with its scheduler (background aggregation, expiry, sweeps)."""
     _migrated_database_url()
     env = _resolved_env()
     os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
     run = import_string("workers.main:run")  # by name: marketplace never imports workers
-    run(burst=burst)
+    run(burst=burst, fork=fork)
 
 
 @main.command()

@@ -181,7 +181,8 @@ def run_demo(settings: DemoSettings) -> dict[str, Any]:
         # concurrent submits).
         command = [sys.executable, "-m", "gunicorn", "-b", f"127.0.0.1:{port}", "-w", "1", "--threads", "8"]
         processes.append(_start([*command, "marketplace.wsgi:app"], env, data_dir / "api.log"))
-        processes.append(_start([sys.executable, "-m", "marketplace", "worker"], env, data_dir / "worker.log"))
+        worker = [sys.executable, "-m", "marketplace", "worker", "--no-fork"]  # many short rule checks
+        processes.append(_start(worker, env, data_dir / "worker.log"))
         _wait_healthy(base, processes[0])
         click.echo(f"API on {base} (docs at {base}/docs), RQ worker pid {processes[1].pid}")
         return _run_marketplace(settings, base, env)
@@ -226,7 +227,10 @@ def ok(response: httpx.Response) -> Any:
 
 
 def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> dict[str, Any]:
-    client = httpx.Client(base_url=base, timeout=60, limits=httpx.Limits(max_connections=settings.concurrency + 2))
+    # Idle connections are dropped after 1 s, before gunicorn's keep-alive (2 s) closes them
+    # under a request (a reset connection).
+    limits = httpx.Limits(max_connections=settings.concurrency + 2, keepalive_expiry=1.0)
+    client = httpx.Client(base_url=base, timeout=60, limits=limits)
     operator = {"Authorization": f"Bearer {_operator_key(env)}"}
 
     def account(role: str, name: str) -> tuple[int, str]:
@@ -311,7 +315,9 @@ def _work(
             tasks = [(w, task) for w in workers if not w.banned and (task := _lease(client, w, stats)) is not None]
             if not tasks:
                 break
-            list(answering.map(lambda pair: _submit(client, settings.seed, pair[0], pair[1], key_of, truth, stats), tasks))
+            answers = [answering.submit(_submit, client, settings.seed, w, t, key_of, truth, stats) for w, t in tasks]
+            for done in answers:
+                done.result()
             stats.rounds += 1
             settle(redis)
             if time.monotonic() - last_print >= 2.0 or stats.rounds == 1:
@@ -353,7 +359,10 @@ def _submit(
         answers.append({"item_id": item["id"], "label": simulated_answer(seed, worker, key, truth[key])})
     headers = {"Authorization": f"Bearer {worker.key}", "Idempotency-Key": f"demo-{task['id']}"}
     t0 = time.perf_counter()
-    submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+    try:
+        submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+    except httpx.TransportError:  # safe to send again: the Idempotency-Key makes it count once
+        submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
     with stats.lock:
         stats.submit_ms.append((time.perf_counter() - t0) * 1000)
         if submit.status_code == 200:
