@@ -140,6 +140,9 @@ def _environment(data_dir: Path, seed: int) -> dict[str, str]:
             "DATABASE_URL": str(config["DATABASE_URL"]),
             "REDIS_URL": redis_url(config),
             "MARKETPLACE_POOL_SEED": str(seed),  # the demo's API only: see the module's docstring
+            # Fewer aggregations under way (the default is every 200): each round waits for the
+            # background work, and the report aggregates at the end anyway.
+            "MARKETPLACE_AGGREGATE_EVERY_ANSWERS": "1000",
         }
     )
     return env
