@@ -233,7 +233,11 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
     # Idle connections are dropped after 1 s, before gunicorn's keep-alive (2 s) closes them
     # under a request (a reset connection).
     limits = httpx.Limits(max_connections=settings.concurrency + 2, keepalive_expiry=1.0)
-    client = httpx.Client(base_url=base, timeout=60, limits=limits)
+    with httpx.Client(base_url=base, timeout=60, limits=limits) as client:
+        return _with_client(settings, client, env)
+
+
+def _with_client(settings: DemoSettings, client: httpx.Client, env: dict[str, str]) -> dict[str, Any]:
     operator = {"Authorization": f"Bearer {_operator_key(env)}"}
 
     def account(role: str, name: str) -> tuple[int, str]:
