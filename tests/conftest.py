@@ -114,6 +114,16 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture
+def pg_client(pg_app: Flask) -> FlaskClient:
+    return pg_app.test_client()
+
+
+@pytest.fixture
+def pg_requester(pg_app: Flask) -> dict[str, str]:
+    return bearer(new_key(pg_app, "requester", "req"))
+
+
 def new_key(app: Flask, role: str, name: str = "someone") -> str:
     with session_scope(get_engine(app)) as session:
         _, key = create_account(session, role, name)

@@ -19,33 +19,25 @@ from tests.conftest import bearer, fund, job_body, new_key
 from tests.test_api_bad_input import assert_error, count_rows
 
 
-@pytest.fixture
-def client(pg_app: Flask) -> FlaskClient:
-    return pg_app.test_client()
-
-
-@pytest.fixture
-def requester(pg_app: Flask) -> dict[str, str]:
-    return bearer(new_key(pg_app, "requester", "req"))
-
-
-def _draft(client: FlaskClient, headers: dict[str, str], **overrides: Any) -> int:
-    response = client.post("/v1/jobs", json=job_body(**overrides), headers=headers)
+def _draft(pg_client: FlaskClient, headers: dict[str, str], **overrides: Any) -> int:
+    response = pg_client.post("/v1/jobs", json=job_body(**overrides), headers=headers)
     assert response.status_code == 201, response.get_json()
     return int(response.get_json()["id"])
 
 
-def _upload(client: FlaskClient, headers: dict[str, str], job_id: int, items: list[dict[str, Any]]) -> Any:
-    response = client.post(f"/v1/jobs/{job_id}/items", json=items, headers=headers)
+def _upload(pg_client: FlaskClient, headers: dict[str, str], job_id: int, items: list[dict[str, Any]]) -> Any:
+    response = pg_client.post(f"/v1/jobs/{job_id}/items", json=items, headers=headers)
     assert response.status_code == 201, response.get_json()
     return response.get_json()
 
 
-def test_the_upload_answers_ids_and_keys_in_the_order_sent(client: FlaskClient, requester: dict[str, str]) -> None:
-    job_id = _draft(client, requester)
+def test_the_upload_answers_ids_and_keys_in_the_order_sent(
+    pg_client: FlaskClient, pg_requester: dict[str, str]
+) -> None:
+    job_id = _draft(pg_client, pg_requester)
     sent = [{"key": f"photo-{i:03d}", "data": {"url": f"u{i}"}} for i in range(40)]
     sent += [{"data": {"url": "no-key"}}, {"key": "g-1", "data": {"url": "gold"}, "answer": "cat"}]
-    added = _upload(client, requester, job_id, sent)
+    added = _upload(pg_client, pg_requester, job_id, sent)
     assert (added["added"], added["golden"]) == (42, 1)
     assert set(added) == {"added", "golden", "items"}
     refs = added["items"]
@@ -53,7 +45,7 @@ def test_the_upload_answers_ids_and_keys_in_the_order_sent(client: FlaskClient, 
     assert refs[40]["key"] == str(refs[40]["id"])  # no key: its id is its key
     assert refs[41]["key"] == "g-1"
     for ref, item in zip(refs, sent, strict=True):  # each id is the item sent at that position
-        stored = client.get(f"/v1/jobs/{job_id}/items/{ref['id']}", headers=requester).get_json()
+        stored = pg_client.get(f"/v1/jobs/{job_id}/items/{ref['id']}", headers=pg_requester).get_json()
         assert stored["data"] == item["data"] and stored["key"] == ref["key"]
         assert stored["golden"] == ("answer" in item)
         assert stored["answer"] == item.get("answer")
@@ -61,12 +53,12 @@ def test_the_upload_answers_ids_and_keys_in_the_order_sent(client: FlaskClient, 
     assert ids != sorted(ids)  # stored shuffled: 40 items in send order by chance is 1 in 40!
 
 
-def test_ids_say_nothing_about_which_items_are_golden(client: FlaskClient, requester: dict[str, str]) -> None:
+def test_ids_say_nothing_about_which_items_are_golden(pg_client: FlaskClient, pg_requester: dict[str, str]) -> None:
     """Golden items uploaded first (or last) do not get the lowest (or highest) ids."""
-    job_id = _draft(client, requester)
+    job_id = _draft(pg_client, pg_requester)
     golden = [{"key": f"g{i}", "data": {"url": f"g{i}"}, "answer": "cat"} for i in range(30)]
     real = [{"key": f"r{i}", "data": {"url": f"r{i}"}} for i in range(30)]
-    refs = _upload(client, requester, job_id, golden + real)["items"]
+    refs = _upload(pg_client, pg_requester, job_id, golden + real)["items"]
     ranked = sorted(refs, key=lambda r: r["id"])
     lowest = {r["key"] for r in ranked[:30]}
     # All 30 golden among the lowest 30 ids has probability 1 / C(60, 30) ~ 8e-18 when shuffled.
@@ -75,10 +67,10 @@ def test_ids_say_nothing_about_which_items_are_golden(client: FlaskClient, reque
 
 
 def test_duplicate_keys_are_a_422_naming_the_index_and_write_nothing(
-    pg_app: Flask, client: FlaskClient, requester: dict[str, str]
+    pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]
 ) -> None:
-    job_id = _draft(client, requester)
-    refs = _upload(client, requester, job_id, [{"key": "a", "data": {}}, {"key": "b", "data": {}}, {"data": {}}])
+    job_id = _draft(pg_client, pg_requester)
+    refs = _upload(pg_client, pg_requester, job_id, [{"key": "a", "data": {}}, {"key": "b", "data": {}}, {"data": {}}])
     keyless_id = refs["items"][2]["id"]
     before = count_rows(pg_app, Item)
     cases: list[tuple[list[dict[str, Any]], str]] = [
@@ -92,22 +84,24 @@ def test_duplicate_keys_are_a_422_naming_the_index_and_write_nothing(
         ([{"key": "a\x00b", "data": {}}], "0.key"),
     ]
     for payload, field in cases:
-        body = assert_error(client.post(f"/v1/jobs/{job_id}/items", json=payload, headers=requester), 422, field)
+        body = assert_error(pg_client.post(f"/v1/jobs/{job_id}/items", json=payload, headers=pg_requester), 422, field)
         assert "key" in json.dumps(body)
     assert count_rows(pg_app, Item) == before
 
 
 def test_a_key_that_is_the_id_a_keyless_item_is_about_to_get_is_refused(
-    pg_app: Flask, client: FlaskClient, requester: dict[str, str]
+    pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]
 ) -> None:
     """A keyless item takes its id as key; a requester's key equal to that id would name two
     items, so the upload is refused (naming the keyless item) and nothing is written."""
-    job_id = _draft(client, requester)
-    last = _upload(client, requester, job_id, [{"data": {}}])["items"][0]["id"]
+    job_id = _draft(pg_client, pg_requester)
+    last = _upload(pg_client, pg_requester, job_id, [{"data": {}}])["items"][0]["id"]
     # The next ten ids go to these ten items; the ten after them to the keyless upload below.
-    _upload(client, requester, job_id, [{"key": str(last + 11 + n), "data": {}} for n in range(10)])
+    _upload(pg_client, pg_requester, job_id, [{"key": str(last + 11 + n), "data": {}} for n in range(10)])
     before = count_rows(pg_app, Item)
-    response = client.post(f"/v1/jobs/{job_id}/items", json=[{"data": {"n": n}} for n in range(10)], headers=requester)
+    response = pg_client.post(
+        f"/v1/jobs/{job_id}/items", json=[{"data": {"n": n}} for n in range(10)], headers=pg_requester
+    )
     body = assert_error(response, 422)
     assert set(body["errors"]["json"]) <= {str(n) for n in range(10)}
     assert list(body["errors"]["json"].values())[0] == {"key": [body["message"].split(": ", 1)[1]]}
@@ -115,16 +109,16 @@ def test_a_key_that_is_the_id_a_keyless_item_is_about_to_get_is_refused(
     assert count_rows(pg_app, Item) == before
 
 
-def test_items_list_and_one_item(pg_app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
-    job_id = _draft(client, requester)
+def test_items_list_and_one_item(pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]) -> None:
+    job_id = _draft(pg_client, pg_requester)
     sent = [{"key": f"k{i}", "data": {"i": i}} for i in range(12)] + [
         {"key": "gold", "data": {"i": 99}, "answer": "dog"}
     ]
-    refs = {r["key"]: r["id"] for r in _upload(client, requester, job_id, sent)["items"]}
+    refs = {r["key"]: r["id"] for r in _upload(pg_client, pg_requester, job_id, sent)["items"]}
     seen: list[dict[str, Any]] = []
     after, pages = 0, 0
     while True:
-        page = client.get(f"/v1/jobs/{job_id}/items?after={after}&limit=5", headers=requester).get_json()
+        page = pg_client.get(f"/v1/jobs/{job_id}/items?after={after}&limit=5", headers=pg_requester).get_json()
         assert set(page) == {"items", "next_after"}
         seen += page["items"]
         pages += 1
@@ -136,32 +130,32 @@ def test_items_list_and_one_item(pg_app: Flask, client: FlaskClient, requester: 
     by_key = {i["key"]: i for i in seen}
     assert by_key["gold"] == {"id": refs["gold"], "key": "gold", "data": {"i": 99}, "golden": True, "answer": "dog"}
     assert by_key["k3"] == {"id": refs["k3"], "key": "k3", "data": {"i": 3}, "golden": False, "answer": None}
-    one = client.get(f"/v1/jobs/{job_id}/items/{refs['k3']}", headers=requester)
+    one = pg_client.get(f"/v1/jobs/{job_id}/items/{refs['k3']}", headers=pg_requester)
     assert one.status_code == 200 and one.get_json() == by_key["k3"]
-    other_job = _draft(client, requester)
-    assert_error(client.get(f"/v1/jobs/{other_job}/items/{refs['k3']}", headers=requester), 404)
-    assert_error(client.get(f"/v1/jobs/{job_id}/items/{2**63 - 1}", headers=requester), 404)
+    other_job = _draft(pg_client, pg_requester)
+    assert_error(pg_client.get(f"/v1/jobs/{other_job}/items/{refs['k3']}", headers=pg_requester), 404)
+    assert_error(pg_client.get(f"/v1/jobs/{job_id}/items/{2**63 - 1}", headers=pg_requester), 404)
     operator = bearer(new_key(pg_app, "operator", "op"))
-    assert client.get(f"/v1/jobs/{job_id}/items/{refs['gold']}", headers=operator).get_json()["answer"] == "dog"
-    assert len(client.get(f"/v1/jobs/{job_id}/items", headers=operator).get_json()["items"]) == 13
+    assert pg_client.get(f"/v1/jobs/{job_id}/items/{refs['gold']}", headers=operator).get_json()["answer"] == "dog"
+    assert len(pg_client.get(f"/v1/jobs/{job_id}/items", headers=operator).get_json()["items"]) == 13
 
 
 def test_items_are_walled_off_from_other_requesters_and_from_workers(
-    pg_app: Flask, client: FlaskClient, requester: dict[str, str]
+    pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]
 ) -> None:
-    job_id = _draft(client, requester)
-    item_id = _upload(client, requester, job_id, [{"key": "secret", "data": {"x": 1}, "answer": "cat"}])["items"][0][
-        "id"
-    ]
+    job_id = _draft(pg_client, pg_requester)
+    item_id = _upload(pg_client, pg_requester, job_id, [{"key": "secret", "data": {"x": 1}, "answer": "cat"}])["items"][
+        0
+    ]["id"]
     other = bearer(new_key(pg_app, "requester", "other"))
     worker = bearer(new_key(pg_app, "worker", "w"))
     for path in (f"/v1/jobs/{job_id}/items", f"/v1/jobs/{job_id}/items/{item_id}"):
-        body = assert_error(client.get(path, headers=other), 404)
+        body = assert_error(pg_client.get(path, headers=other), 404)
         assert "secret" not in json.dumps(body) and "cat" not in json.dumps(body)
-        body = assert_error(client.get(path, headers=worker), 403)
+        body = assert_error(pg_client.get(path, headers=worker), 403)
         assert "secret" not in json.dumps(body)
-        assert_error(client.get(path), 401)
-    assert_error(client.post(f"/v1/jobs/{job_id}/items", json=[{"data": {}}], headers=other), 404)
+        assert_error(pg_client.get(path), 401)
+    assert_error(pg_client.post(f"/v1/jobs/{job_id}/items", json=[{"data": {}}], headers=other), 404)
     assert count_rows(pg_app, Item, job_id=job_id) == 1
 
 
@@ -177,9 +171,9 @@ def test_items_are_walled_off_from_other_requesters_and_from_workers(
         ("after=9223372036854775808", "after"),
     ],
 )
-def test_items_query_is_validated(client: FlaskClient, requester: dict[str, str], query: str, field: str) -> None:
-    job_id = _draft(client, requester)
-    assert_error(client.get(f"/v1/jobs/{job_id}/items?{query}", headers=requester), 422, field)
+def test_items_query_is_validated(pg_client: FlaskClient, pg_requester: dict[str, str], query: str, field: str) -> None:
+    job_id = _draft(pg_client, pg_requester)
+    assert_error(pg_client.get(f"/v1/jobs/{job_id}/items?{query}", headers=pg_requester), 422, field)
 
 
 def _aggregate(app: Flask, job_id: int, labels: dict[int, str]) -> None:
@@ -202,27 +196,27 @@ def _aggregate(app: Flask, job_id: int, labels: dict[int, str]) -> None:
 
 
 def test_every_result_row_carries_the_key_and_data_in_json_csv_and_jsonl(
-    pg_app: Flask, client: FlaskClient, requester: dict[str, str]
+    pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]
 ) -> None:
     """Joined by key alone, the results give back what was uploaded; golden items stay out."""
-    job_id = _draft(client, requester)
+    job_id = _draft(pg_client, pg_requester)
     truth = {f"img-{i}": ["cat", "dog", "bird"][i % 3] for i in range(9)}
     sent = [{"key": key, "data": {"url": f"https://x/{key}.jpg", "n": i}} for i, key in enumerate(truth)]
     sent.append({"key": "golden-1", "data": {"url": "https://x/g.jpg"}, "answer": "cat"})
-    refs = _upload(client, requester, job_id, sent)["items"]
+    refs = _upload(pg_client, pg_requester, job_id, sent)["items"]
     _aggregate(pg_app, job_id, {r["id"]: truth[r["key"]] for r in refs if r["key"] in truth})
-    rows = client.get(f"/v1/jobs/{job_id}/results?limit=1000", headers=requester).get_json()["results"]
+    rows = pg_client.get(f"/v1/jobs/{job_id}/results?limit=1000", headers=pg_requester).get_json()["results"]
     assert {r["key"]: r["label"] for r in rows} == truth
     assert all(r["data"] == {"url": f"https://x/{r['key']}.jpg", "n": int(r["key"][4:])} for r in rows)
 
-    text = client.get(f"/v1/jobs/{job_id}/results?format=csv", headers=requester).get_data(as_text=True)
+    text = pg_client.get(f"/v1/jobs/{job_id}/results?format=csv", headers=pg_requester).get_data(as_text=True)
     reader = csv.DictReader(io.StringIO(text))
     assert reader.fieldnames is not None and reader.fieldnames[:3] == ["item_id", "key", "data"]
     csv_rows = list(reader)
     assert {r["key"]: r["label"] for r in csv_rows} == truth
     assert all(json.loads(r["data"])["url"].endswith(f"/{r['key']}.jpg") for r in csv_rows)
 
-    text = client.get(f"/v1/jobs/{job_id}/results?format=jsonl", headers=requester).get_data(as_text=True)
+    text = pg_client.get(f"/v1/jobs/{job_id}/results?format=jsonl", headers=pg_requester).get_data(as_text=True)
     lines = [json.loads(line) for line in text.splitlines()]
     assert {r["key"]: (r["label"], r["data"]["n"]) for r in lines} == {
         key: (label, i) for i, (key, label) in enumerate(truth.items())
@@ -230,40 +224,43 @@ def test_every_result_row_carries_the_key_and_data_in_json_csv_and_jsonl(
 
 
 def test_json_lines_uploads_take_keys_and_name_the_bad_line(
-    pg_app: Flask, client: FlaskClient, requester: dict[str, str]
+    pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]
 ) -> None:
-    job_id = _draft(client, requester)
+    job_id = _draft(pg_client, pg_requester)
     url = f"/v1/jobs/{job_id}/items"
     lines = ['{"key": "a", "data": {"n": 1}}', "", '{"key": "b", "data": {"n": 2}, "answer": "cat"}', '{"data": {}}']
-    added = client.post(url, data="\n".join(lines) + "\n", content_type="application/x-ndjson", headers=requester)
+    added = pg_client.post(url, data="\n".join(lines) + "\n", content_type="application/x-ndjson", headers=pg_requester)
     assert added.status_code == 201, added.get_json()
     assert [r["key"] for r in added.get_json()["items"][:2]] == ["a", "b"]
     bad = '{"key": "c", "data": {}}\n{"key": "d", "data": {}}\n\n{"key": "e", "data": {}\n'
     body = assert_error(
-        client.post(url, data=bad, content_type="application/x-ndjson", headers=requester), 400, "_body"
+        pg_client.post(url, data=bad, content_type="application/x-ndjson", headers=pg_requester), 400, "_body"
     )
     assert "line 4" in body["message"] and "line 4" in json.dumps(body["errors"])
     dup = '{"key": "c", "data": {}}\n\n{"key": "a", "data": {}}\n'
     body = assert_error(
-        client.post(url, data=dup, content_type="application/x-ndjson", headers=requester), 422, "1.key"
+        pg_client.post(url, data=dup, content_type="application/x-ndjson", headers=pg_requester), 422, "1.key"
     )
     bad_item = '{"key": "c", "data": {}}\n\n\n{"key": "d", "data": "not an object"}\n'
     body = assert_error(
-        client.post(url, data=bad_item, content_type="application/x-ndjson", headers=requester), 422, "1.data"
+        pg_client.post(url, data=bad_item, content_type="application/x-ndjson", headers=pg_requester), 422, "1.data"
     )
     assert "line 4" in body["message"]
     assert count_rows(pg_app, Item, job_id=job_id) == 3
 
 
 def test_a_running_job_pools_only_the_real_items_of_a_keyed_upload(
-    pg_app: Flask, client: FlaskClient, requester: dict[str, str]
+    pg_app: Flask, pg_client: FlaskClient, pg_requester: dict[str, str]
 ) -> None:
-    job_id = _draft(client, requester, overlap=2)
-    _upload(client, requester, job_id, [{"key": "first", "data": {}}])
-    fund(client, requester, 100_000)
-    assert client.post(f"/v1/jobs/{job_id}/launch", headers=requester).status_code == 200
+    job_id = _draft(pg_client, pg_requester, overlap=2)
+    _upload(pg_client, pg_requester, job_id, [{"key": "first", "data": {}}])
+    fund(pg_client, pg_requester, 100_000)
+    assert pg_client.post(f"/v1/jobs/{job_id}/launch", headers=pg_requester).status_code == 200
     refs = _upload(
-        client, requester, job_id, [{"key": "late", "data": {}}, {"key": "late-gold", "data": {}, "answer": "cat"}]
+        pg_client,
+        pg_requester,
+        job_id,
+        [{"key": "late", "data": {}}, {"key": "late-gold", "data": {}, "answer": "cat"}],
     )["items"]
     with session_scope(get_engine(pg_app)) as session:
         pooled = set(session.execute(select(Slot.item_id).where(Slot.job_id == job_id)).scalars())

@@ -23,19 +23,11 @@ NOT_JSON = [None, "text/plain", "application/x-www-form-urlencoded"]
 
 @pytest.fixture(params=[True, False], ids=["hot-path", "flask-only"])
 def app(request: pytest.FixtureRequest, pg_url: str, redis: Redis) -> Iterator[Flask]:
+    """PostgreSQL, with the lease/submit middleware on and off (conftest's `client` and
+    `requester` use this app)."""
     application = make_app(pg_url, HOT_PATH=request.param)
     yield application
     dispose(application)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
-
-
-@pytest.fixture
-def requester(app: Flask) -> dict[str, str]:
-    return bearer(new_key(app, "requester", "req"))
 
 
 def _post(
