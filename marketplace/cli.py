@@ -26,6 +26,24 @@ def _database_url() -> str:
     return database_url(load())
 
 
+def _migrated_database_url() -> str:
+    """The database (`_database_url`), once its schema is known to be current: a command run
+    before `marketplace db upgrade` says to run it (instead of failing on a missing table)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from marketplace.migrate import schema_problem
+
+    url = _database_url()
+    try:
+        problem = schema_problem(url)
+    except SQLAlchemyError as error:
+        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
+        raise click.ClickException(f"cannot open the database ({reason}); is DATABASE_URL right?") from None
+    if problem is not None:
+        raise click.ClickException(f"{problem}: run `marketplace db upgrade` first")
+    return url
+
+
 @click.group()
 def main() -> None:
     """Crowdsourcing marketplace: configuration comes from DATABASE_URL and REDIS_URL (unset:
@@ -77,7 +95,7 @@ def accounts_create(role: str, name: str) -> None:
     from marketplace.db import make_engine, session_scope
     from marketplace.services.accounts import create_account
 
-    engine = make_engine(_database_url())
+    engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
         account, key = create_account(session, role, name)
         click.echo(f"created {role} {account.id} ({name}); keep this key, it is not shown again:")
@@ -106,7 +124,7 @@ def accounts_fund(account_id: int, amount_cents: int, key: str | None) -> None:
     from marketplace.services import ledger
 
     config = _config()
-    engine = make_engine(database_url(config))
+    engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
         account = session.get(Account, account_id)
         if account is None or account.role != "requester":
@@ -127,7 +145,7 @@ def ledger_check() -> None:
     from marketplace.db import make_engine, session_scope
     from marketplace.services import ledger
 
-    engine = make_engine(_database_url())
+    engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
         problems = ledger.check(session)
     engine.dispose()
@@ -152,7 +170,8 @@ def ledger_check() -> None:
 )
 def serve(bind: str, processes: int, threads: int, access_log: bool) -> None:
     """Run the API under gunicorn with the deployments' settings (`marketplace/gunicorn_conf.py`);
-    an embedded Redis is started when REDIS_URL is unset."""
+    embedded PostgreSQL and Redis are started when DATABASE_URL / REDIS_URL are unset."""
+    _migrated_database_url()
     env = _resolved_env()
     env["MARKETPLACE_ACCESS_LOG"] = "true" if access_log else "false"
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(_fresh_metrics_dir()))
@@ -199,27 +218,46 @@ def _run_child(command: list[str], env: dict[str, str]) -> int:
 
 @main.command()
 @click.option("--burst", is_flag=True, help="Stop when the queue is empty.")
-def worker(burst: bool) -> None:
+@click.option(
+    "--fork/--no-fork",
+    default=True,
+    show_default=True,
+    help="each job in a child process (isolation), or all in this one (faster for many short jobs)",
+)
+def worker(burst: bool, fork: bool) -> None:
     """Run an RQ worker with its scheduler (background aggregation, expiry, sweeps)."""
+    _migrated_database_url()
     env = _resolved_env()
     os.environ.update({"DATABASE_URL": env["DATABASE_URL"], "REDIS_URL": env["REDIS_URL"]})
     run = import_string("workers.main:run")  # by name: marketplace never imports workers
-    run(burst=burst)
+    run(burst=burst, fork=fork)
 
 
 @main.command()
-@click.option("--items", default=2000, show_default=True, type=int)
-@click.option("--workers", "crowd_size", default=30, show_default=True, type=int)
-@click.option("--spammers", default=3, show_default=True, type=int)
-@click.option("--golden", default=0.05, show_default=True, type=float, help="share of golden items")
-@click.option("--concurrency", default=16, show_default=True, type=int)
-@click.option("--seed", default=7, show_default=True, type=int)
-def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency: int, seed: int) -> None:
+@click.option("--items", default=2000, show_default=True, type=click.IntRange(min=1))
+@click.option("--workers", "crowd_size", default=30, show_default=True, type=click.IntRange(min=1))
+@click.option("--spammers", default=3, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--golden", default=0.05, show_default=True, type=click.FloatRange(0.0, 0.9), help="share of golden items"
+)
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(min=1), help="connections answering")
+@click.option(
+    "--seed", default=7, show_default=True, type=int, help="the same seed gives the same crowd, bans and accuracy"
+)
+@click.option("--keep", is_flag=True, help="keep the temporary data folder (database, logs) instead of deleting it")
+def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency: int, seed: int, keep: bool) -> None:
     """Run the whole loop on a simulated crowd through the real HTTP API, then report."""
     from marketplace.demo import DemoSettings, run_demo
 
-    run_demo(
-        DemoSettings(
-            items=items, workers=crowd_size, spammers=spammers, golden_share=golden, concurrency=concurrency, seed=seed
-        )
+    if spammers > crowd_size:
+        raise click.BadParameter("more spammers than workers", param_hint="--spammers")
+    settings = DemoSettings(
+        items=items,
+        workers=crowd_size,
+        spammers=spammers,
+        golden_share=golden,
+        concurrency=concurrency,
+        seed=seed,
+        keep=keep,
     )
+    run_demo(settings)

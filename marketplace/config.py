@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     "AGGREGATE_EVERY_ANSWERS": 200,
     "HOT_PATH": True,  # lease and submit past the framework when plain (api/hot.py); False: always Flask
     "RESULTS_PAGE_MAX": 1000,
+    # Demos and tests only, never production: an integer seeds the work pool's randomness
+    # (golden draws, task order, the upload shuffle; `pool/randomness.py`), which
+    # makes golden draws predictable. Unset: the system's randomness.
+    "POOL_SEED": None,
     "QUEUE_NAME": "marketplace",
     # Money: the one currency of this deployment, and the operator's limits on how strictly a
     # requester may judge work (services/acceptance.py).

@@ -47,8 +47,9 @@ def normalise_url(url: str) -> str:
 def make_engine(url: str, *, hot: bool = False, **kwargs: Any) -> Engine:
     """An engine for `url`; `hot`: with the hot path's connection settings."""
     url = normalise_url(url)
-    kwargs.setdefault("pool_size", 10)
-    kwargs.setdefault("max_overflow", 20)
+    if "poolclass" not in kwargs:
+        kwargs.setdefault("pool_size", 10)
+        kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", False)
     if hot:
         connect_args = {**HOT_PG_CONNECT_ARGS, **kwargs.get("connect_args", {})}

@@ -1,16 +1,34 @@
 """`marketplace demo`: the whole loop on a simulated crowd, through the real HTTP API.
 
 Starts the API (gunicorn) and an RQ worker as child processes on an embedded PostgreSQL and
-Redis in a fresh folder (or DATABASE_URL / REDIS_URL when set), creates accounts, posts a job with
-golden items, lets a crowd of honest workers and spammers lease and submit concurrently,
-waits for background aggregation and prints a report.
+Redis in a temporary data folder (or DATABASE_URL / REDIS_URL when set), creates accounts, posts a
+job with keyed items, golden ones among them, lets a crowd of honest workers and spammers
+work it, waits for background aggregation and prints a report. The report reads everything
+as a requester would, from the API alone: results joined by key to the truth it uploaded.
+
+The same `--seed` gives the same run on a fresh database: the same crowd, the same answers,
+the same bans and the same accuracy. What makes that hold under a concurrent crowd:
+- each simulated answer is a pure function of (seed, worker, item key);
+- the work goes in rounds: every worker leases one task, one after another in a fixed
+  order; then the tasks are answered concurrently (submits do not change what the next lease
+  finds); then the demo waits until the background work (rules, bans, aggregation) has
+  settled, so a ban always lands between the same two rounds;
+- the API runs in one process with `MARKETPLACE_POOL_SEED` set: its golden draws, task order
+  and upload shuffle come from one seeded stream (`pool/randomness.py`), consumed in
+  the order the leases arrive. Never set that in production: it makes golden draws predictable.
+Timings (throughput, latencies) and the money lines may differ between runs: a task is decided
+against the aggregate of its time, and the background jobs of one round run in the order
+their submits happened to finish.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
-import queue as queue_module
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -18,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +45,7 @@ import click
 import httpx
 
 LABELS = ["cat", "dog", "bird", "horse"]
+QUEUE_NAME = "marketplace"
 
 
 @dataclass(frozen=True)
@@ -33,11 +53,13 @@ class DemoSettings:
     items: int = 2000
     workers: int = 30
     spammers: int = 3
-    golden_share: float = 0.05
+    golden_share: float = 0.05  # of the uploaded items
     concurrency: int = 16
     seed: int = 7
     overlap: int = 3
     items_per_task: int = 5
+    golden_ratio: float = 0.1  # of each task's entries
+    keep: bool = False
 
 
 @dataclass
@@ -46,7 +68,7 @@ class SimWorker:
     accuracy: float | None  # None: a spammer, uniform random answers
     key: str = ""
     id: int = 0
-    answered: int = 0
+    banned: bool = False  # everywhere: its leases are refused
 
 
 @dataclass
@@ -54,8 +76,50 @@ class Stats:
     lease_ms: list[float] = field(default_factory=list)
     submit_ms: list[float] = field(default_factory=list)
     answers: int = 0
+    rounds: int = 0
     errors: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def crowd(settings: DemoSettings) -> list[SimWorker]:
+    """Honest workers with accuracies evenly from 0.55 to 0.95, then the spammers."""
+    honest = settings.workers - settings.spammers
+    step = (0.95 - 0.55) / max(honest - 1, 1)
+    workers = [SimWorker(f"worker-{i + 1:02d}", round(0.55 + i * step, 3)) for i in range(honest)]
+    return workers + [SimWorker(f"spammer-{i + 1}", None) for i in range(settings.spammers)]
+
+
+def simulated_answer(seed: int, worker: SimWorker, key: str, truth: str) -> str:
+    """What `worker` answers for the item `key`: the same on every run with this seed, whoever
+    else is working and in whatever order the requests arrive."""
+    rng = random.Random(f"{seed}:{worker.name}:{key}")
+    if worker.accuracy is None:
+        return rng.choice(LABELS)
+    if rng.random() < worker.accuracy:
+        return truth
+    return rng.choice([label for label in LABELS if label != truth])
+
+
+def demo_items(settings: DemoSettings) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The upload (keyed items, the first `golden_share` of them golden) and the truth by key."""
+    rng = random.Random(settings.seed)
+    golden = round(settings.items * settings.golden_share)
+    items: list[dict[str, Any]] = []
+    truth: dict[str, str] = {}
+    for index in range(settings.items):
+        key = f"animal-{index:06d}"
+        truth[key] = rng.choice(LABELS)
+        item: dict[str, Any] = {
+            "key": key,
+            "data": {"image_url": f"https://images.example/animals/{index:06d}.jpg", "width": 640, "height": 480},
+        }
+        if index < golden:
+            item["answer"] = truth[key]
+        items.append(item)
+    return items, truth
+
+
+# --- processes -----------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -64,7 +128,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _environment(data_dir: Path) -> dict[str, str]:
+def _environment(data_dir: Path, seed: int) -> dict[str, str]:
     from marketplace.config import database_url, load, redis_url
 
     config = load({"DATA_DIR": str(data_dir)})
@@ -74,6 +138,10 @@ def _environment(data_dir: Path) -> dict[str, str]:
             "MARKETPLACE_DATA_DIR": str(data_dir),
             "DATABASE_URL": database_url(config),
             "REDIS_URL": redis_url(config),
+            "MARKETPLACE_POOL_SEED": str(seed),  # the demo's API only: see the module's docstring
+            # Fewer aggregations under way (the default is every 200): each round waits for the
+            # background work, and the report aggregates at the end anyway.
+            "MARKETPLACE_AGGREGATE_EVERY_ANSWERS": "1000",
         }
     )
     return env
@@ -88,7 +156,7 @@ def _wait_healthy(base: str, server: subprocess.Popen[bytes], seconds: float = 6
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise click.ClickException("the API server exited; see its log")
+            raise click.ClickException("the API server exited; see its log (run with --keep to keep it)")
         try:
             if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                 return
@@ -98,63 +166,48 @@ def _wait_healthy(base: str, server: subprocess.Popen[bytes], seconds: float = 6
     raise click.ClickException("the API server did not start in time")
 
 
-def _crowd(settings: DemoSettings) -> list[SimWorker]:
-    honest = settings.workers - settings.spammers
-    step = (0.95 - 0.55) / max(honest - 1, 1)
-    crowd = [SimWorker(f"worker-{i + 1:02d}", round(0.55 + i * step, 3)) for i in range(honest)]
-    crowd += [SimWorker(f"spammer-{i + 1}", None) for i in range(settings.spammers)]
-    return crowd
-
-
-def _answer(worker: SimWorker, truth: str, rng: random.Random) -> str:
-    if worker.accuracy is None:
-        return rng.choice(LABELS)
-    if rng.random() < worker.accuracy:
-        return truth
-    return rng.choice([label for label in LABELS if label != truth])
-
-
-def run_demo(settings: DemoSettings) -> None:
+def run_demo(settings: DemoSettings) -> dict[str, Any]:
+    """Run the demo; the figures that a seed fixes (see the module's docstring)."""
+    from marketplace import embedded, queue
+    from marketplace.cli import GUNICORN_CONFIG
     from marketplace.migrate import upgrade
 
     data_dir = Path(tempfile.mkdtemp(prefix="marketplace-demo-"))
-    env = _environment(data_dir)
-    click.echo(f"data: {data_dir}\ndatabase: {env['DATABASE_URL'].split('@')[-1]}\nredis: {env['REDIS_URL']}")
-    upgrade(env["DATABASE_URL"])
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = _start(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-b",
-            f"127.0.0.1:{port}",
-            "-w",
-            "2",
-            "--threads",
-            "8",
-            "marketplace.wsgi:app",
-        ],
-        env,
-        data_dir / "api.log",
-    )
-    rq_worker = _start([sys.executable, "-m", "marketplace", "worker"], env, data_dir / "worker.log")
+    processes: list[subprocess.Popen[bytes]] = []
     try:
-        _wait_healthy(base, server)
-        click.echo(f"API on {base} (docs at {base}/docs), RQ worker pid {rq_worker.pid}")
-        _run_marketplace(settings, base, env)
+        env = _environment(data_dir, settings.seed)
+        click.echo(f"data: {data_dir}\ndatabase: {env['DATABASE_URL'].split('@')[-1]}\nredis: {env['REDIS_URL']}")
+        upgrade(env["DATABASE_URL"])
+        port = _free_port()
+        base = f"http://127.0.0.1:{port}"
+        # One process: the seeded pool randomness is one stream per process (threads serve the
+        # concurrent submits).
+        command = [sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG, "-b", f"127.0.0.1:{port}", "-w", "1"]
+        processes.append(_start([*command, "marketplace.wsgi:app"], env, data_dir / "api.log"))
+        worker = [sys.executable, "-m", "marketplace", "worker", "--no-fork"]  # many short rule checks
+        processes.append(_start(worker, env, data_dir / "worker.log"))
+        _wait_healthy(base, processes[0])
+        click.echo(f"API on {base} (docs at {base}/docs), RQ worker pid {processes[1].pid}")
+        return _run_marketplace(settings, base, env)
     finally:
-        for process in (server, rq_worker):
+        for process in processes:
             process.terminate()
-        for process in (server, rq_worker):
+        for process in processes:
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 process.kill()
+        queue.close_clients()
+        embedded.stop(data_dir)  # before its folder goes: each server stops unless still in use
+        if settings.keep:
+            click.echo(f"kept the data folder {data_dir} (logs: api.log, worker.log)")
+        else:
+            shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _operator_key(env: dict[str, str]) -> str:
+    """The first operator (as `marketplace accounts create` makes it): every other account
+    comes through the API."""
     from marketplace.db import make_engine, session_scope
     from marketplace.services.accounts import create_account
 
@@ -165,13 +218,31 @@ def _operator_key(env: dict[str, str]) -> str:
     return key
 
 
-def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> None:
-    rng = random.Random(settings.seed)
-    client = httpx.Client(base_url=base, timeout=60)
+# --- the marketplace at work -----------------------------------------------------------------
+
+
+def ok(response: httpx.Response) -> Any:
+    """The response's JSON body; a 4xx or 5xx stops the demo with the server's message."""
+    if response.status_code >= 400:
+        raise click.ClickException(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:300]}"
+        )
+    return response.json() if response.content else None
+
+
+def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> dict[str, Any]:
+    # Idle connections are dropped after 30 s, before gunicorn's keep-alive (75 s,
+    # `gunicorn_conf.KEEPALIVE_SECONDS`) closes them under a request (a reset connection).
+    limits = httpx.Limits(max_connections=settings.concurrency + 2, keepalive_expiry=30.0)
+    with httpx.Client(base_url=base, timeout=60, limits=limits) as client:
+        return _with_client(settings, client, env)
+
+
+def _with_client(settings: DemoSettings, client: httpx.Client, env: dict[str, str]) -> dict[str, Any]:
     operator = {"Authorization": f"Bearer {_operator_key(env)}"}
 
     def account(role: str, name: str) -> tuple[int, str]:
-        body = _ok(client.post("/v1/accounts", json={"role": role, "name": name}, headers=operator))
+        body = ok(client.post("/v1/accounts", json={"role": role, "name": name}, headers=operator))
         return int(body["id"]), str(body["key"])
 
     requester_id, requester_key = account("requester", "demo requester")
@@ -179,12 +250,17 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
     # Worst case: every task entry at top pay plus bonus, golden entries included, and reissued
     # rounds after bans; the unspent rest goes back to the requester's funds.
     budget_cents = settings.items * (settings.overlap + 1) * 2 * 3
-    funds = {"amount_cents": budget_cents, "currency": "USD"}
-    _ok(client.post(f"/v1/accounts/{requester_id}/funds", json=funds, headers=operator))
-    crowd = _crowd(settings)
-    for worker in crowd:
+    ok(
+        client.post(
+            f"/v1/accounts/{requester_id}/funds",
+            json={"amount_cents": budget_cents, "currency": "USD"},
+            headers=operator,
+        )
+    )
+    workers = crowd(settings)
+    for worker in workers:
         worker.id, worker.key = account("worker", worker.name)
-    job = _ok(
+    job = ok(
         client.post(
             "/v1/jobs",
             headers=requester,
@@ -193,174 +269,131 @@ def _run_marketplace(settings: DemoSettings, base: str, env: dict[str, str]) -> 
                 "instructions": "Pick the animal you see in the image.",
                 "annotation": {"type": "classification", "labels": LABELS},
                 "overlap": settings.overlap,
-                "golden_ratio": 0.1,
+                "golden_ratio": settings.golden_ratio,
                 "items_per_task": settings.items_per_task,
                 "pricing": {"model": "per_item", "cents": 2},
                 "bonus": {"golden_accuracy_above": 0.85, "cents_per_item": 1},
                 "acceptance": {"min_agreement": 0.5},
                 "budget_cents": budget_cents,
-                "aggregation": "dawid_skene",
             },
         )
     )
-    truth: dict[str, str] = {}
-    items: list[dict[str, Any]] = []
-    golden_count = round(settings.items * settings.golden_share)
-    for index in range(settings.items):
-        url = f"https://images.example/animals/{index:06d}.jpg"
-        truth[url] = rng.choice(LABELS)
-        item: dict[str, Any] = {"data": {"image_url": url, "width": 640, "height": 480}}
-        if index < golden_count:
-            item["answer"] = truth[url]
-        items.append(item)
-    added = _ok(client.post(f"/v1/jobs/{job['id']}/items", json=items, headers=requester))
-    _ok(client.post(f"/v1/jobs/{job['id']}/launch", headers=requester))
+    items, truth = demo_items(settings)
+    added = ok(client.post(f"/v1/jobs/{job['id']}/items", json=items, headers=requester))
+    assert [ref["key"] for ref in added["items"]] == [item["key"] for item in items]  # in the order sent
+    ok(client.post(f"/v1/jobs/{job['id']}/launch", headers=requester))
     click.echo(
-        f"job {job['id']}: {added['added']} items ({added['golden']} golden), overlap "
-        f"{settings.overlap}, {len(crowd)} workers ({settings.spammers} spammers), "
-        f"{settings.concurrency} concurrent"
+        f"job {job['id']}: {added['added']} items ({added['golden']} golden), overlap {settings.overlap}, "
+        f"aggregation {job['aggregation']}, {len(workers)} workers ({settings.spammers} spammers), "
+        f"answers on {settings.concurrency} connections, seed {settings.seed}"
     )
+    key_of = {item["data"]["image_url"]: item["key"] for item in items}  # what a worker "sees"
     stats = Stats()
     started = time.perf_counter()
-    _work(settings, base, crowd, truth, stats, job["id"], client, requester)
-    for _ in range(5):  # a rule that banned a worker reopens its rounds: the crowd comes back for them
-        time.sleep(2.0)
-        if client.get(f"/v1/jobs/{job['id']}", headers=requester).json()["state"] == "completed":
-            break
-        _work(settings, base, crowd, truth, stats, job["id"], client, requester)
+    _work(settings, client, workers, key_of, truth, stats, job["id"], requester, env["REDIS_URL"])
     elapsed = time.perf_counter() - started
-    final = _wait_aggregated(client, job["id"], requester)
-    _report(settings, client, job["id"], requester, crowd, truth, items, stats, elapsed, final, env, operator)
-    _money_report(client, job["id"], requester, operator, crowd)
+    from marketplace import demo_report
 
-
-def _money_report(
-    client: httpx.Client, job_id: int, requester: dict[str, str], operator: dict[str, str], crowd: list[SimWorker]
-) -> None:
-    """Decisions, the job's spend, a payout run and the ledger check."""
-    deadline = time.monotonic() + 120
-    while (spend := _ok(client.get(f"/v1/jobs/{job_id}/spend", headers=requester)))["held_cents"] > 0:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)  # decisions follow the last aggregation
-    run = _ok(client.post("/v1/payouts/runs", headers={**operator, "Idempotency-Key": f"demo-{job_id}"}))
-    while run["state"] != "done" and time.monotonic() < deadline + 60:
-        time.sleep(0.5)
-        run = _ok(client.get(f"/v1/payouts/runs/{run['id']}", headers=operator))
-    check = _ok(client.get("/v1/ledger/check", headers=operator))
-    click.echo("\n== money ==")
-    click.echo(
-        f"tasks accepted {spend['accepted']}, rejected {spend['rejected']}; spend: work {spend['work_cents']} + "
-        f"bonus {spend['bonus_cents']} of a {spend['budget_cents']} budget ({spend['currency']} cents), "
-        f"held {spend['held_cents']}, left {spend['available_cents']}"
-    )
-    paid = {int(line["worker_id"]): line["amount_cents"] for line in run.get("lines", [])}
-    spammers = [w for w in crowd if w.accuracy is None]
-    click.echo(
-        f"payout run {run['id']} ({run['state']}): {run['workers']} workers, {run['total_cents']} cents; "
-        f"spammers paid {sum(paid.get(w.id, 0) for w in spammers)} cents in all; "
-        f"ledger check: {'balanced, every accepted task paid once' if check['ok'] else check['problems'][:3]}"
-    )
-
-
-def _ok(response: httpx.Response) -> Any:
-    if response.status_code >= 400:
-        raise click.ClickException(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text[:300]}"
+    return demo_report.report(
+        demo_report.Run(
+            settings, client, job["id"], requester, operator, workers, truth, stats, elapsed, env["REDIS_URL"]
         )
-    return response.json()
+    )
 
 
 def _work(
     settings: DemoSettings,
-    base: str,
-    crowd: list[SimWorker],
+    client: httpx.Client,
+    workers: list[SimWorker],
+    key_of: dict[str, str],
     truth: dict[str, str],
     stats: Stats,
     job_id: int,
-    client: httpx.Client,
     requester: dict[str, str],
+    redis_url: str,
 ) -> None:
-    """Workers take turns on `concurrency` threads until the pool has nothing for any of them."""
-    idle: queue_module.Queue[SimWorker] = queue_module.Queue()
-    for worker in crowd:
-        idle.put(worker)
-    threads = [
-        threading.Thread(target=_crowd_thread, args=(base, idle, truth, stats, settings.seed + n), daemon=True)
-        for n in range(settings.concurrency)
-    ]
-    for thread in threads:
-        thread.start()
-    wanted = (settings.items - round(settings.items * settings.golden_share)) * settings.overlap
-    while any(t.is_alive() for t in threads):
-        time.sleep(1.0)
-        job = client.get(f"/v1/jobs/{job_id}", headers=requester).json()
-        done = job["progress"]["answers"]
-        click.echo(
-            f"  {done:>6}/{wanted} answers, {stats.answers} incl. golden, "
-            f"{len(stats.errors)} errors, state {job['state']}"
-        )
+    """Rounds until one leases nothing: every worker leases one task, in a fixed order; the
+    tasks are answered concurrently; the background work settles (see the module's docstring)."""
+    from redis import Redis
 
-
-def _crowd_thread(
-    base: str, idle: queue_module.Queue[SimWorker], truth: dict[str, str], stats: Stats, seed: int
-) -> None:
-    rng = random.Random(seed)
-    with httpx.Client(base_url=base, timeout=60) as client:
+    redis = Redis.from_url(redis_url)
+    last_print = time.monotonic()
+    with ThreadPoolExecutor(settings.concurrency) as answering:
         while True:
-            try:
-                worker = idle.get_nowait()
-            except queue_module.Empty:
-                return
-            if _cycle(client, worker, truth, stats, rng):
-                idle.put(worker)
+            tasks = [(w, task) for w in workers if not w.banned and (task := _lease(client, w, stats)) is not None]
+            if not tasks:
+                break
+            answers = [answering.submit(_submit, client, settings.seed, w, t, key_of, truth, stats) for w, t in tasks]
+            for done in answers:
+                done.result()
+            stats.rounds += 1
+            settle(redis)
+            if time.monotonic() - last_print >= 2.0 or stats.rounds == 1:
+                last_print = time.monotonic()
+                progress = ok(client.get(f"/v1/jobs/{job_id}", headers=requester))["progress"]
+                click.echo(
+                    f"  round {stats.rounds:>3}: {progress['answers']:>6}/{progress['answers_wanted']} answers, "
+                    f"{progress['answers_excluded']} excluded, {len(stats.errors)} errors"
+                )
+    redis.close()
 
 
-def _cycle(client: httpx.Client, worker: SimWorker, truth: dict[str, str], stats: Stats, rng: random.Random) -> bool:
-    """One lease and submit; False when there is no more work for this worker."""
-    headers = {"Authorization": f"Bearer {worker.key}"}
+def _lease(client: httpx.Client, worker: SimWorker, stats: Stats) -> dict[str, Any] | None:
     t0 = time.perf_counter()
-    lease = client.post("/v1/assignments", json={}, headers=headers)
-    t1 = time.perf_counter()
-    if lease.status_code in (204, 403):  # no work for this worker (403: banned everywhere)
-        return False
+    lease = client.post("/v1/assignments", json={}, headers={"Authorization": f"Bearer {worker.key}"})
+    stats.lease_ms.append((time.perf_counter() - t0) * 1000)
+    if lease.status_code == 403:  # banned everywhere: the account takes no more work
+        worker.banned = True
+        return None
+    if lease.status_code == 204:
+        return None
     if lease.status_code != 201:
-        with stats.lock:
-            stats.errors.append(f"lease {lease.status_code}")
-        return len(stats.errors) < 50
-    task = lease.json()
-    answers = [
-        {"item_id": item["id"], "label": _answer(worker, truth[item["data"]["image_url"]], rng)}
-        for item in task["items"]
-    ]
-    headers["Idempotency-Key"] = f"demo-{task['id']}"
-    submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
-    t2 = time.perf_counter()
+        raise click.ClickException(f"lease: {lease.status_code} {lease.text[:300]}")
+    return lease.json()  # type: ignore[no-any-return]
+
+
+def _submit(
+    client: httpx.Client,
+    seed: int,
+    worker: SimWorker,
+    task: dict[str, Any],
+    key_of: dict[str, str],
+    truth: dict[str, str],
+    stats: Stats,
+) -> None:
+    answers = []
+    for item in task["items"]:
+        key = key_of[item["data"]["image_url"]]
+        answers.append({"item_id": item["id"], "label": simulated_answer(seed, worker, key, truth[key])})
+    headers = {"Authorization": f"Bearer {worker.key}", "Idempotency-Key": f"demo-{task['id']}"}
+    t0 = time.perf_counter()
+    try:
+        submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+    except httpx.TransportError:  # safe to send again: the Idempotency-Key makes it count once
+        submit = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
     with stats.lock:
-        stats.lease_ms.append((t1 - t0) * 1000)
-        stats.submit_ms.append((t2 - t1) * 1000)
+        stats.submit_ms.append((time.perf_counter() - t0) * 1000)
         if submit.status_code == 200:
             stats.answers += len(answers)
-            worker.answered += len(answers)
         else:
             stats.errors.append(f"submit {submit.status_code}")
-    return True
 
 
-def _wait_aggregated(
-    client: httpx.Client, job_id: int, requester: dict[str, str], seconds: float = 300
-) -> dict[str, Any]:
-    """Wait until the background aggregation has used every answer of the finished job."""
+def settle(redis: Any, queue_name: str = QUEUE_NAME, seconds: float = 300) -> None:
+    """Wait until the RQ queue is empty and no job runs, seen twice 50 ms apart (a job between
+    its dequeue and its start shows in neither for an instant)."""
+    from rq import Queue
+    from rq.registry import StartedJobRegistry
+
+    queue = Queue(queue_name, connection=redis)
+    started = StartedJobRegistry(queue=queue)
     deadline = time.monotonic() + seconds
-    client.post(f"/v1/jobs/{job_id}/aggregate", headers=requester)
-    while time.monotonic() < deadline:
-        job = client.get(f"/v1/jobs/{job_id}", headers=requester).json()
-        run = job["progress"].get("last_aggregation") or {}
-        total = job["progress"]["answers"] + job["progress"]["golden_answers"]
-        if run.get("answers_used") == total and job["state"] == "completed":
-            return job  # type: ignore[no-any-return]
-        time.sleep(0.5)
-    raise click.ClickException("aggregation did not finish in time; see the worker log")
+    quiet = 0
+    while quiet < 2:
+        if time.monotonic() > deadline:
+            raise click.ClickException("the background work did not settle; see the worker log (--keep)")
+        quiet = quiet + 1 if queue.count == 0 and started.count == 0 else 0
+        time.sleep(0.05)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -370,88 +403,27 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _report(
-    settings: DemoSettings,
-    client: httpx.Client,
-    job_id: int,
-    requester: dict[str, str],
-    crowd: list[SimWorker],
-    truth: dict[str, str],
-    items: list[dict[str, Any]],
-    stats: Stats,
-    elapsed: float,
-    job: dict[str, Any],
-    env: dict[str, str],
-    operator: dict[str, str],
-) -> None:
-    import aggregation
-    from marketplace.db import make_engine, session_scope
-    from marketplace.services.aggregating import load_golden
-    from marketplace.services.bulk import copy_answers
+def timing_line(stats: Stats, elapsed: float) -> str:
+    return (
+        f"{stats.rounds} rounds, {stats.answers / elapsed:.0f} answers/s over {elapsed:.1f}s; lease p50 "
+        f"{statistics.median(stats.lease_ms or [0]):.1f} ms p99 {_percentile(stats.lease_ms, 0.99):.1f} ms (one at a "
+        f"time); submit p50 {statistics.median(stats.submit_ms or [0]):.1f} ms p99 "
+        f"{_percentile(stats.submit_ms, 0.99):.1f} ms"
+    )
 
-    results: list[dict[str, Any]] = []
+
+def read_exports(client: httpx.Client, job_id: int, requester: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The results three ways, each as {key: label}: JSON pages, the CSV and the JSON Lines export."""
+    pages: dict[str, Any] = {}
     after = 0
     while True:
-        page = _ok(client.get(f"/v1/jobs/{job_id}/results", params={"after": after, "limit": 1000}, headers=requester))
-        results += page["results"]
+        page = ok(client.get(f"/v1/jobs/{job_id}/results", params={"after": after, "limit": 1000}, headers=requester))
+        pages.update({row["key"]: row["label"] for row in page["results"]})
         if page["next_after"] is None:
             break
         after = page["next_after"]
-    engine = make_engine(env["DATABASE_URL"])
-    with session_scope(engine) as session:
-        answers, _ = copy_answers(session, job_id)
-        golden = load_golden(session, job_id)
-        item_truth = _item_truth(session, job_id, truth)
-    engine.dispose()
-    mv = aggregation.aggregate(answers, method="majority_vote", golden=golden, labels=LABELS)
-
-    def accuracy(pairs: dict[int, str | None]) -> float:
-        return sum(1 for item_id, label in pairs.items() if label == item_truth[item_id]) / max(len(pairs), 1)
-
-    served = {int(r["item_id"]): r["label"] for r in results}
-    mv_labels = {int(task): label for task, label in mv.labels.items() if task not in golden.index}
-    cycles = len(stats.submit_ms)
-    click.echo("\n== report ==")
-    click.echo(
-        f"items {len(served)} real + {len(golden)} golden; answers collected "
-        f"{job['progress']['answers']} real + {job['progress']['golden_answers']} golden "
-        f"(wanted {job['progress']['answers_wanted']}); errors {len(stats.errors)}"
-    )
-    click.echo(
-        f"accuracy vs truth: dawid-skene (served by the API, {results[0]['method'] if results else '-'}) "
-        f"{accuracy(served):.3f}; majority vote {accuracy(mv_labels):.3f}"
-    )
-    click.echo(
-        f"throughput: {cycles / elapsed:.0f} lease+submit cycles/s, {stats.answers / elapsed:.0f} answers/s "
-        f"over {elapsed:.1f}s; lease p50 {statistics.median(stats.lease_ms):.1f} ms "
-        f"p99 {_percentile(stats.lease_ms, 0.99):.1f} ms; submit p50 {statistics.median(stats.submit_ms):.1f} ms "
-        f"p99 {_percentile(stats.submit_ms, 0.99):.1f} ms"
-    )
-    scores = {int(q["worker_id"]): q for q in _ok(client.get(f"/v1/jobs/{job_id}/workers", headers=requester))}
-    banned = {
-        int(e["subject_id"]): e["details"].get("figures", {})
-        for e in _ok(client.get("/v1/audit", headers=operator))
-        if e["action"] in ("ban", "ban_job")
-    }
-    click.echo(f"answers excluded after bans: {job['progress']['answers_excluded']} (their rounds were issued again)")
-    click.echo("\nworker          true acc  golden seen  golden acc (smoothed)  agreement  banned by rule")
-    for worker in sorted(crowd, key=lambda w: -1 if w.accuracy is None else w.accuracy):
-        q = scores.get(worker.id, {})
-        true_acc = "spam" if worker.accuracy is None else f"{worker.accuracy:.2f}"
-        golden_acc = q.get("golden_accuracy")
-        agreement = q.get("agreement")
-        click.echo(
-            f"{worker.name:<15} {true_acc:>8}  {q.get('golden_seen', 0):>11}  "
-            f"{'-' if golden_acc is None else f'{golden_acc:.2f}':>21}  "
-            f"{'-' if agreement is None else f'{agreement:.2f}':>9}"
-            + (f"  yes, after {banned[worker.id].get('golden_seen', '?')} golden" if worker.id in banned else "")
-        )
-
-
-def _item_truth(session: Any, job_id: int, truth: dict[str, str]) -> dict[int, str]:
-    from sqlalchemy import select
-
-    from marketplace.models import Item
-
-    rows = session.execute(select(Item.id, Item.data).where(Item.job_id == job_id)).all()
-    return {int(r.id): truth[r.data["image_url"]] for r in rows}
+    text = client.get(f"/v1/jobs/{job_id}/results", params={"format": "csv"}, headers=requester).text
+    from_csv = {row["key"]: row["label"] or None for row in csv.DictReader(io.StringIO(text))}
+    text = client.get(f"/v1/jobs/{job_id}/results", params={"format": "jsonl"}, headers=requester).text
+    from_jsonl = {row["key"]: row["label"] for row in map(json.loads, text.splitlines())}
+    return {"json": pages, "csv": from_csv, "jsonl": from_jsonl}

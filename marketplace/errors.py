@@ -34,6 +34,12 @@ class Conflict(ServiceError):
     status = 409
 
 
+class UnsupportedMediaType(ServiceError):
+    """A body in a format the endpoint does not read (today: JSON sent without saying so)."""
+
+    status = 415
+
+
 class Unprocessable(ServiceError):
     """Well-formed input that fails validation (marshmallow's messages as they are)."""
 

@@ -6,9 +6,12 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from marketplace.db import normalise_url
+from marketplace.db import make_engine, normalise_url
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,19 +32,26 @@ def revision(database_url: str, message: str) -> None:
     command.revision(alembic_config(database_url), message=message, autogenerate=True)
 
 
-def is_current(database_url: str) -> bool:
-    """Whether the database's schema is at this code's head (False when unreachable or behind)."""
-    from alembic.runtime.migration import MigrationContext
-    from alembic.script import ScriptDirectory
-    from sqlalchemy import create_engine
-    from sqlalchemy.exc import SQLAlchemyError
-
-    heads = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
-    engine = create_engine(normalise_url(database_url), poolclass=NullPool)
+def schema_problem(database_url: str) -> str | None:
+    """What keeps the app from using this database's schema, in words, or None when it is at
+    the code's head revision. Raises SQLAlchemyError when the database cannot be reached."""
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    engine = make_engine(database_url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
-            return set(MigrationContext.configure(connection).get_current_heads()) == heads
-    except SQLAlchemyError:
-        return False
+            current = MigrationContext.configure(connection).get_current_revision()
     finally:
         engine.dispose()
+    if current is None:
+        return "the database has no schema yet"
+    if current != head:
+        return f"the database schema is at revision {current}, this code needs {head}"
+    return None
+
+
+def is_current(database_url: str) -> bool:
+    """Whether the database's schema is at this code's head (False when unreachable or behind)."""
+    try:
+        return schema_problem(database_url) is None
+    except SQLAlchemyError:
+        return False

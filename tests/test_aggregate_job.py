@@ -86,7 +86,8 @@ def test_on_demand_aggregation_records_method_version_and_answers(
     for q in honest:
         assert q["agreement"] == 1.0
         if q["golden_seen"]:
-            assert 0.5 < q["golden_accuracy"] < 1.0, "smoothed: never a flat 100%"
+            assert q["golden_accuracy"] == 1.0, "the raw share: all right is 1.0"
+            assert 0.5 < q["golden_accuracy_smoothed"] < 1.0, "smoothed: never a flat 100%"
     progress = client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()["progress"]
     assert progress["last_aggregation"]["answers_used"] == progress["answers"] + progress["golden_answers"]
 

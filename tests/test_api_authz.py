@@ -35,6 +35,9 @@ def _endpoints(job_id: int, assignment_id: int) -> list[tuple[str, str, Any]]:
         ("GET", "/v1/me", None),
         ("POST", "/v1/accounts", {"role": "worker", "name": "x"}),
         ("GET", "/v1/workers/1", None),
+        ("GET", f"/v1/jobs/{job_id}/items", None),
+        ("GET", f"/v1/jobs/{job_id}/items/1", None),
+        ("PATCH", f"/v1/jobs/{job_id}", {"title": "renamed"}),
     ]
 
 

@@ -26,7 +26,7 @@ from tests.test_api_bad_input import assert_error
 GOLDEN_ANSWERS = ("zebra", "okapi")
 LABELS = ["cat", "dog", *GOLDEN_ANSWERS]
 FORBIDDEN_EXACT = {"answer", "is_golden", "golden", "correct", "truth", "expected", "gold"}
-QUALITY_KEYS = {"golden_seen", "golden_correct", "golden_accuracy"}  # a worker's own score in /me
+QUALITY_KEYS = {"golden_seen", "golden_correct", "golden_accuracy", "golden_accuracy_smoothed"}  # its own, in /me
 
 
 def _without_annotation(node: Any) -> Any:

@@ -16,7 +16,7 @@ from marketplace.models import Aggregate, Answer, Item, Slot
 from tests.conftest import bearer, fund, job_body, new_key, post_job
 from tests.test_api_bad_input import assert_error, count_rows
 
-RESULT_FIELDS = ["item_id", "label", "confidence", "method", "version", "answers"]
+RESULT_FIELDS = ["item_id", "key", "data", "label", "confidence", "method", "version", "answers"]
 
 
 def _items(n: int, golden: int = 0, prefix: str = "img") -> list[dict[str, Any]]:
@@ -54,7 +54,7 @@ def test_create_job_applies_defaults_and_starts_as_draft(client: FlaskClient, re
     assert job["golden_ratio"] == 0.1
     assert job["items_per_task"] == 5
     assert job["reward_cents"] == 1
-    assert job["aggregation"] == "dawid_skene"
+    assert job["aggregation"] == "auto"  # what the README says the default is
     assert job["lease_seconds"] == 600
     assert job["created_at"]
     explicit = _create(client, requester, overlap=7, golden_ratio=0.25, items_per_task=9, lease_seconds=30)
@@ -108,7 +108,8 @@ def test_items_as_json_array_and_as_json_lines(app: Flask, client: FlaskClient, 
     assert added.status_code == 201
     body = added.get_json()
     assert (body["added"], body["golden"]) == (5, 1)
-    assert body["last_id"] - body["first_id"] == 4
+    assert len(body["items"]) == 5 and len({i["id"] for i in body["items"]}) == 5
+    assert all(item["key"] == str(item["id"]) for item in body["items"])  # no key given: the id
     lines = "\n".join(json.dumps(item) for item in _items(6, golden=2, prefix="nd")) + "\n"
     added = client.post(
         f"/v1/jobs/{job['id']}/items", data=lines, content_type="application/x-ndjson", headers=requester

@@ -87,6 +87,7 @@ def test_serve_runs_gunicorn_with_or_without_an_access_log(
     flag: list[str], logged: bool, db_env: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commands: list[tuple[list[str], dict[str, str]]] = []
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
     monkeypatch.setenv("REDIS_URL", REDIS_URL)  # no embedded server for this
     monkeypatch.setattr(cli, "_run_child", lambda command, env: commands.append((command, env)) or 0)
     result = CliRunner().invoke(main, ["serve", "--bind", "127.0.0.1:1", *flag])
@@ -95,3 +96,45 @@ def test_serve_runs_gunicorn_with_or_without_an_access_log(
     assert env["MARKETPLACE_ACCESS_LOG"] == str(logged).lower()  # the app's JSON access line
     assert command[command.index("--config") + 1] == "python:marketplace.gunicorn_conf"  # the deployments' settings
     assert command[-1] == "marketplace.wsgi:app"
+
+
+BEFORE_UPGRADE = [
+    ["accounts", "create", "--role", "operator", "--name", "ops"],
+    ["accounts", "fund", "--account", "1", "--amount-cents", "5"],
+    ["ledger", "check"],
+    ["serve", "--bind", "127.0.0.1:1"],
+    ["worker", "--burst"],
+]
+
+
+@pytest.mark.parametrize("args", BEFORE_UPGRADE, ids=lambda a: " ".join(a[:2]))
+def test_a_command_run_before_db_upgrade_says_to_run_it(
+    args: list[str], blank_database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", blank_database_url)
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)  # no embedded server for this
+    started: list[list[str]] = []
+    monkeypatch.setattr(cli, "_run_child", lambda command, _env: started.append(command) or 0)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit)  # a message, not a traceback
+    assert "no schema yet: run `marketplace db upgrade` first" in result.output
+    assert "Traceback" not in result.output and started == []
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    if args[0] == "accounts" and args[1] == "create":
+        assert CliRunner().invoke(main, args).exit_code == 0
+
+
+def test_a_schema_behind_the_code_is_named_too(blank_database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", blank_database_url)
+    assert CliRunner().invoke(main, ["db", "upgrade", "--revision", "70f899e67193"]).exit_code == 0
+    result = CliRunner().invoke(main, ["ledger", "check"])
+    assert result.exit_code == 1 and "schema is at revision 70f899e67193" in result.output
+    assert "run `marketplace db upgrade`" in result.output
+
+
+def test_an_unreachable_database_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/nothing")
+    result = CliRunner().invoke(main, ["ledger", "check"])
+    assert result.exit_code == 1 and "cannot open the database" in result.output
+    assert "Traceback" not in result.output

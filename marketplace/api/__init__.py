@@ -27,6 +27,9 @@ class IdConverter(IntegerConverter):
 
 
 def init_app(app: Flask) -> Api:
+    from marketplace.api import bodies
+
+    bodies.init_app(app)
     app.url_map.converters["id"] = IdConverter
     api = Api(
         app,

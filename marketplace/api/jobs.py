@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from marketplace import queue
+from marketplace.api import bodies
+from marketplace.api.bodies import JSON, JSON_LINES, accepts
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
 from marketplace.errors import Invalid, ServiceError, Unprocessable
@@ -22,6 +24,9 @@ from marketplace.schemas import (
     AggregateQueuedSchema,
     ItemInSchema,
     ItemsAddedSchema,
+    ItemSchema,
+    ItemsPageSchema,
+    ItemsQuerySchema,
     JobCreateSchema,
     JobPatchSchema,
     JobSchema,
@@ -31,13 +36,13 @@ from marketplace.schemas import (
     ResultsQuerySchema,
     WorkerQualitySchema,
 )
+from marketplace.services import items as item_service
 from marketplace.services import jobs as job_service
 from marketplace.services import qualification
 from marketplace.services import results as result_service
 from marketplace.services.acceptance import Limits
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Requesters' jobs")
-JSONL_TYPES = ("application/x-ndjson", "application/jsonl", "application/json-lines")
 
 
 def _job_view(job: Job, with_progress: bool = True) -> dict[str, Any]:
@@ -90,7 +95,8 @@ class JobResource(MethodView):
     @blp.arguments(JobPatchSchema)
     @blp.response(200, JobSchema)
     def patch(self, body: dict[str, Any], job_id: int) -> dict[str, Any]:
-        """Tune redundancy and task settings, also while the job runs (owner or operator)."""
+        """Change the title and instructions, tune redundancy and task settings, also while the
+        job runs (owner or operator); leases from now on show the new title and instructions."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id, lock=True)
         job_service.tune_job(session, job, body, Limits.from_config(current_app.config), current_principal().id)
@@ -99,17 +105,14 @@ class JobResource(MethodView):
 
 
 def _parse_items() -> list[dict[str, Any]]:
-    """A JSON array, or JSON Lines when the content type says so; then the item schema."""
+    """A JSON array, or JSON Lines when the content type says so; then the item schema.
+    (`api/bodies.check_body` has refused any other content type and parsed a JSON body.)"""
     limit = current_app.config["MAX_ITEMS_PER_REQUEST"]
-    raw = request.get_data(cache=False)
-    content_type = (request.mimetype or "").lower()
-    try:
-        if content_type in JSONL_TYPES:
-            payload = [json.loads(line) for line in raw.splitlines() if line.strip()]
-        else:
-            payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ServiceError("body: not valid JSON / JSON Lines", {"json": {"_body": [str(error)[:200]]}}) from None
+    lines: list[int] | None = None
+    if request.mimetype in JSON_LINES:
+        payload, lines = _json_lines(request.get_data(cache=False))
+    else:
+        payload = request.get_json()
     if not isinstance(payload, list) or not payload:
         raise Invalid("_body", "expected a non-empty JSON array of items (or JSON Lines)")
     if len(payload) > limit:
@@ -117,12 +120,35 @@ def _parse_items() -> list[dict[str, Any]]:
     try:
         return ItemInSchema(many=True).load(payload)  # type: ignore[no-any-return]
     except ValidationError as error:
-        raise Unprocessable("invalid items", {"json": error.messages}) from None
+        message = "invalid items"
+        if lines is not None:  # errors name items by index; say where the first one is
+            first = min(int(index) for index in error.messages if str(index).isdigit())  # type: ignore[union-attr]
+            message += f" (item {first} is on line {lines[first]})"
+        raise Unprocessable(message, {"json": error.messages}) from None
+
+
+def _json_lines(raw: bytes) -> tuple[list[Any], list[int]]:
+    """One JSON value per line (blank lines skipped), and the line number of each."""
+    values: list[Any] = []
+    numbers: list[int] = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line))
+        except ValueError as error:
+            where = f"line {number}, {bodies.position(error)}"
+            raise ServiceError(
+                f"the body is not valid JSON Lines: {where}", {"json": {"_body": [f"invalid JSON at {where}"]}}
+            ) from None
+        numbers.append(number)
+    return values, numbers
 
 
 @blp.route("/<id:job_id>/items")
 class Items(MethodView):
     @require("requester")
+    @accepts(JSON, *JSON_LINES)
     @blp.response(201, ItemsAddedSchema)
     @blp.doc(
         requestBody={
@@ -134,13 +160,35 @@ class Items(MethodView):
         }
     )
     def post(self, job_id: int) -> dict[str, Any]:
-        """Add items in bulk, in one transaction; an item with `answer` is golden."""
+        """Add items in bulk, in one transaction; an item with `answer` is golden. Answers each
+        item's id and key in the order sent."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id, lock=True)
         items = _parse_items()
         added = job_service.add_items(session, job, items)
         session.commit()
         return added
+
+    @require("requester", "operator")
+    @blp.arguments(ItemsQuerySchema, location="query")
+    @blp.response(200, ItemsPageSchema)
+    def get(self, query: dict[str, Any], job_id: int) -> dict[str, Any]:
+        """The job's items as uploaded (id, key, data, golden or not), by id from `after`."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id)
+        page, next_after = item_service.items_page(session, job.id, query["after"], query["limit"])
+        return {"items": page, "next_after": next_after}
+
+
+@blp.route("/<id:job_id>/items/<id:item_id>")
+class ItemResource(MethodView):
+    @require("requester", "operator")
+    @blp.response(200, ItemSchema)
+    def get(self, job_id: int, item_id: int) -> dict[str, Any]:
+        """One item of the job, as uploaded."""
+        session = get_session()
+        job = job_service.get_job(session, current_principal(), job_id)
+        return item_service.get_item(session, job.id, item_id)
 
 
 def _state_view(action: str) -> Any:

@@ -148,7 +148,7 @@ def unban_worker(session: Session, worker_id: int, actor_id: int, reason: str) -
         )
     )
     session.commit()
-    return {"worker_id": worker_id, "status": "active"}
+    return {"worker_id": worker_id, "status": AccountStatus.ACTIVE}
 
 
 def audit_log(session: Session, after: int, limit: int) -> list[dict[str, Any]]:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import func, insert, select
+from sqlalchemy import and_, exists, func, insert, or_, select
 from sqlmodel import Session
 
 from marketplace.auth import Principal
 from marketplace.errors import Conflict, Invalid, NotFound
 from marketplace.models import (
+    Account,
+    AccountStatus,
     Aggregate,
     AggregationRun,
     Answer,
@@ -22,14 +23,18 @@ from marketplace.models import (
     Item,
     Job,
     JobState,
+    Qualification,
+    QualificationState,
     Role,
     Slot,
+    WorkerBlock,
     utcnow,
 )
-from marketplace.pool import slots
+from marketplace.pool import randomness, slots
 from marketplace.pool.release import release_assignments
 from marketplace.schemas import check_dynamic_overlap
 from marketplace.services import acceptance, budget, pricing
+from marketplace.services import items as item_service
 from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
 
 TRANSITIONS = {
@@ -71,10 +76,12 @@ def get_job(session: Session, principal: Principal, job_id: int, *, lock: bool =
 
 
 def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[str, Any]:
-    """Insert items in one transaction; golden ones carry `answer`.
+    """Insert items in one transaction; golden ones carry `answer`. Answers each item's id and
+    key in the order the items were sent.
 
-    Golden and real items are shuffled together before insertion so that ids say nothing
-    about which is which. On a running job the new real items enter the pool at once.
+    The rows are inserted in a shuffled order, so that ids say nothing about which items are
+    golden (however the requester ordered them). On a running job the new real items enter
+    the pool at once.
     """
     if job.state not in (JobState.DRAFT, JobState.RUNNING, JobState.PAUSED):
         raise Conflict(f"cannot add items to a {job.state} job")
@@ -83,28 +90,37 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
         answer = item.get("answer")
         if answer is not None and answer not in labels:
             raise Invalid(f"{index}.answer", "not one of the job's labels")
+    keys: list[str | None] = [item.get("key") for item in items]
+    item_service.check_new_keys(session, job.id, keys)
+    order = randomness.shuffled(list(range(len(items))))
+    now = utcnow()
     rows = [
         {
             "job_id": job.id,
-            "data": item["data"],
-            "is_golden": "answer" in item,
-            "answer": item.get("answer"),
-            "created_at": utcnow(),
+            "key": keys[index],
+            "data": items[index]["data"],
+            "is_golden": "answer" in items[index],
+            "answer": items[index].get("answer"),
+            "created_at": now,
         }
-        for item in items
+        for index in order
     ]
-    random.shuffle(rows)
-    ids = session.execute(insert(Item).returning(Item.id, Item.is_golden), rows).all()
-    real_ids = [row.id for row in ids if not row.is_golden]
+    stored = session.execute(insert(Item).returning(Item.id, sort_by_parameter_order=True), rows).scalars().all()
+    ids = [0] * len(items)
+    for position, index in enumerate(order):
+        ids[index] = stored[position]
+    item_service.name_keyless(session, job.id, keys, ids)
+    real_ids = [ids[index] for index, item in enumerate(items) if "answer" not in item]
     if job.state != JobState.DRAFT and real_ids:
         slots.fill_new(session, job, real_ids)
         slots.follow_pool(session, job)
-    all_ids = [row.id for row in ids]
     return {
         "added": len(ids),
         "golden": len(ids) - len(real_ids),
-        "first_id": min(all_ids) if all_ids else None,
-        "last_id": max(all_ids) if all_ids else None,
+        "items": [
+            {"id": item_id, "key": key if key is not None else str(item_id)}
+            for item_id, key in zip(ids, keys, strict=True)
+        ],
     }
 
 
@@ -183,6 +199,7 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
         select(AggregationRun).where(AggregationRun.job_id == job_id).order_by(AggregationRun.id.desc()).limit(1)
     ).scalar_one_or_none()
     wanted = items * job.overlap
+    budget_view = budget.status(session, job)
     return {
         "items": items,
         "golden_items": golden,
@@ -195,7 +212,8 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
         "open_leases": open_leases,
         "items_aggregated": aggregated,
         "done": round(answers / wanted, 4) if wanted else 0.0,
-        "budget": budget.status(session, job),
+        "stuck": _stuck(session, job, free, budget_view["exhausted"]),
+        "budget": budget_view,
         "last_aggregation": None
         if run is None
         else {
@@ -209,7 +227,54 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
     }
 
 
+def _stuck(session: Session, job: Job, free: int, budget_exhausted: bool) -> str | None:
+    """Why a running job with free work makes no progress, or None while it can.
+
+    `budget_exhausted`: the budget cannot pay for another task. `waiting_for_workers`: no
+    active worker may take any of the free work (each has seen those items, is kept from the
+    job or failed its qualification), so nothing moves until new workers come (or a ban is
+    lifted). An operator meets this after banning workers with their answers excluded: the
+    rounds reissued need workers who have not seen those items."""
+    if job.state != JobState.RUNNING or free == 0:
+        return None
+    if budget_exhausted:
+        return "budget_exhausted"
+    now = utcnow()
+    kept = exists().where(
+        WorkerBlock.worker_id == Account.id,
+        or_(WorkerBlock.until.is_(None), WorkerBlock.until > now),
+        or_(
+            WorkerBlock.job_id == job.id,
+            and_(
+                WorkerBlock.job_id.is_(None),
+                or_(WorkerBlock.requester_id.is_(None), WorkerBlock.requester_id == job.requester_id),
+            ),
+        ),
+    )
+    failed = exists().where(
+        Qualification.job_id == job.id,
+        Qualification.worker_id == Account.id,
+        Qualification.state == QualificationState.FAILED,
+    )
+    seen = (
+        exists()
+        .where(
+            AssignmentItem.job_id == job.id,
+            AssignmentItem.worker_id == Account.id,
+            AssignmentItem.item_id == Slot.item_id,
+        )
+        .correlate(Account, Slot)  # the worker two levels up, the slot one up
+    )
+    unseen = exists().where(Slot.job_id == job.id, ~seen)
+    someone = exists().where(
+        Account.role == Role.WORKER, Account.status == AccountStatus.ACTIVE, ~kept, ~failed, unseen
+    )
+    return None if session.execute(select(someone)).scalar_one() else "waiting_for_workers"
+
+
 TUNABLE = (
+    "title",
+    "instructions",
     "overlap",
     "overlap_max",
     "target_confidence",
@@ -230,7 +295,7 @@ def _golden_short(session: Session, job_id: int, qualification: dict[str, Any]) 
 def tune_job(
     session: Session, job: Job, changes: dict[str, Any], limits: acceptance.Limits, actor_id: int | None = None
 ) -> Job:
-    """Change redundancy and task settings, also on a running job.
+    """Change the title, instructions, redundancy and task settings, also on a running job.
 
     Raising overlap tops every real item up to the new count and reopens a finished job;
     lowering it withdraws the free slots beyond what each item still wants, counting the

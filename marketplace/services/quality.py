@@ -28,6 +28,12 @@ def wilson(correct: int, seen: int, z: float = Z95) -> tuple[float | None, float
     return round(max(0.0, centre - margin), 4), round(min(1.0, centre + margin), 4)
 
 
+def raw_share(correct: int, seen: int) -> float | None:
+    """What `golden_accuracy` means everywhere: the share right, 4 of 4 is 1.0 (the smoothed
+    estimate has a field of its own, `golden_accuracy_smoothed`)."""
+    return round(correct / seen, 4) if seen else None
+
+
 def _scope(query: Any, requester_id: int | None, job_id: int | None) -> Any:
     if job_id is not None:
         query = query.where(Answer.job_id == job_id)
@@ -43,7 +49,8 @@ def _figures(golden_seen: int, golden_correct: int, answers: int, agreed: int, c
         "answers": answers,
         "golden_seen": golden_seen,
         "golden_correct": golden_correct,
-        "golden_accuracy": round((golden_correct + 1) / (golden_seen + 2), 4) if golden_seen else None,
+        "golden_accuracy": raw_share(golden_correct, golden_seen),
+        "golden_accuracy_smoothed": round((golden_correct + 1) / (golden_seen + 2), 4) if golden_seen else None,
         "golden_ci_low": low,
         "golden_ci_high": high,
         "agreement": round(agreed / compared, 4) if compared else None,
@@ -78,7 +85,7 @@ def daily(
     return [{"day": str(r[0]), **_figures(r[1], r[2], r[3], r[4], r[5])} for r in rows]
 
 
-SORTABLE = ("golden_accuracy", "golden_ci_low", "agreement", "answers")
+SORTABLE = ("golden_accuracy", "golden_accuracy_smoothed", "golden_ci_low", "agreement", "answers")
 
 
 def ranking(

@@ -12,14 +12,24 @@ from sqlalchemy import select
 from sqlmodel import Session
 
 from marketplace.models import Aggregate, Item, WorkerQuality
+from marketplace.services.quality import raw_share
 
-RESULT_FIELDS = ("item_id", "label", "confidence", "method", "version", "answers")
+RESULT_FIELDS = ("item_id", "key", "data", "label", "confidence", "method", "version", "answers")
 
 
 def results_page(session: Session, job_id: int, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Real items with id > `after`, their aggregate if any; keyset pagination by item id."""
     rows = session.execute(
-        select(Item.id, Aggregate.label, Aggregate.confidence, Aggregate.method, Aggregate.version, Aggregate.answers)
+        select(
+            Item.id,
+            Item.key,
+            Item.data,
+            Aggregate.label,
+            Aggregate.confidence,
+            Aggregate.method,
+            Aggregate.version,
+            Aggregate.answers,
+        )
         .outerjoin(Aggregate, (Aggregate.job_id == Item.job_id) & (Aggregate.item_id == Item.id))
         .where(Item.job_id == job_id, Item.is_golden.is_(False), Item.id > after)
         .order_by(Item.id)
@@ -31,7 +41,18 @@ def results_page(session: Session, job_id: int, after: int, limit: int) -> tuple
 
 
 def _row(r: Any) -> dict[str, Any]:
-    return {"item_id": r[0], "label": r[1], "confidence": r[2], "method": r[3], "version": r[4], "answers": r[5] or 0}
+    """One result: the item as uploaded (id, key, data) beside its aggregate, so that a result
+    file stands on its own."""
+    return {
+        "item_id": r.id,
+        "key": r.key,
+        "data": r.data,
+        "label": r.label,
+        "confidence": r.confidence,
+        "method": r.method,
+        "version": r.version,
+        "answers": r.answers or 0,
+    }
 
 
 def iter_results(session: Session, job_id: int, batch: int = 5000) -> Iterator[dict[str, Any]]:
@@ -54,7 +75,7 @@ def export_csv(rows: Iterator[dict[str, Any]]) -> Iterator[str]:
     writer = csv.DictWriter(buffer, fieldnames=RESULT_FIELDS)
     writer.writeheader()
     for row in rows:
-        writer.writerow(row)
+        writer.writerow({**row, "data": json.dumps(row["data"], separators=(",", ":"))})
         if buffer.tell() > 64 * 1024:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -66,17 +87,20 @@ def worker_quality(session: Session, job_id: int) -> list[dict[str, Any]]:
     rows = session.execute(
         select(WorkerQuality).where(WorkerQuality.job_id == job_id).order_by(WorkerQuality.worker_id)
     ).scalars()
-    return [
-        {
-            "worker_id": q.worker_id,
-            "answers": q.answers,
-            "golden_seen": q.golden_seen,
-            "golden_correct": q.golden_correct,
-            "golden_accuracy": q.golden_accuracy,
-            "agreement": q.agreement,
-        }
-        for q in rows
-    ]
+    return [{"worker_id": q.worker_id, **_quality(q)} for q in rows]
+
+
+def _quality(q: WorkerQuality) -> dict[str, Any]:
+    """A worker's figures on a job as of the last aggregation: golden accuracy raw, and the
+    stored (smoothed) estimate under its own name."""
+    return {
+        "answers": q.answers,
+        "golden_seen": q.golden_seen,
+        "golden_correct": q.golden_correct,
+        "golden_accuracy": raw_share(q.golden_correct, q.golden_seen),
+        "golden_accuracy_smoothed": None if q.golden_accuracy is None else round(q.golden_accuracy, 4),
+        "agreement": q.agreement,
+    }
 
 
 def quality_summary(session: Session, job_id: int) -> dict[str, Any]:
@@ -93,14 +117,4 @@ def worker_quality_of(session: Session, worker_id: int) -> list[dict[str, Any]]:
     rows = session.execute(
         select(WorkerQuality).where(WorkerQuality.worker_id == worker_id).order_by(WorkerQuality.job_id)
     ).scalars()
-    return [
-        {
-            "job_id": q.job_id,
-            "answers": q.answers,
-            "golden_seen": q.golden_seen,
-            "golden_correct": q.golden_correct,
-            "golden_accuracy": q.golden_accuracy,
-            "agreement": q.agreement,
-        }
-        for q in rows
-    ]
+    return [{"job_id": q.job_id, **_quality(q)} for q in rows]

@@ -1,0 +1,84 @@
+"""A job's items as its requester sees them: keys, listing, one item.
+
+A key is the requester's own name for an item (an id from their system, a file name), unique
+in its job, so that results join back to what was uploaded; an item uploaded without one is
+named by its id. Item ids themselves are drawn in a shuffled order (`jobs.add_items`), so
+they say nothing about which items are golden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from sqlalchemy import String, cast, select, update
+from sqlmodel import Session
+
+from marketplace.errors import Invalid, NotFound
+from marketplace.models import Item
+
+_CHUNK = 1000  # keys per IN list: statements stay small
+
+
+def check_new_keys(session: Session, job_id: int, keys: list[str | None]) -> None:
+    """Refuse a key used twice in the upload or already used in the job (422 naming the index)."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first:
+            raise Invalid(f"{index}.key", f"the same key as item {first[key]} of this upload")
+        first[key] = index
+    taken = next(iter(_stored_keys(session, job_id, first)), None)
+    if taken is not None:
+        raise Invalid(f"{first[taken]}.key", "the job already has an item with this key")
+
+
+def name_keyless(session: Session, job_id: int, keys: list[str | None], ids: list[int]) -> None:
+    """Give the items uploaded without a key their id as key (the rows just inserted, key NULL).
+
+    A requester's key that happens to be such an id (in this upload or before) is refused
+    rather than shared: a key names one item."""
+    by_name = {str(ids[index]): index for index, key in enumerate(keys) if key is None}
+    if not by_name:
+        return
+    clash = next(iter(_stored_keys(session, job_id, by_name)), None)  # this upload's keys are stored too
+    if clash is not None:
+        raise Invalid(
+            f"{by_name[clash]}.key",
+            f"an item without a key takes its id as key, and {clash} is already another item's key: give it a key",
+        )
+    session.execute(
+        update(Item).where(Item.job_id == job_id, Item.key.is_(None)).values(key=cast(Item.id, String))
+    )
+
+
+def _stored_keys(session: Session, job_id: int, keys: Iterable[str]) -> Iterator[str]:
+    """Those of `keys` that items of the job already carry."""
+    wanted = list(keys)
+    for start in range(0, len(wanted), _CHUNK):
+        chunk = wanted[start : start + _CHUNK]
+        yield from session.execute(select(Item.key).where(Item.job_id == job_id, Item.key.in_(chunk))).scalars()
+
+
+def _view(row: Any) -> dict[str, Any]:
+    return {"id": row.id, "key": row.key, "data": row.data, "golden": row.is_golden, "answer": row.answer}
+
+
+_COLUMNS = (Item.id, Item.key, Item.data, Item.is_golden, Item.answer)
+
+
+def items_page(session: Session, job_id: int, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Items with id > `after` (golden ones too, flagged), keyset-paginated by id."""
+    rows = session.execute(
+        select(*_COLUMNS).where(Item.job_id == job_id, Item.id > after).order_by(Item.id).limit(limit + 1)
+    ).all()
+    page = [_view(row) for row in rows[:limit]]
+    return page, page[-1]["id"] if len(rows) > limit else None
+
+
+def get_item(session: Session, job_id: int, item_id: int) -> dict[str, Any]:
+    row = session.execute(select(*_COLUMNS).where(Item.job_id == job_id, Item.id == item_id)).one_or_none()
+    if row is None:
+        raise NotFound(f"item {item_id} not found in job {job_id}")
+    return _view(row)
