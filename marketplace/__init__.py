@@ -1,14 +1,21 @@
-"""The marketplace web app: `create_app()` builds it; nothing global but extension objects."""
+"""The marketplace web app: `create_app()` builds it; nothing global but extension objects.
+
+Flask is imported inside the factory, so that `marketplace.client` (httpx only) can be
+imported where the server's dependencies are not wanted.
+"""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    from flask import Flask
+
     from marketplace import api, db, errors, queue
     from marketplace.api.hot import HotPath
     from marketplace.config import load
