@@ -188,3 +188,8 @@ def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency:
             items=items, workers=crowd_size, spammers=spammers, golden_share=golden, concurrency=concurrency, seed=seed
         )
     )
+
+
+from marketplace.client.commands import register as _register_client_commands  # noqa: E402
+
+_register_client_commands(main)  # `marketplace client ...` and `marketplace work`

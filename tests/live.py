@@ -16,11 +16,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from redis import Redis
+from sqlalchemy import text
 
+from marketplace.auth import hash_key
 from marketplace.db import make_engine, session_scope
 from marketplace.services import ledger
 from marketplace.services.accounts import create_account
@@ -52,6 +55,20 @@ class LiveServer:
         with session_scope(engine) as session:
             ledger.fund(session, requester_id, cents, "USD", actor_id=0, key=None)
         engine.dispose()
+
+    def answers_of(self, worker_key: str) -> list[tuple[dict[str, Any], str]]:
+        """(item data, label) of every answer the worker with this key has stored, in answer order."""
+        engine = make_engine(self.database_url)
+        with engine.connect() as db:
+            rows = db.execute(
+                text(
+                    "SELECT i.data, a.label FROM answer a JOIN item i ON i.id = a.item_id"
+                    " JOIN account w ON w.id = a.worker_id WHERE w.key_hash = :hash ORDER BY a.id"
+                ),
+                {"hash": hash_key(worker_key)},
+            ).all()
+        engine.dispose()
+        return [(row.data, row.label) for row in rows]
 
     def run_background_jobs(self) -> None:
         """Run what the server queued (aggregation, acceptance, payouts) with an RQ worker in burst mode."""
