@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from flask import Flask
 
-    from marketplace import api, db, errors, queue
+    from marketplace import api, db, errors, queue, worker_page
     from marketplace.api.hot import HotPath
     from marketplace.config import load
 
@@ -33,6 +33,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     queue.init_app(app)
     api.init_app(app)
     errors.register(app)  # after flask-smorest's, whose HTTP handler drops e.g. `Allow`
+    worker_page.init_app(app)  # /worker/: the worker page (static files)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
 
     @app.get("/healthz")
