@@ -312,6 +312,8 @@ def with_mocked_task(
     def lease(route: Any) -> None:
         leases.append(1)
         if len(leases) == 1:
+            lease_seconds = task.pop("lease_seconds", 600)
+            task["expires_at"] = (datetime.now(UTC) + timedelta(seconds=lease_seconds)).isoformat()
             route.fulfill(status=201, json=task)
         else:
             route.fulfill(status=204, body="")
@@ -440,3 +442,38 @@ def test_keypoints_are_placed_in_order_with_occluded_and_absent(page: Any, live:
     expected = [[100, 50, 2], [80, 40, 2], [120, 40, 1], [0, 0, 0]]
     for got, wanted in zip(drawn["keypoints"], expected, strict=True):  # within the pointer's 1-pixel rounding
         assert got[2] == wanted[2] and abs(got[0] - wanted[0]) <= 1 and abs(got[1] - wanted[1]) <= 1, (got, wanted)
+
+
+def test_multi_label_items_take_several_labels_or_none(page: Any, live: LiveServer) -> None:
+    task = mocked_task("multi-label", {"type": "multilabel", "labels": ["sunny", "people", "cars"]})
+    task["items"] = [
+        {"id": 51, "data": {"text": "A busy street at noon"}},
+        {"id": 52, "data": {"text": "An empty field"}},
+    ]
+    sent = with_mocked_task(page, live, task)
+    page.get_by_text("A busy street at noon").wait_for()
+    page.keyboard.press("1")
+    page.get_by_role("button", name="cars", exact=True).click()
+    page.keyboard.press("1")  # toggled off again
+    page.keyboard.press("2")
+    page.get_by_role("button", name="Next item").click()
+    page.get_by_text("An empty field").wait_for()
+    page.get_by_role("button", name="None of these").click()
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_text("No work for you right now").wait_for()
+    assert sent[0]["body"] == {
+        "answers": [{"item_id": 51, "labels": ["people", "cars"]}, {"item_id": 52, "labels": []}]
+    }
+
+
+def test_the_lease_counts_down_and_a_task_past_it_is_not_sent(page: Any, live: LiveServer) -> None:
+    task = mocked_task("a short lease", {"type": "classification", "labels": ["cat", "dog"]})
+    task["lease_seconds"] = 6
+    sent = with_mocked_task(page, live, task)
+    first = page.get_by_role("timer").inner_text()
+    assert first in ("0:03", "0:04", "0:05")  # no Date header here: the page's clock, less a second
+    page.wait_for_timeout(1100)
+    assert page.get_by_role("timer").inner_text() < first  # counting down
+    page.get_by_text("The time for that task ran out").wait_for(timeout=10_000)
+    assert page.locator("#task").is_hidden() and page.get_by_role("button", name="Next task").is_visible()
+    assert sent == []

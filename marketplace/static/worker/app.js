@@ -187,13 +187,9 @@ function tick() {
   const clock = $("time-left");
   clock.textContent = `${Math.floor(left / 60)}:${String(left % 60).padStart(2, "0")}`;
   clock.classList.toggle("short", left < 60);
-  if (left <= 0 && !$("submit").disabled) {
-    $("submit").disabled = true;
-    $("skip").disabled = true;
-    $("task-error").textContent = "The time for this task ran out: its answers can no longer be sent.";
-    clearInterval(page.clock);
-    $("next-task").hidden = false;
-    page.task = null;
+  if (left <= 0 && !task.sending) {
+    endTask();
+    status("The time for that task ran out: its answers can no longer be sent. Press Next task for another.");
     $("next-task").focus();
   }
 }
@@ -276,6 +272,7 @@ async function submit() {
   $("skip").disabled = true;
   $("task-error").textContent = "";
   status("Sending your answers…");
+  task.sending = true; // a submit that left in time counts, even if the clock runs out meanwhile
   try {
     await call("POST", `/v1/assignments/${task.raw.id}/submit`, {
       body,
@@ -284,6 +281,7 @@ async function submit() {
       onRetry: (attempt, delay) => status(`Network trouble; sending again in ${delay} s (try ${attempt + 1})…`),
     });
   } catch (error) {
+    task.sending = false;
     $("submit").disabled = false;
     $("skip").disabled = false;
     if (error instanceof NetworkError) {

@@ -60,3 +60,10 @@ export function messages(errors, path = []) {
   if (Array.isArray(errors)) return errors.flatMap((e) => messages(e, path));
   return Object.entries(errors).flatMap(([name, value]) => messages(value, [...path, name]));
 }
+
+/** Keys 1-9: press the n-th of these buttons; false when there is none (the key is not ours). */
+export function pressNth(buttons, n) {
+  if (!buttons[n - 1]) return false;
+  buttons[n - 1].click();
+  return true;
+}

@@ -2,7 +2,7 @@
 // label per object, each object editable and deletable; boxes also by their numbers (keyboard).
 // Answers: {"objects": [{"label", "bbox": [x, y, w, h]}]} or {"objects": [{"label", "points": [[x, y], ...]}]},
 // in the image's own pixels; {"objects": []} only when "Nothing to draw" is chosen.
-import { button, el, itemView, loaded } from "../dom.js";
+import { button, el, itemView, loaded, pressNth } from "../dom.js";
 
 const round = (v) => Math.round(v * 100) / 100;
 
@@ -164,11 +164,7 @@ export function drawing(ctx) {
   sync();
 
   return {
-    onDigit(n) {
-      if (!labelButtons[n - 1]) return false;
-      labelButtons[n - 1].click();
-      return true;
-    },
+    onDigit: (n) => pressNth(labelButtons, n),
     destroy() {
       annotator?.destroy();
     },

@@ -1,5 +1,5 @@
 // Classification (one button per label, keys 1-9) and multi-label (toggles).
-import { button, el, itemView } from "../dom.js";
+import { button, el, itemView, pressNth } from "../dom.js";
 
 export function classification(ctx) {
   const { element } = itemView(ctx.item.data, ctx.number);
@@ -12,14 +12,7 @@ export function classification(ctx) {
     ctx.answered();
   }
   ctx.container.append(element, el("div", { class: "choices", role: "group", "aria-label": "Labels" }, buttons));
-  return {
-    onDigit(n) {
-      if (!buttons[n - 1]) return false;
-      buttons[n - 1].click();
-      return true;
-    },
-    destroy() {},
-  };
+  return { onDigit: (n) => pressNth(buttons, n), destroy() {} };
 }
 
 export function multilabel(ctx) {
@@ -48,12 +41,5 @@ export function multilabel(ctx) {
     element,
     el("div", { class: "choices", role: "group", "aria-label": "Labels (choose all that apply)" }, toggles, none),
   );
-  return {
-    onDigit(n) {
-      if (!toggles[n - 1]) return false;
-      toggles[n - 1].click();
-      return true;
-    },
-    destroy() {},
-  };
+  return { onDigit: (n) => pressNth(toggles, n), destroy() {} };
 }
