@@ -477,3 +477,14 @@ def test_the_lease_counts_down_and_a_task_past_it_is_not_sent(page: Any, live: L
     page.get_by_text("The time for that task ran out").wait_for(timeout=10_000)
     assert page.locator("#task").is_hidden() and page.get_by_role("button", name="Next task").is_visible()
     assert sent == []
+
+
+def test_only_a_worker_key_signs_in(page: Any, live: LiveServer) -> None:
+    page.goto(f"{live.url}/worker/")
+    page.get_by_label("Worker key").fill("mk_not_a_key")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("That key was not accepted").wait_for()
+    page.get_by_label("Worker key").fill(live.key("requester", "r"))
+    page.get_by_label("Worker key").press("Enter")
+    page.get_by_text("belongs to a requester").wait_for()
+    assert page.evaluate("sessionStorage.length") == 0 and page.locator("#work").is_hidden()

@@ -42,7 +42,7 @@ async function signIn(key) {
   return true;
 }
 
-function signOut() {
+function signOut(reason = "") {
   storedKey.clear();
   stopWaiting();
   endTask();
@@ -51,8 +51,11 @@ function signOut() {
   $("work").hidden = true;
   $("sign-out").hidden = true;
   $("worker-key").value = "";
+  $("sign-in-error").textContent = typeof reason === "string" ? reason : "";
   $("worker-key").focus();
 }
+
+const KEY_REFUSED = "The server no longer accepts your key. Sign in again.";
 
 // ---------- the account panel ----------
 
@@ -104,7 +107,7 @@ async function nextTask() {
     answer = await call("POST", "/v1/assignments");
   } catch (error) {
     $("next-task").disabled = false;
-    if (error instanceof ApiError && error.status === 401) return signOut();
+    if (error instanceof ApiError && error.status === 401) return signOut(KEY_REFUSED);
     if (error instanceof ApiError && error.status === 403) {
       status(`This account cannot take work now. ${error.message}`);
       return;
@@ -298,7 +301,7 @@ async function submit() {
       showItem(first >= 0 ? first : task.index);
       return;
     }
-    if (error instanceof ApiError && error.status === 401) return signOut();
+    if (error instanceof ApiError && error.status === 401) return signOut(KEY_REFUSED);
     status("");
     endTask();
     $("task-error").textContent = "";
@@ -348,7 +351,7 @@ function start() {
     if (key) signIn(key);
     else $("sign-in-error").textContent = "Paste your worker key first.";
   });
-  $("sign-out").addEventListener("click", signOut);
+  $("sign-out").addEventListener("click", () => signOut());
   $("next-task").addEventListener("click", nextTask);
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", skip);
