@@ -126,6 +126,8 @@ def test_command_line_errors_name_the_problem(live: LiveServer, tmp_path: Path) 
     assert refused.returncode == 1 and "item 1" in refused.stderr and "--start 0" in refused.stderr
     (tmp_path / "bad.json").write_text("{")
     assert run(live, key, "client", "create-job", str(tmp_path / "bad.json")).returncode == 2
+    waited = run(live, key, "client", "watch", str(job_id), "--interval", "0.1", "--timeout", "0.3")
+    assert waited.returncode == 2 and "running after 0.3 s" in waited.stderr  # nobody works on it
     worker_key = live.key("worker", "w")
     assert "not a worker" in run(live, key, "work").stderr
     assert "not known" in run(live, "mk_nobody", "work").stderr
