@@ -283,7 +283,8 @@ def test_the_page_is_served_with_its_libraries_and_safe_headers(live: LiveServer
     for path in ("app.js", "vendor/annotorious-3.8.10/annotorious.js", "vendor/konva-10.9.1/konva.min.js"):
         asset = httpx.get(f"{live.url}/worker/{path}")
         assert asset.status_code == 200 and "javascript" in asset.headers["Content-Type"], path
-    assert httpx.get(f"{live.url}/worker/../marketplace/config.py").status_code == 404
+    assert httpx.get(f"{live.url}/worker/..%2F..%2Fconfig.py").status_code == 404  # nothing outside the page's folder
+    assert httpx.get(f"{live.url}/worker/..%2Fworker_page.py").status_code == 404
     assert httpx.get(f"{live.url}/worker/nothing.js").status_code == 404
 
 
