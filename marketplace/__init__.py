@@ -1,15 +1,22 @@
-"""The marketplace web app: `create_app()` builds it; nothing global but extension objects."""
+"""The marketplace web app: `create_app()` builds it; nothing global but extension objects.
+
+Flask is imported inside the factory, so that `marketplace.client` (httpx only) can be
+imported where the server's dependencies are not wanted.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flask import Flask
-from werkzeug.middleware.proxy_fix import ProxyFix
+if TYPE_CHECKING:
+    from flask import Flask
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
-    from marketplace import api, db, docs_assets, errors, limits, logs, metrics, observe, probes, queue
+    from flask import Flask
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
+    from marketplace import api, db, docs_assets, errors, limits, logs, metrics, observe, probes, queue, worker_page
     from marketplace.api.hot import HotPath
     from marketplace.config import database_url, load
 
@@ -29,6 +36,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     docs_assets.init_app(app)
     metrics.init_app(app)
     observe.init_app(app)
+    worker_page.init_app(app)  # /worker/: the worker page (static files)
     app.wsgi_app = HotPath(app, app.wsgi_app)  # type: ignore[method-assign]  # lease/submit the short way
     app.wsgi_app = limits.RateLimits(app, app.wsgi_app)  # type: ignore[method-assign]  # the hot path's too
     app.wsgi_app = observe.Observe(app, app.wsgi_app)  # type: ignore[method-assign]  # ids, metrics, logs

@@ -261,3 +261,8 @@ def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency:
         keep=keep,
     )
     run_demo(settings)
+
+
+from marketplace.client.commands import register as _register_client_commands  # noqa: E402
+
+_register_client_commands(main)  # `marketplace client ...` and `marketplace work`
