@@ -8,6 +8,7 @@ bodies (ids and times aside); odd requests must reach the Flask app, which names
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
@@ -272,22 +273,24 @@ def test_a_chunked_body_is_read_not_ignored(app: Flask) -> None:
     assert statuses[0].startswith("404"), (statuses, body)
 
 
-def test_every_hot_statement_fits_psycopgs_query_cache() -> None:
-    """Past the limit psycopg re-parses a statement's placeholders on every execution."""
-    from psycopg import _queries
+def test_every_pool_statement_runs_on_native_placeholders() -> None:
+    """psycopg converts %(name)s placeholders on every call and caches the conversion only for
+    statements up to 4096 bytes; pool statements are converted once, to $1, $2, ... (RawCursor)."""
+    from marketplace.pool import connection, lease, submit
 
-    from marketplace.pool import connection, lease, release, submit
-
-    assert connection.STATEMENT_CACHE_LIMIT == _queries.MAX_CACHED_STATEMENT_LENGTH
     statements = {
         f"{module.__name__}.{name}": value
-        for module in (lease, submit, release)
+        for module in (lease, submit)
         for name, value in vars(module).items()
-        if name.isupper() and "SELECT" in str(value)
+        if name.isupper() and "SELECT" in str(value) and not name.endswith("_HOLD")  # the ledger's fragment
     }
     assert "marketplace.pool.lease.LEASE" in statements and "marketplace.pool.submit.SUBMIT" in statements
-    for name, sql in statements.items():
-        assert len(sql.encode()) <= connection.STATEMENT_CACHE_LIMIT, (name, len(sql.encode()))
-    assert connection.compact("SELECT a , b -- note\nFROM t WHERE x = 'a b' AND y IN ( 1 , 2 )") == (
-        "SELECT a,b FROM t WHERE x='a b' AND y IN(1,2)"
-    )
+    for name, statement in statements.items():
+        assert isinstance(statement, connection.Statement), name
+        assert "%(" not in statement.sql and "%s" not in statement.sql, name
+        assert [f"${n}" for n in range(1, len(statement.names) + 1)] == sorted(
+            set(re.findall(r"\$\d+", statement.sql)), key=lambda p: int(p[1:])
+        ), name
+    made = connection.Statement.of("SELECT a , b -- note\nFROM t WHERE x = %(x)s AND y IN ( %(y)s , %(x)s )")
+    assert made == connection.Statement("SELECT a,b FROM t WHERE x=$1 AND y IN($2,$1)", ("x", "y"))
+    assert made.args({"y": 2, "x": 1, "z": 3}) == [1, 2]

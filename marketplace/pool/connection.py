@@ -13,6 +13,7 @@ import re
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -20,11 +21,6 @@ import psycopg
 from psycopg.rows import class_row
 from sqlalchemy import Engine
 
-# psycopg caches the conversion of a statement's %(name)s placeholders only for statements up
-# to 4096 bytes (`psycopg._queries.MAX_CACHED_STATEMENT_LENGTH`); a longer one is re-split by a
-# regex on every execution (~0.2 ms of API CPU for the lease). Long statements are written
-# readably and sent `compact`; `tests/test_hot_path.py` keeps every pool statement under it.
-STATEMENT_CACHE_LIMIT = 4096
 _CURSOR = "marketplace.hot_cursor"
 _database_names: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
@@ -39,17 +35,43 @@ def database_key(engine: Engine) -> str:
 
 def compact(sql: str) -> str:
     """The statement without `--` comments and the spaces around ( ) , = < > * + (none of our
-    string literals holds those)."""
+    string literals holds those): what the server parses is shorter."""
     sql = re.sub(r"--[^\n]*", "", sql)
     sql = re.sub(r"\s+", " ", sql).strip()
     return re.sub(r" ?([(),=<>*+]) ?", r"\1", sql)
 
 
+@dataclass(frozen=True)
+class Statement:
+    """A pool statement with PostgreSQL's own placeholders ($1, $2, ...), run on psycopg's
+    `RawCursor`: no placeholder conversion at run time. psycopg converts %(name)s placeholders on
+    every call and caches the conversion only for statements up to 4096 bytes (a longer one was
+    re-split by a regex each time: ~0.2 ms of API CPU for the lease). Written with %(name)s and
+    converted once here; `args` puts a parameter dict in order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, sql: str) -> Statement:
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        return cls(re.sub(r"%\((\w+)\)s", number, compact(sql)), tuple(names))
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[name] for name in self.names]
+
+
 def _cursor(pooled: Any) -> Any:
-    """The cursor kept with the pooled connection (made once, reused)."""
+    """The cursor kept with the pooled connection (made once, reused): a `RawCursor`."""
     cur = pooled.info.get(_CURSOR)
     if cur is None or cur.closed:
-        cur = pooled.info[_CURSOR] = pooled.driver_connection.cursor()
+        cur = pooled.info[_CURSOR] = psycopg.RawCursor(pooled.driver_connection)
     return cur
 
 
@@ -102,13 +124,13 @@ def _factory(row_type: type[Any]) -> Any:
     return class_row(row_type)
 
 
-def fetch_one(cur: Any, row_type: type[Any], sql: str, params: Any) -> Any:
+def fetch_one(cur: Any, row_type: type[Any], statement: Statement, params: dict[str, Any]) -> Any:
     """Run a prepared statement and read its one row (or None) as `row_type`, by column name."""
     cur.row_factory = _factory(row_type)
-    return cur.execute(sql, params, prepare=True).fetchone()
+    return cur.execute(statement.sql, statement.args(params), prepare=True).fetchone()
 
 
-def fetch_all(cur: Any, row_type: type[Any], sql: str, params: Any) -> list[Any]:
+def fetch_all(cur: Any, row_type: type[Any], statement: Statement, params: dict[str, Any]) -> list[Any]:
     """Run a prepared statement and read its rows as `row_type`, by column name."""
     cur.row_factory = _factory(row_type)
-    return cur.execute(sql, params, prepare=True).fetchall()  # type: ignore[no-any-return]
+    return cur.execute(statement.sql, statement.args(params), prepare=True).fetchall()  # type: ignore[no-any-return]

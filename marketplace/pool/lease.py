@@ -30,7 +30,7 @@ from sqlmodel import Session
 from marketplace.errors import Forbidden, NotFound
 from marketplace.models import AccountStatus, AssignmentKind, AssignmentState, JobState, QualificationState, utcnow
 from marketplace.pool import randomness, release, tests
-from marketplace.pool.connection import autocommit, compact, database_key, fetch_all, fetch_one
+from marketplace.pool.connection import Statement, autocommit, database_key, fetch_all, fetch_one
 from marketplace.services.ledger import LEASE_HOLD, budget_account, holds_account
 
 CANNOT_WORK = "this account cannot take work at the moment; contact support"
@@ -72,7 +72,7 @@ class LeasedTask:
 # range would fail instead of finding no job. The "seen" tests end in OFFSET 0, which keeps
 # them per-row probes of `uq_seen_once`: as anti-joins, the generic plan read all the worker's
 # entries of the job on every lease, a cost that grew with every task the worker did.
-LEASE = compact(
+LEASE = Statement.of(
     """
 WITH w AS (
     SELECT status FROM account WHERE id = %(worker)s FOR UPDATE
@@ -180,10 +180,10 @@ class WorkerJobsRow:
     jobs: list[int]
 
 
-WORKER_AND_RUNNING_JOBS = """
+WORKER_AND_RUNNING_JOBS = Statement.of("""
 SELECT status, ARRAY(SELECT id FROM job WHERE state = 'running' ORDER BY id LIMIT 20) AS jobs
-FROM account WHERE id = %s
-"""
+FROM account WHERE id = %(worker)s
+""")
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class IdRow:
     id: int
 
 
-GOLDEN_POOL = "SELECT id FROM item WHERE job_id = %s AND is_golden"
+GOLDEN_POOL = Statement.of("SELECT id FROM item WHERE job_id = %(job)s AND is_golden")
 
 
 def lease_task(
@@ -205,7 +205,7 @@ def lease_task(
         if job_id is not None:
             jobs = [job_id]
         else:
-            found = fetch_one(cur, WorkerJobsRow, WORKER_AND_RUNNING_JOBS, (worker_id,))
+            found = fetch_one(cur, WorkerJobsRow, WORKER_AND_RUNNING_JOBS, {"worker": worker_id})
             if found is None or found.status != AccountStatus.ACTIVE:
                 raise Forbidden(CANNOT_WORK)
             jobs = found.jobs
@@ -220,7 +220,7 @@ def _lease_from_job(
     cur: Any, engine: Engine, job_id: int, worker_id: int, now: datetime, named: bool
 ) -> LeasedTask | None:
     key = (database_key(engine), job_id)
-    pool = _golden_pool(engine, job_id, lambda: [r.id for r in fetch_all(cur, IdRow, GOLDEN_POOL, (job_id,))])
+    pool = _golden_pool(engine, job_id, lambda: [r.id for r in fetch_all(cur, IdRow, GOLDEN_POOL, {"job": job_id})])
     shape = _job_shapes.get(key)
     sample = randomness.sample(pool, (_golden_most(*shape) if shape else _GOLDEN_GUESS) * 8)
     draw, order = randomness.uniform(), randomness.order_bytes(MAX_ENTRIES)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from marketplace.errors import NotFound
 from marketplace.models import AssignmentState, utcnow
 from marketplace.pool import refusals
-from marketplace.pool.connection import autocommit, fetch_all, fetch_one, transaction
+from marketplace.pool.connection import Statement, autocommit, fetch_all, fetch_one, transaction
 from marketplace.pool.refusals import TaskEntry
 
 
@@ -48,7 +48,7 @@ class SubmitResult:
 # walking `ix_assignment_open` (every open lease); the pool test is a scalar subquery so that it
 # reads the queue index from its far end (an EXISTS became a heap scan through the consumed
 # slots at the front).
-SUBMIT = """
+SUBMIT = Statement.of("""
 WITH closed AS (
     UPDATE assignment a SET state = 'submitted', finished_at = %(now)s, idempotency_key = %(key)s
     FROM job j
@@ -77,7 +77,7 @@ SELECT c.job_id, (SELECT array_agg(id) FROM stored) AS answer_ids,
        (SELECT 1 FROM slot WHERE job_id = c.job_id ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1) IS NOT NULL
            AS pool_has_slots
 FROM closed c
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -88,16 +88,16 @@ class SubmitRow:
     pool_has_slots: bool
 
 
-LOCK_TASK = """
+LOCK_TASK = Statement.of("""
 SELECT a.worker_id, a.job_id, a.state, a.expires_at, a.idempotency_key, a.finished_at, j.annotation,
        ai.id AS ref, ai.item_id, ai.round, i.is_golden, i.answer
 FROM assignment a
 JOIN job j ON j.id = a.job_id
 JOIN assignmentitem ai ON ai.assignment_id = a.id
 JOIN item i ON i.id = ai.item_id
-WHERE a.id = %s
+WHERE a.id = %(assignment)s
 FOR UPDATE OF a
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class LockedEntryRow:
 
 
 # The checking path's store: the answers (checked in Python), and the assignment closed.
-STORE_SUBMIT = """
+STORE_SUBMIT = Statement.of("""
 WITH stored AS (
     INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, is_golden, correct, excluded,
                         created_at)
@@ -133,7 +133,7 @@ WITH stored AS (
 SELECT (SELECT array_agg(id) FROM stored) AS answer_ids, (SELECT count(*) FROM closed) AS closed,
        EXISTS (SELECT 1 FROM slot WHERE job_id = %(job)s ORDER BY job_id DESC, round DESC, item_id DESC LIMIT 1)
            AS pool_has_slots
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,11 @@ class StoredRow:
     pool_has_slots: bool
 
 
-JOB_FINISHED_LOCK = "SELECT id FROM job WHERE id = %s FOR UPDATE"
+JOB_FINISHED_LOCK = Statement.of("SELECT id FROM job WHERE id = %(job)s FOR UPDATE")
 
 # Run after the job row is locked, in a statement of its own: its snapshot then sees every
 # submit that committed before the lock was granted.
-JOB_FINISHED = """
+JOB_FINISHED = Statement.of("""
 WITH done AS (
     SELECT NOT EXISTS (SELECT 1 FROM assignment WHERE job_id = %(job)s AND state = 'leased')
        AND NOT EXISTS (SELECT 1 FROM slot WHERE job_id = %(job)s) AS finished
@@ -157,7 +157,7 @@ WITH done AS (
     RETURNING id
 )
 SELECT finished FROM done
-"""
+""")
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ def submit(
 
 
 def _lock_task(cur: Any, worker_id: int, assignment_id: int) -> refusals.LockedTask:
-    rows: list[LockedEntryRow] = fetch_all(cur, LockedEntryRow, LOCK_TASK, (assignment_id,))
+    rows: list[LockedEntryRow] = fetch_all(cur, LockedEntryRow, LOCK_TASK, {"assignment": assignment_id})
     if not rows or rows[0].worker_id != worker_id:
         raise NotFound(f"assignment {assignment_id} not found")
     head = rows[0]
@@ -265,7 +265,7 @@ def _job_finished(cur: Any, job_id: int) -> bool:
     """No free slots and no open leases: the job is done (marked completed if running). Called
     once the pool looked empty; the job row is locked only then, so that of the last concurrent
     submits the one that locks it last sees every other one committed (READ COMMITTED)."""
-    fetch_one(cur, IdRow, JOB_FINISHED_LOCK, (job_id,))
+    fetch_one(cur, IdRow, JOB_FINISHED_LOCK, {"job": job_id})
     row: FinishedRow = fetch_one(cur, FinishedRow, JOB_FINISHED, {"job": job_id, "now": utcnow()})
     return row.finished
 
