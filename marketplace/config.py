@@ -20,7 +20,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_ITEMS_PER_REQUEST": 50_000,
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "AGGREGATE_EVERY_ANSWERS": 200,
-    "HOT_PATH": True,  # lease and submit past the framework when plain (api/hot.py); False: always Flask
+    "HOT_PATH": True,
+    "MAX_OPEN_LEASES": 3,  # open tasks one worker may hold (settings.LeaseLimits)
+    "MAX_OPEN_LEASES_PER_JOB": 2,  # lease and submit past the framework when plain (api/hot.py); False: always Flask
     "RESULTS_PAGE_MAX": 1000,
     # Demos and tests only, never production: an integer seeds the work pool's randomness
     # (golden draws, task order, the upload shuffle; `pool/randomness.py`), which

@@ -131,6 +131,9 @@ class Job(SQLModel, table=True):
     # {"items", "pass_mark", "carry_over"}: workers pass a test on golden items first; NULL: none.
     # None is stored as SQL NULL (not JSON null): the lease statement tests `IS NULL`.
     qualification: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
+    # A golden item is shown to at most this many workers (NULL: twice the most answers an item
+    # gets), so that how often an item comes back does not tell golden items from real ones.
+    golden_max_views: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -150,6 +153,7 @@ class Item(SQLModel, table=True):
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     is_golden: bool = False
     answer: str | None = Field(default=None, max_length=200)  # golden items only; never shown to workers
+    shown: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # golden items: times leased
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -182,6 +186,14 @@ class Assignment(SQLModel, table=True):
             "id",
             postgresql_where=text("state = 'submitted' AND decision IS NULL"),
         ),
+        Index(
+            "uq_assignment_lease_key",
+            "worker_id",
+            "lease_key",
+            unique=True,
+            postgresql_where=text("lease_key IS NOT NULL"),
+        ),
+        Index("ix_assignment_worker_open", "worker_id", "job_id", postgresql_where=text("state = 'leased'")),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int = Field(sa_type=BigInteger)
@@ -190,7 +202,8 @@ class Assignment(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     finished_at: datetime | None = None
-    idempotency_key: str | None = Field(default=None, max_length=200)
+    idempotency_key: str | None = Field(default=None, max_length=200)  # of the submit
+    lease_key: str | None = Field(default=None, max_length=200)  # the lease's Idempotency-Key
     hold_cents: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
     decision: str | None = Field(default=None, max_length=16)  # accepted | rejected (submitted ones)
     decision_reason: str | None = Field(default=None, max_length=200)

@@ -126,6 +126,12 @@ class JobCreateSchema(Schema):
     aggregation = String(load_default="auto", validate=validate.OneOf(AGGREGATION_METHODS))
     lease_seconds = fields.Integer(strict=True, load_default=600, validate=validate.Range(10, 7 * 24 * 3600))
     qualification = fields.Nested(QualificationSettingsSchema, allow_none=True, load_default=None)
+    golden_max_views = fields.Integer(
+        strict=True,
+        allow_none=True,
+        validate=validate.Range(1, 10_000),
+        metadata={"description": "a golden item is shown to at most this many workers (default: 2 x overlap)"},
+    )
 
     @validates_schema
     def _dynamic_overlap(self, data: dict[str, Any], **_: Any) -> None:
@@ -163,6 +169,7 @@ class JobPatchSchema(Schema):
     budget_cents = fields.Integer(strict=True, validate=validate.Range(0, 10**12))
     acceptance = fields.Nested(AcceptanceSchema)
     qualification = fields.Nested(QualificationSettingsSchema, allow_none=True)
+    golden_max_views = fields.Integer(strict=True, allow_none=True, validate=validate.Range(1, 10_000))
 
     @validates_schema
     def _not_empty(self, data: dict[str, Any], **_: Any) -> None:
@@ -189,6 +196,7 @@ class JobSchema(Schema):
     aggregation = String()
     lease_seconds = fields.Integer()
     qualification = fields.Dict(allow_none=True)
+    golden_max_views = fields.Integer(allow_none=True)
     state = String()
     created_at = fields.DateTime()
     progress = fields.Dict()
@@ -267,6 +275,14 @@ class TaskJobSchema(Schema):
     annotation = fields.Dict()
 
 
+class TaskPaySchema(Schema):
+    currency = String()
+    item_cents = fields.Integer(metadata={"description": "the most one item pays (golden or not: the same)"})
+    task_cents = fields.Integer(metadata={"description": "the most the whole task pays, before any bonus"})
+    bonus_item_cents = fields.Integer(metadata={"description": "added per item when your golden record is good"})
+    object_cents = fields.Integer(metadata={"description": "per_object pricing: what each object drawn pays"})
+
+
 class AssignmentSchema(Schema):
     id = fields.Integer()
     kind = String(metadata={"description": "task, or qualification: a test to pass before real tasks"})
@@ -274,6 +290,11 @@ class AssignmentSchema(Schema):
     items = fields.List(fields.Nested(TaskItemSchema))
     expires_at = fields.DateTime()
     job = fields.Nested(TaskJobSchema)
+    pay = fields.Nested(TaskPaySchema)
+    answers = fields.List(
+        fields.Nested("AnswerInSchema"), metadata={"description": "your answers, once submitted (GET only)"}
+    )
+    submitted_at = fields.DateTime(allow_none=True, metadata={"description": "when your submit arrived (GET only)"})
     decision = String(allow_none=True, metadata={"description": "accepted | rejected, once decided"})
     decision_reason = String(allow_none=True)
     paid_cents = fields.Integer(allow_none=True)

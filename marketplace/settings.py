@@ -114,3 +114,16 @@ class AcceptanceRules:
             None if agreement is None else float(agreement),
             None if delay is None else int(delay),
         )
+
+
+@dataclass(frozen=True)
+class LeaseLimits:
+    """How much open work one worker may hold (config: MAX_OPEN_LEASES, MAX_OPEN_LEASES_PER_JOB):
+    a worker (or a few accounts) hoarding leases holds the work and its budget from everyone."""
+
+    open_leases: int = 3
+    open_leases_per_job: int = 2
+
+    @classmethod
+    def from_config(cls, config: Any) -> LeaseLimits:
+        return cls(int(config["MAX_OPEN_LEASES"]), int(config["MAX_OPEN_LEASES_PER_JOB"]))

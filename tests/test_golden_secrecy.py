@@ -60,3 +60,42 @@ def test_a_submit_holding_a_golden_item_does_the_same_work_as_one_without(quiet_
     holding = _redis_commands_of_a_submit(quiet_app, worker, mixed["id"])
     assert without == holding
     assert without  # the rules check is queued after every submit
+
+
+def test_a_coalition_of_five_cannot_tell_golden_items_by_how_often_they_come_back(
+    app: Flask, requester: Headers
+) -> None:
+    """The audit's 30-worker run showed every golden item to 13-29 workers and every real item to
+    at most 4: five colluding accounts could pool what they saw and pick out the items seen by
+    more of them than any real item can be. A golden item is now shown at most `golden_max_views`
+    times (default twice the overlap), and the job warns that its golden set is too small."""
+    client = app.test_client()
+    job = post_job(client, requester, items=150, golden=10, overlap=3, golden_ratio=0.4, items_per_task=5)
+    supply = client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()["progress"]["golden_supply"]
+    assert (supply["max_views"], supply["capacity"]) == (6, 60) and supply["warning"]
+    crowd = [bearer(new_key(app, "worker", f"w{n}")) for n in range(30)]
+    seen: dict[int, list[str]] = {n: [] for n in range(len(crowd))}
+    busy = True
+    while busy:  # every worker in turn, a task at a time, until none gets work
+        busy = False
+        for n, worker in enumerate(crowd):
+            lease = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker)
+            if lease.status_code != 201:
+                continue
+            busy, task = True, lease.get_json()
+            seen[n] += [item["data"]["url"] for item in task["items"]]
+            answers = {"answers": [{"item_id": i["id"], "label": "cat"} for i in task["items"]]}
+            assert client.post(f"/v1/assignments/{task['id']}/submit", json=answers, headers=worker).status_code == 200
+    viewers: dict[str, int] = {}
+    for urls in seen.values():
+        for url in urls:
+            viewers[url] = viewers.get(url, 0) + 1
+    golden = {url for url in viewers if url.startswith("img-g")}
+    assert max(viewers[url] for url in golden) <= 6 and max(v for u, v in viewers.items() if u not in golden) <= 3
+    coalition: dict[str, int] = {}
+    for n in range(5):
+        for url in seen[n]:
+            coalition[url] = coalition.get(url, 0) + 1
+    identified = {url for url, count in coalition.items() if count > 3}  # more than any real item can be seen
+    assert identified <= golden  # the attack is sound: only golden items are ever seen that often
+    assert len(identified) / 10 <= 0.2, f"a coalition of 5 identified {len(identified)} of 10 golden items"

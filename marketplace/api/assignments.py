@@ -16,6 +16,7 @@ from marketplace.models import utcnow
 from marketplace.pool import lease, skip, submit, view
 from marketplace.schemas import AssignmentSchema, LeaseRequestSchema, SubmitResultSchema, SubmitSchema
 from marketplace.services import submitted
+from marketplace.settings import LeaseLimits
 
 blp = Blueprint("assignments", __name__, url_prefix="/v1/assignments", description="Workers' tasks")
 
@@ -32,8 +33,16 @@ class Assignments(MethodView):
     @blp.response(201, AssignmentSchema)
     @blp.alt_response(204, description="no work for you now")
     def post(self, body: dict[str, Any]) -> Any:
-        """Lease the next task: items you have never seen, with a deadline; 204 when none."""
-        task = lease.lease_task(get_hot_engine(), current_principal().id, (body or {}).get("job_id"))
+        """Lease the next task: items you have never seen, with a deadline and what it pays; 204 when
+        none; 409 while you hold your limit of open tasks. With an `Idempotency-Key`, a retry returns
+        the task the first request leased."""
+        task = lease.lease_task(
+            get_hot_engine(),
+            current_principal().id,
+            (body or {}).get("job_id"),
+            key=idempotency_key(request.headers.get("Idempotency-Key")),
+            limits=LeaseLimits.from_config(current_app.config),
+        )
         if task is None:
             return "", 204
         return task

@@ -36,6 +36,7 @@ from marketplace.models import Role, utcnow
 from marketplace.pool import lease, submit
 from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL
 from marketplace.services import submitted
+from marketplace.settings import LeaseLimits
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def submit_answers(body: Any) -> list[dict[str, Any]] | None:
 
 def task_json(task: lease.LeasedTask) -> dict[str, Any]:
     """`AssignmentSchema().dump(task)` for a fresh lease (the test compares the two)."""
-    return {
+    body = {
         "id": task.id,
         "kind": task.kind,
         "state": task.state,
@@ -91,6 +92,9 @@ def task_json(task: lease.LeasedTask) -> dict[str, Any]:
         "expires_at": task.expires_at.isoformat(),
         "job": {key: task.job[key] for key in ("id", "title", "instructions", "annotation") if key in task.job},
     }
+    if task.pay is not None:
+        body["pay"] = task.pay
+    return body
 
 
 def submit_json(result: submit.SubmitResult) -> dict[str, Any]:
@@ -168,8 +172,11 @@ class HotPath:
         if worker_id is None:
             return None
         if assignment_id is None:
-            return self._lease(worker_id, body)
+            return self._lease(worker_id, body, environ)
         return self._submit(worker_id, assignment_id, body, environ)
+
+    def _key(self, environ: dict[str, Any]) -> str | None:
+        return idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))  # refused as the app does
 
     @staticmethod
     def _worker(environ: dict[str, Any]) -> int | None:
@@ -182,11 +189,12 @@ class HotPath:
             return None
         return principal.id
 
-    def _lease(self, worker_id: int, body: Any) -> tuple[int, Any] | None:
+    def _lease(self, worker_id: int, body: Any, environ: dict[str, Any]) -> tuple[int, Any] | None:
         job_id = lease_body(body)
         if job_id is False:
             return None
-        task = lease.lease_task(get_hot_engine(), worker_id, job_id or None)
+        limits = LeaseLimits.from_config(self.app.config)
+        task = lease.lease_task(get_hot_engine(), worker_id, job_id or None, key=self._key(environ), limits=limits)
         if task is None:
             return 204, None
         return 201, task_json(task)
@@ -195,7 +203,7 @@ class HotPath:
         answers = submit_answers(body)
         if answers is None:
             return None
-        key = idempotency_key(environ.get("HTTP_IDEMPOTENCY_KEY"))  # refused as the app does
+        key = self._key(environ)
         engine, config = get_hot_engine(), self.app.config
         result = submit.submit(engine, worker_id, assignment_id, answers, key, utcnow())
         result = submitted.follow_up(

@@ -105,6 +105,16 @@ def ceiling(job: Job) -> int:
     return int(job.overlap_max or job.overlap)
 
 
+# How many workers a golden item is shown to at most: twice the most answers a real item gets,
+# unless the job says (`golden_max_views`). Shown more, a golden item would stand out to a few
+# colluding workers by how often it comes back. The same rule in SQL, over the job's row:
+GOLDEN_CAP = "coalesce(golden_max_views, 2 * coalesce(overlap_max, overlap))"
+
+
+def golden_cap(job: Job) -> int:
+    return int(job.golden_max_views or 2 * ceiling(job))
+
+
 def fill_new(session: Session, job: Job, item_ids: list[int] | None = None) -> None:
     """Rounds 0 .. overlap - 1 of items that have none yet: every real item of a job at its first
     launch (`item_ids` None), or real items added to a launched job. One INSERT, linear in items."""

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import exists, func, insert, select
+from sqlalchemy import exists, func, insert, select, update
 from sqlmodel import Session
 
 from marketplace.models import Assignment, AssignmentItem, AssignmentState, Item, Job, JobState, Slot
 from marketplace.pool.randomness import shuffled
+from marketplace.pool.slots import golden_cap
 from marketplace.services import budget, qualification
 from marketplace.settings import QualificationSettings
 
@@ -58,16 +59,19 @@ def _lease_test(
     seen = exists().where(
         AssignmentItem.job_id == job.id, AssignmentItem.worker_id == worker_id, AssignmentItem.item_id == Item.id
     )
+    cap = golden_cap(job)
     golden = list(
         session.execute(
             select(Item.id)
-            .where(Item.job_id == job.id, Item.is_golden.is_(True), ~seen)
+            .where(Item.job_id == job.id, Item.is_golden.is_(True), Item.shown < cap, ~seen)
             .order_by(func.random())
             .limit(settings.items)
+            .with_for_update(skip_locked=True)
         ).scalars()
     )
     if len(golden) < settings.items or not budget.can_afford(session, job.id, settings.items * job.item_hold_cents):
         return None
+    session.execute(update(Item).where(Item.id.in_(golden)).values(shown=Item.shown + 1))
     expires_at = now + timedelta(seconds=job.lease_seconds)
     hold = len(golden) * job.item_hold_cents
     assignment_id = session.execute(

@@ -35,6 +35,7 @@ from marketplace.pool.release import release_assignments
 from marketplace.schemas import check_dynamic_overlap
 from marketplace.services import acceptance, budget, pricing
 from marketplace.services import items as item_service
+from marketplace.services.golden import supply as golden_supply
 from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
 
 TRANSITIONS = {
@@ -214,6 +215,7 @@ def progress(session: Session, job: Job) -> dict[str, Any]:
         "done": round(answers / wanted, 4) if wanted else 0.0,
         "stuck": _stuck(session, job, free, budget_view["exhausted"]),
         "budget": budget_view,
+        "golden_supply": golden_supply(session, job),
         "last_aggregation": None
         if run is None
         else {
@@ -283,6 +285,7 @@ TUNABLE = (
     "aggregation",
     "lease_seconds",
     "qualification",
+    "golden_max_views",
 )
 
 
