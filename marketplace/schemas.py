@@ -381,6 +381,8 @@ class KeyRevokedSchema(Schema):
     account_id = fields.Integer()
     keys_revoked = fields.Integer()
     key = String(allow_none=True)
+
+
 GOLDEN_ACCURACY = "golden_correct / golden_seen; null before the first golden answer"
 GOLDEN_SMOOTHED = "(golden_correct + 1) / (golden_seen + 2): the estimate a bonus compares, kept from 1 of 1 = 100%"
 

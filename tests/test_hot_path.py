@@ -276,15 +276,15 @@ def test_a_chunked_body_is_read_not_ignored(app: Flask) -> None:
 def test_every_pool_statement_runs_on_native_placeholders() -> None:
     """psycopg converts %(name)s placeholders on every call and caches the conversion only for
     statements up to 4096 bytes; pool statements are converted once, to $1, $2, ... (RawCursor)."""
-    from marketplace.pool import connection, lease, submit
+    from marketplace.pool import connection, lease_sql, submit
 
     statements = {
         f"{module.__name__}.{name}": value
-        for module in (lease, submit)
+        for module in (lease_sql, submit)
         for name, value in vars(module).items()
         if name.isupper() and "SELECT" in str(value) and not name.endswith("_HOLD")  # the ledger's fragment
     }
-    assert "marketplace.pool.lease.LEASE" in statements and "marketplace.pool.submit.SUBMIT" in statements
+    assert "marketplace.pool.lease_sql.LEASE" in statements and "marketplace.pool.submit.SUBMIT" in statements
     for name, statement in statements.items():
         assert isinstance(statement, connection.Statement), name
         assert "%(" not in statement.sql and "%s" not in statement.sql, name

@@ -118,3 +118,29 @@ def test_a_lease_says_what_the_task_pays_and_the_task_read_back_says_what_was_an
     gave_back = client.post(f"/v1/assignments/{skipped['id']}/skip", headers=worker).get_json()
     assert gave_back["state"] == "skipped" and gave_back["submitted_at"] is None
     assert client.get(f"/v1/assignments/{skipped['id']}", headers=worker).get_json()["submitted_at"] is None
+
+
+def test_racing_leases_of_one_worker_exceed_its_cap_by_at_most_those_in_flight(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    """One statement counts the worker's open leases from a snapshot taken before its row lock:
+    leases racing at once may each see the others not yet committed, so the cap can be passed by
+    at most the number in flight; once they commit, every further lease is refused (README)."""
+    job = post_job(client, requester, items=200, golden=0, golden_ratio=0.0, items_per_task=2)
+    app.config.update(MAX_OPEN_LEASES_PER_JOB=1000)  # the global cap alone
+    worker = bearer(new_key(app, "worker"))
+    got: list[int] = []
+
+    def lease() -> None:
+        own = app.test_client()
+        for _ in range(5):
+            got.append(own.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).status_code)
+
+    threads = [threading.Thread(target=lease) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert 3 <= got.count(201) <= 3 + 4 - 1, got
+    assert _open_leases(app) == got.count(201)
+    assert client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).status_code == 409

@@ -48,9 +48,7 @@ def name_keyless(session: Session, job_id: int, keys: list[str | None], ids: lis
             f"{by_name[clash]}.key",
             f"an item without a key takes its id as key, and {clash} is already another item's key: give it a key",
         )
-    session.execute(
-        update(Item).where(Item.job_id == job_id, Item.key.is_(None)).values(key=cast(Item.id, String))
-    )
+    session.execute(update(Item).where(Item.job_id == job_id, Item.key.is_(None)).values(key=cast(Item.id, String)))
 
 
 def _stored_keys(session: Session, job_id: int, keys: Iterable[str]) -> Iterator[str]:

@@ -1,7 +1,7 @@
 """pool limits: lease idempotency keys, open-lease caps, golden items shown at most so often
 
 Revision ID: d4e8a2c61f03
-Revises: b7c41e2d9a10
+Revises: b7e4d2a9c613
 Create Date: 2026-11-30 18:00:00
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = 'd4e8a2c61f03'
-down_revision: str | None = 'b7c41e2d9a10'
+down_revision: str | None = 'b7e4d2a9c613'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
