@@ -21,6 +21,9 @@ DEFAULTS: dict[str, Any] = {
     "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
     "AGGREGATE_EVERY_ANSWERS": 200,
     "HOT_PATH": True,
+    # The most answers one job may ask for (real items x overlap, or overlap_max): a job's pool
+    # and its leases' plans stay within what one database serves well (README, Performance).
+    "MAX_JOB_ANSWERS": 10_000_000,
     "MAX_OPEN_LEASES": 3,  # open tasks one worker may hold (settings.LeaseLimits)
     "MAX_OPEN_LEASES_PER_JOB": 2,  # lease and submit past the framework when plain (api/hot.py); False: always Flask
     "RESULTS_PAGE_MAX": 1000,

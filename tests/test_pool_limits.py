@@ -144,3 +144,20 @@ def test_racing_leases_of_one_worker_exceed_its_cap_by_at_most_those_in_flight(
     assert 3 <= got.count(201) <= 3 + 4 - 1, got
     assert _open_leases(app) == got.count(201)
     assert client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).status_code == 409
+
+
+def test_a_job_asks_for_at_most_the_operators_number_of_answers(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    """A PATCH to overlap 47 on a 50,000-item job (2.35M slots) made every lease on every job slow;
+    an operator bounds items x overlap per job (MAX_JOB_ANSWERS)."""
+    app.config["MAX_JOB_ANSWERS"] = 30
+    job = post_job(client, requester, items=10, golden=2, overlap=3)
+    refused = assert_error(client.patch(f"/v1/jobs/{job['id']}", json={"overlap": 4}, headers=requester), 422)
+    assert "more than this marketplace's limit of 30" in refused["errors"]["json"]["overlap"][0]
+    more = [{"data": {"url": "one-more.jpg"}}]
+    assert_error(client.post(f"/v1/jobs/{job['id']}/items", json=more, headers=requester), 422, "_body")
+    view = client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()
+    assert (view["overlap"], view["progress"]["items"], view["progress"]["answers_free"]) == (3, 10, 30)
+    golden = [{"data": {"url": "gold.jpg"}, "answer": "cat"}]  # golden items ask for no answers
+    assert client.post(f"/v1/jobs/{job['id']}/items", json=golden, headers=requester).status_code == 201

@@ -99,7 +99,14 @@ class JobResource(MethodView):
         job runs (owner or operator); leases from now on show the new title and instructions."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id, lock=True)
-        job_service.tune_job(session, job, body, Limits.from_config(current_app.config), current_principal().id)
+        job_service.tune_job(
+            session,
+            job,
+            body,
+            Limits.from_config(current_app.config),
+            current_principal().id,
+            max_answers=current_app.config["MAX_JOB_ANSWERS"],
+        )
         session.commit()
         return _job_view(job)
 
@@ -165,7 +172,7 @@ class Items(MethodView):
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id, lock=True)
         items = _parse_items()
-        added = job_service.add_items(session, job, items)
+        added = job_service.add_items(session, job, items, max_answers=current_app.config["MAX_JOB_ANSWERS"])
         session.commit()
         return added
 

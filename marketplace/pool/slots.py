@@ -16,7 +16,8 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlmodel import Session
 
-from marketplace.models import AuditEvent, Job, JobState, utcnow
+from marketplace.errors import Invalid
+from marketplace.models import AuditEvent, Item, Job, JobState, utcnow
 
 # Per real item: what it has (valid answers, open leases, free slots) and which rounds are taken.
 _HAVE = """
@@ -113,6 +114,15 @@ GOLDEN_CAP = "coalesce(golden_max_views, 2 * coalesce(overlap_max, overlap))"
 
 def golden_cap(job: Job) -> int:
     return int(job.golden_max_views or 2 * ceiling(job))
+
+
+def check_size(session: Session, job: Job, limit: int, *, new_items: int = 0, field: str = "overlap") -> None:
+    """Refuse (a 422 naming `field`) a job that would ask for more than `limit` answers: its real
+    items (and `new_items` about to be added) times the most answers it wants of each."""
+    items = session.execute(select(func.count()).where(Item.job_id == job.id, Item.is_golden.is_(False))).scalar_one()
+    wanted = (items + new_items) * ceiling(job)
+    if wanted > limit:
+        raise Invalid(field, f"the job would ask for {wanted} answers, more than this marketplace's limit of {limit}")
 
 
 def fill_new(session: Session, job: Job, item_ids: list[int] | None = None) -> None:

@@ -9,6 +9,7 @@ from sqlalchemy import and_, exists, func, insert, or_, select
 from sqlmodel import Session
 
 from marketplace.auth import Principal
+from marketplace.config import DEFAULTS
 from marketplace.errors import Conflict, Invalid, NotFound
 from marketplace.models import (
     Account,
@@ -38,6 +39,7 @@ from marketplace.services import items as item_service
 from marketplace.services.golden import supply as golden_supply
 from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
 
+DEFAULT_MAX_ANSWERS = int(DEFAULTS["MAX_JOB_ANSWERS"])
 TRANSITIONS = {
     "launch": ({JobState.DRAFT, JobState.PAUSED}, JobState.RUNNING),
     "pause": ({JobState.RUNNING}, JobState.PAUSED),
@@ -76,7 +78,9 @@ def get_job(session: Session, principal: Principal, job_id: int, *, lock: bool =
     return job
 
 
-def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[str, Any]:
+def add_items(
+    session: Session, job: Job, items: list[dict[str, Any]], max_answers: int = DEFAULT_MAX_ANSWERS
+) -> dict[str, Any]:
     """Insert items in one transaction; golden ones carry `answer`. Answers each item's id and
     key in the order the items were sent.
 
@@ -86,6 +90,8 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
     """
     if job.state not in (JobState.DRAFT, JobState.RUNNING, JobState.PAUSED):
         raise Conflict(f"cannot add items to a {job.state} job")
+    real = sum(1 for item in items if "answer" not in item)
+    slots.check_size(session, job, max_answers, new_items=real, field="_body")
     labels = set(job.annotation["labels"])
     for index, item in enumerate(items):
         answer = item.get("answer")
@@ -296,7 +302,12 @@ def _golden_short(session: Session, job_id: int, qualification: dict[str, Any]) 
 
 
 def tune_job(
-    session: Session, job: Job, changes: dict[str, Any], limits: acceptance.Limits, actor_id: int | None = None
+    session: Session,
+    job: Job,
+    changes: dict[str, Any],
+    limits: acceptance.Limits,
+    actor_id: int | None = None,
+    max_answers: int = DEFAULT_MAX_ANSWERS,
 ) -> Job:
     """Change the title, instructions, redundancy and task settings, also on a running job.
 
@@ -336,6 +347,8 @@ def tune_job(
     job.updated_at = utcnow()
     session.add(job)
     session.flush()
+    if slots.ceiling(job) > old_ceiling:
+        slots.check_size(session, job, max_answers, field="overlap_max" if job.overlap_max else "overlap")
     if job.state != JobState.DRAFT:
         if job.overlap > old_overlap:
             slots.top_up(session, job, job.overlap)
