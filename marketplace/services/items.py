@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from sqlalchemy import String, cast, select, update
+from sqlalchemy import select, text
 from sqlmodel import Session
 
 from marketplace.errors import Invalid, NotFound
 from marketplace.models import Item
+from marketplace.pool import randomness
 
 _CHUNK = 1000  # keys per IN list: statements stay small
 
@@ -34,21 +35,29 @@ def check_new_keys(session: Session, job_id: int, keys: list[str | None]) -> Non
         raise Invalid(f"{first[taken]}.key", "the job already has an item with this key")
 
 
-def name_keyless(session: Session, job_id: int, keys: list[str | None], ids: list[int]) -> None:
-    """Give the items uploaded without a key their id as key (the rows just inserted, key NULL).
+def new_ids(session: Session, count: int) -> list[int]:
+    """`count` fresh item ids in a random order: handed out in the order items were sent, they
+    say nothing about which items are golden."""
+    drawn = session.execute(
+        text("SELECT nextval(pg_get_serial_sequence('item', 'id')) FROM generate_series(1, :n)"), {"n": count}
+    ).scalars()
+    return randomness.shuffled(list(drawn))
 
-    A requester's key that happens to be such an id (in this upload or before) is refused
-    rather than shared: a key names one item."""
+
+def final_keys(session: Session, job_id: int, keys: list[str | None], ids: list[int]) -> list[str]:
+    """Every item's key: its own, or its id for an item uploaded without one. A requester's key
+    that happens to be such an id (in this upload or before) is refused rather than shared: a
+    key names one item."""
     by_name = {str(ids[index]): index for index, key in enumerate(keys) if key is None}
-    if not by_name:
-        return
-    clash = next(iter(_stored_keys(session, job_id, by_name)), None)  # this upload's keys are stored too
+    given = {key for key in keys if key is not None}
+    clash = next((name for name in by_name if name in given), None)
+    clash = clash or next(iter(_stored_keys(session, job_id, by_name)), None)
     if clash is not None:
         raise Invalid(
             f"{by_name[clash]}.key",
             f"an item without a key takes its id as key, and {clash} is already another item's key: give it a key",
         )
-    session.execute(update(Item).where(Item.job_id == job_id, Item.key.is_(None)).values(key=cast(Item.id, String)))
+    return [key if key is not None else str(item_id) for key, item_id in zip(keys, ids, strict=True)]
 
 
 def _stored_keys(session: Session, job_id: int, keys: Iterable[str]) -> Iterator[str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import pandas as pd
 from marshmallow import ValidationError
-from sqlalchemy import and_, exists, func, insert, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlmodel import Session
 
 from marketplace.auth import Principal
@@ -31,11 +33,12 @@ from marketplace.models import (
     WorkerBlock,
     utcnow,
 )
-from marketplace.pool import randomness, slots
+from marketplace.pool import slots
 from marketplace.pool.release import release_assignments
 from marketplace.schemas import check_dynamic_overlap
 from marketplace.services import acceptance, budget, pricing
 from marketplace.services import items as item_service
+from marketplace.services.bulk import copy_rows
 from marketplace.services.golden import supply as golden_supply
 from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
 
@@ -84,9 +87,9 @@ def add_items(
     """Insert items in one transaction; golden ones carry `answer`. Answers each item's id and
     key in the order the items were sent.
 
-    The rows are inserted in a shuffled order, so that ids say nothing about which items are
-    golden (however the requester ordered them). On a running job the new real items enter
-    the pool at once.
+    Ids are drawn from the sequence and handed out shuffled, so that they say nothing about which
+    items are golden (however the requester ordered them); the rows go in with one COPY. On a
+    running job the new real items enter the pool at once.
     """
     if job.state not in (JobState.DRAFT, JobState.RUNNING, JobState.PAUSED):
         raise Conflict(f"cannot add items to a {job.state} job")
@@ -99,24 +102,20 @@ def add_items(
             raise Invalid(f"{index}.answer", "not one of the job's labels")
     keys: list[str | None] = [item.get("key") for item in items]
     item_service.check_new_keys(session, job.id, keys)
-    order = randomness.shuffled(list(range(len(items))))
-    now = utcnow()
-    rows = [
+    ids = item_service.new_ids(session, len(items))
+    now = utcnow().isoformat()
+    rows = pd.DataFrame(
         {
+            "id": ids,
             "job_id": job.id,
-            "key": keys[index],
-            "data": items[index]["data"],
-            "is_golden": "answer" in items[index],
-            "answer": items[index].get("answer"),
+            "key": item_service.final_keys(session, job.id, keys, ids),
+            "data": [json.dumps(item["data"], separators=(",", ":")) for item in items],
+            "is_golden": ["answer" in item for item in items],
+            "answer": [item.get("answer") for item in items],
             "created_at": now,
         }
-        for index in order
-    ]
-    stored = session.execute(insert(Item).returning(Item.id, sort_by_parameter_order=True), rows).scalars().all()
-    ids = [0] * len(items)
-    for position, index in enumerate(order):
-        ids[index] = stored[position]
-    item_service.name_keyless(session, job.id, keys, ids)
+    )
+    copy_rows(session, "item", list(rows.columns), rows)  # COPY: linear, ~10x an INSERT's speed
     real_ids = [ids[index] for index, item in enumerate(items) if "answer" not in item]
     if job.state != JobState.DRAFT and real_ids:
         slots.fill_new(session, job, real_ids)
