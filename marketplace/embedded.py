@@ -14,6 +14,8 @@ root by handing the data folder to a system user of its own; see the README.
 from __future__ import annotations
 
 import atexit
+import subprocess
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -34,12 +36,25 @@ def _pgserver() -> Any:
     return pgserver
 
 
-def postgres_server(folder: Path) -> Any:
-    """The embedded PostgreSQL server of `folder` (a `pgserver.PostgresServer`), started or reused."""
+def postgres_server(folder: Path, attempts: int = 3) -> Any:
+    """The embedded PostgreSQL server of `folder` (a `pgserver.PostgresServer`), started or reused.
+
+    pgserver gives `pg_ctl start` 10 seconds; on a loaded machine a first start (initdb, then the
+    server) can take longer, and its error handler then fails on the log it expected. The server
+    may well be up by then: try again, which reuses a running one."""
     folder = folder.resolve()
     if folder not in _postgres:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        _postgres[folder] = _pgserver().get_server(folder, cleanup_mode="stop")
+        pgserver = _pgserver()
+        for attempt in range(attempts):
+            try:
+                _postgres[folder] = pgserver.get_server(folder, cleanup_mode="stop")
+                break
+            except (subprocess.SubprocessError, OSError):
+                pgserver.PostgresServer._instances.pop(folder, None)  # a half-made handle: not for reuse
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1 + attempt)
     return _postgres[folder]
 
 
