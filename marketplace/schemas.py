@@ -291,7 +291,7 @@ class AssignmentSchema(Schema):
     expires_at = fields.DateTime()
     job = fields.Nested(TaskJobSchema)
     pay = fields.Nested(TaskPaySchema)
-    answers = fields.List(
+    submitted_answers = fields.List(
         fields.Nested("AnswerInSchema"), metadata={"description": "your answers, once submitted (GET only)"}
     )
     submitted_at = fields.DateTime(allow_none=True, metadata={"description": "when your submit arrived (GET only)"})
@@ -419,6 +419,16 @@ class DecisionSchema(Schema):
     decided_at = fields.DateTime()
 
 
+class SettledChecksSchema(Schema):
+    accuracy = fields.Float(
+        allow_none=True,
+        metadata={"description": "your accuracy on the quality checks of every job, from answers before `as_of`"},
+    )
+    checked = fields.Integer(allow_none=True, metadata={"description": "how many checked answers it is over"})
+    as_of = fields.DateTime(metadata={"description": "the start of yesterday (UTC): the figure moves once a day"})
+    min_count = fields.Integer(metadata={"description": "shown once at least this many golden answers count"})
+
+
 class MeSchema(Schema):
     id = fields.Integer()
     role = String()
@@ -433,7 +443,11 @@ class MeSchema(Schema):
     paid_out_cents = fields.Integer()
     history = fields.List(fields.Nested(LedgerLineSchema))
     decisions = fields.List(fields.Nested(DecisionSchema))
-    quality = fields.List(fields.Nested(WorkerQualitySchema))
+    quality = fields.List(
+        fields.Nested(WorkerQualitySchema),
+        metadata={"description": "per job; a worker's own view has answers and agreement only (see `checks`)"},
+    )
+    checks = fields.Nested(SettledChecksSchema, metadata={"description": "workers: their own quality-check record"})
 
 
 class AggregateQueuedSchema(Schema):

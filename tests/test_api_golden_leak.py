@@ -26,12 +26,14 @@ from tests.test_api_bad_input import assert_error
 GOLDEN_ANSWERS = ("zebra", "okapi")
 LABELS = ["cat", "dog", *GOLDEN_ANSWERS]
 FORBIDDEN_EXACT = {"answer", "is_golden", "golden", "correct", "truth", "expected", "gold"}
-QUALITY_KEYS = {"golden_seen", "golden_correct", "golden_accuracy", "golden_accuracy_smoothed"}  # its own, in /me
+QUALITY_KEYS: set[str] = set()  # a worker's own /me has no golden counts either (see `checks`)
 
 
 def _without_annotation(node: Any) -> Any:
+    """The body without the job's label list and the worker's own answers echoed back (a golden
+    label the worker typed itself is not a leak)."""
     if isinstance(node, dict):
-        return {k: _without_annotation(v) for k, v in node.items() if k != "annotation"}
+        return {k: _without_annotation(v) for k, v in node.items() if k not in ("annotation", "submitted_answers")}
     if isinstance(node, list):
         return [_without_annotation(v) for v in node]
     return node
@@ -66,7 +68,7 @@ def scan(response: TestResponse) -> Any:
     else:
         assert response.mimetype == "application/json", (response.status_code, text[:300])
         body = json.loads(text)
-        _check_keys(body)
+        _check_keys(_without_annotation(body))
         text = json.dumps(_without_annotation(body))
     for answer in GOLDEN_ANSWERS:
         assert answer not in text.lower(), (response.status_code, text[:1000])
@@ -115,6 +117,7 @@ def test_no_worker_facing_response_reveals_golden_items(
     app: Flask, client: FlaskClient, requester: dict[str, str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    app.config.update(MAX_OPEN_LEASES=100, MAX_OPEN_LEASES_PER_JOB=100)  # one worker holds several tasks here
     job = _post_job(client, requester, real=24, golden=12, overlap=2, items_per_task=4, golden_ratio=0.5)
     worker = bearer(new_key(app, "worker", "w"))
     other = bearer(new_key(app, "worker", "other"))
@@ -125,7 +128,8 @@ def test_no_worker_facing_response_reveals_golden_items(
     assert golden_seen == 10  # 2 of every 4 items: the leak checks below really see golden items
     for task in tasks:
         read_back = scan(client.get(f"/v1/assignments/{task['id']}", headers=worker))
-        assert read_back == task | {"decision": None, "decision_reason": None, "paid_cents": None}
+        unanswered = {"submitted_answers": [], "submitted_at": None}
+        assert read_back == task | unanswered | {"decision": None, "decision_reason": None, "paid_cents": None}
         shapes = {tuple(_shape(item["data"])) for item in task["items"]}
         assert len(shapes) == 1  # golden data: exactly the real items' shape
 
@@ -211,7 +215,8 @@ def test_no_worker_facing_response_reveals_golden_items(
         )
     me = scan(client.get("/v1/me", headers=worker))
     assert me["role"] == "worker" and me["answers"] == 8
-    assert me["quality"][0]["golden_accuracy"] == 0.5
+    assert me["quality"] == [{"job_id": job["id"], "answers": 8, "agreement": None}]  # no golden counts per job
+    assert me["checks"]["accuracy"] is None  # fewer than the minimum, a day old
     assert_error(client.get("/v1/jobs", headers=worker), 403)
     scan(client.get("/v1/jobs", headers=worker))
 
@@ -222,7 +227,8 @@ def test_no_worker_facing_response_reveals_golden_items(
 
 def test_golden_items_come_in_random_positions(app: Flask, client: FlaskClient, requester: dict[str, str]) -> None:
     """30 leases of 2 golden among 4 items: a fixed position would show; random fails with p < 1e-8."""
-    _post_job(client, requester, real=60, golden=20, overlap=1, items_per_task=4, golden_ratio=0.5)
+    app.config.update(MAX_OPEN_LEASES=100, MAX_OPEN_LEASES_PER_JOB=100)  # each worker holds its three
+    _post_job(client, requester, real=60, golden=20, overlap=1, items_per_task=4, golden_ratio=0.5, golden_max_views=10)
     positions: list[tuple[int, ...]] = []
     for w in range(10):
         worker = bearer(new_key(app, "worker", f"w{w}"))
@@ -254,7 +260,8 @@ def test_a_qualification_test_reveals_no_golden_answers(
     refs = _golden_refs(app, test["id"])
     assert all(answer is not None for answer in refs.values())  # golden items, every one
     assert {tuple(_shape(item["data"])) for item in test["items"]} == {(("h", "int"), ("url", "str"), ("w", "int"))}
-    undecided = {"decision": None, "decision_reason": None, "paid_cents": None}
+    undecided = {"decision": None, "decision_reason": None, "paid_cents": None, "submitted_at": None}
+    undecided |= {"submitted_answers": []}
     assert scan(client.get(f"/v1/assignments/{test['id']}", headers=good)) == test | undecided
     assert scan(client.post("/v1/assignments", json={}, headers=good)) is None  # the test is out: nothing else
 

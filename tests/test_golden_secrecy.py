@@ -99,3 +99,37 @@ def test_a_coalition_of_five_cannot_tell_golden_items_by_how_often_they_come_bac
     identified = {url for url, count in coalition.items() if count > 3}  # more than any real item can be seen
     assert identified <= golden  # the attack is sound: only golden items are ever seen that often
     assert len(identified) / 10 <= 0.2, f"a coalition of 5 identified {len(identified)} of 10 golden items"
+
+
+def test_a_workers_own_quality_figure_does_not_move_per_task(app: Flask, requester: Headers) -> None:
+    """Per-job golden counts in /v1/me, updated after each aggregation, let a worker tell which of
+    its tasks held golden items (the count moved right after one). A worker sees one figure over
+    every job, from the checks of whole days that ended a day ago, once there are 20 of them."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from marketplace.db import get_engine, session_scope
+    from marketplace.models import Answer, utcnow
+    from marketplace.services.aggregating import aggregate_job
+    from tests.conftest import work_through
+
+    client = app.test_client()
+    job = post_job(client, requester, items=30, golden=30, overlap=1, golden_ratio=0.5, items_per_task=4)
+    worker = bearer(new_key(app, "worker"))
+    assert work_through(client, worker, job["id"], "cat", limit=6) == 6  # 12 golden answers, all right
+    with session_scope(get_engine(app)) as session:
+        aggregate_job(session, job["id"])
+    me = client.get("/v1/me", headers=worker).get_json()
+    assert me["quality"] == [{"job_id": job["id"], "answers": 24, "agreement": me["quality"][0]["agreement"]}]
+    assert (me["checks"]["accuracy"], me["checks"]["checked"]) == (None, None)  # today's do not count yet
+    with session_scope(get_engine(app)) as session:  # as if they were given two days ago
+        session.execute(update(Answer).values(created_at=utcnow() - timedelta(days=2)))
+    assert client.get("/v1/me", headers=worker).get_json()["checks"]["accuracy"] is None  # 12 < 20
+    assert work_through(client, worker, job["id"], "cat", limit=6) == 6
+    with session_scope(get_engine(app)) as session:
+        session.execute(update(Answer).values(created_at=utcnow() - timedelta(days=2)))
+    settled = client.get("/v1/me", headers=worker).get_json()["checks"]
+    assert (settled["accuracy"], settled["checked"]) == (1.0, 24)  # the raw share: all right is 1.0
+    assert work_through(client, worker, job["id"], "dog", limit=2) >= 1  # wrong today: tomorrow's figure
+    assert client.get("/v1/me", headers=worker).get_json()["checks"] == settled

@@ -107,13 +107,13 @@ def test_a_lease_says_what_the_task_pays_and_the_task_read_back_says_what_was_an
     assert task["pay"] == {"currency": "USD", "item_cents": 4, "task_cents": 12, "bonus_item_cents": 1}
     url = f"/v1/assignments/{task['id']}"
     before = client.get(url, headers=worker).get_json()
-    assert (before["answers"], before["submitted_at"], before["pay"]) == ([], None, task["pay"])
+    assert (before["submitted_answers"], before["submitted_at"], before["pay"]) == ([], None, task["pay"])
     answers = [
         {"item_id": i["id"], "label": label} for i, label in zip(task["items"], ["cat", "dog", "bird"], strict=True)
     ]
     assert client.post(f"{url}/submit", json={"answers": answers}, headers=worker).status_code == 200
     after = client.get(url, headers=worker).get_json()
-    assert after["answers"] == answers and after["submitted_at"] is not None
+    assert after["submitted_answers"] == answers and after["submitted_at"] is not None
     skipped = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).get_json()
     gave_back = client.post(f"/v1/assignments/{skipped['id']}/skip", headers=worker).get_json()
     assert gave_back["state"] == "skipped" and gave_back["submitted_at"] is None

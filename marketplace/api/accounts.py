@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from marketplace import auth
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
-from marketplace.models import Account, Answer, Assignment
+from marketplace.models import Account, Answer, Assignment, utcnow
 from marketplace.schemas import (
     AccountCreatedSchema,
     AccountCreateSchema,
@@ -26,7 +26,8 @@ from marketplace.schemas import (
 from marketplace.services import ledger
 from marketplace.services.acceptance import recent_decisions
 from marketplace.services.accounts import create_account, revoke_keys, rotate_key
-from marketplace.services.results import worker_quality_of
+from marketplace.services.quality import settled_golden
+from marketplace.services.results import own_quality
 
 blp = Blueprint("accounts", __name__, url_prefix="/v1", description="Accounts and keys")
 
@@ -60,7 +61,8 @@ class Me(MethodView):
                 select(func.count()).where(Assignment.worker_id == account.id, Assignment.state == "submitted")
             ).scalar_one()
             me["answers"] = session.execute(select(func.count()).where(Answer.worker_id == account.id)).scalar_one()
-            me["quality"] = worker_quality_of(session, account.id)
+            me["quality"] = own_quality(session, account.id)
+            me["checks"] = settled_golden(session, account.id, utcnow())
             me["decisions"] = recent_decisions(session, account.id)
         if account.role in ("worker", "requester"):
             name = (ledger.worker_account if account.role == "worker" else ledger.requester_account)(account.id)

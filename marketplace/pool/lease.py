@@ -248,6 +248,7 @@ def _qualification(engine: Engine, job_id: int, worker_id: int, now: datetime) -
         items=gate.items,
         job=gate.job,
         kind=AssignmentKind.QUALIFICATION,
+        pay=gate.pay,
     )
 
 

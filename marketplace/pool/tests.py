@@ -20,7 +20,8 @@ from marketplace.models import Assignment, AssignmentItem, AssignmentState, Item
 from marketplace.pool.randomness import shuffled
 from marketplace.pool.slots import golden_cap
 from marketplace.services import budget, qualification
-from marketplace.settings import QualificationSettings
+from marketplace.services.pricing import task_pay
+from marketplace.settings import Bonus, Pricing, QualificationSettings
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class TestLease:
     expires_at: datetime
     items: list[dict[str, Any]]
     job: dict[str, Any]
+    pay: dict[str, Any]
 
 
 def gate(session: Session, job_id: int, worker_id: int, now: datetime) -> bool | TestLease:
@@ -100,4 +102,6 @@ def _lease_test(
     qualification.start(session, job.id, worker_id, assignment_id, settings.items, now)
     view = {"id": job.id, "title": job.title, "instructions": job.instructions, "annotation": job.annotation}
     items = [{"id": ref.id, "data": data[ref.item_id]} for ref in refs]
-    return TestLease(id=assignment_id, expires_at=expires_at, items=items, job=view)
+    pricing, bonus = Pricing.load(job.pricing, job.reward_cents), Bonus.load(job.bonus)
+    pay = task_pay(pricing, bonus, job.annotation["type"], len(items), job.currency)
+    return TestLease(id=assignment_id, expires_at=expires_at, items=items, job=view, pay=pay)

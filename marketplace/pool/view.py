@@ -41,7 +41,7 @@ def own_assignment(session: Session, worker_id: int, assignment_id: int) -> dict
         "items": [{"id": r.id, "data": r.data} for r in rows],
         "job": {"id": job.id, "title": job.title, "instructions": job.instructions, "annotation": job.annotation},
         "pay": task_pay(pricing, Bonus.load(job.bonus), job.annotation["type"], len(rows), job.currency),
-        "answers": [{"item_id": r.id, "label": r.label} for r in rows] if submitted else [],
+        "submitted_answers": [{"item_id": r.id, "label": r.label} for r in rows] if submitted else [],
         "submitted_at": assignment.finished_at if submitted else None,
         "decision": assignment.decision,
         "decision_reason": assignment.decision_reason,

@@ -7,6 +7,7 @@ needs no state of its own. Requesters see only answers on their own jobs.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import Integer, and_, case, func, select
@@ -100,3 +101,28 @@ def ranking(
     workers = [{"worker_id": r[0], "status": status.get(r[0]), **_figures(r[1], r[2], r[3], r[4], r[5])} for r in rows]
     workers.sort(key=lambda w: (w[sort] is None, w[sort] if w[sort] is not None else 0.0, w["worker_id"]))
     return workers[:limit]
+
+
+# What a worker sees of its own golden record: one figure over all its jobs, from the golden
+# answers of whole days that ended at least a day ago, once there are enough of them. Per-job
+# counts updated after each aggregation let a worker tell which of its tasks held golden items
+# (the count moves right after one); a figure that moves once a day, over every job, does not.
+SETTLED_DAYS = 1
+SETTLED_MIN_COUNT = 20
+
+
+def settled_golden(session: Session, worker_id: int, now: datetime) -> dict[str, Any]:
+    """The worker's own golden accuracy, as of the start of the day before `now` (UTC)."""
+    as_of = datetime.combine((now - timedelta(days=SETTLED_DAYS)).date(), time.min, tzinfo=UTC)
+    seen, correct = session.execute(
+        select(func.count(), func.coalesce(func.sum(case((Answer.correct.is_(True), 1), else_=0)), 0)).where(
+            Answer.worker_id == worker_id, Answer.is_golden.is_(True), Answer.created_at < as_of
+        )
+    ).one()
+    shown = seen >= SETTLED_MIN_COUNT
+    return {
+        "accuracy": raw_share(int(correct), int(seen)) if shown else None,
+        "checked": int(seen) if shown else None,
+        "as_of": as_of,
+        "min_count": SETTLED_MIN_COUNT,
+    }

@@ -113,8 +113,18 @@ def quality_summary(session: Session, job_id: int) -> dict[str, Any]:
 
 
 def worker_quality_of(session: Session, worker_id: int) -> list[dict[str, Any]]:
-    """A worker's own quality per job, as of the last aggregation (never per answer)."""
+    """A worker's quality per job, as of the last aggregation (operators' view)."""
     rows = session.execute(
         select(WorkerQuality).where(WorkerQuality.worker_id == worker_id).order_by(WorkerQuality.job_id)
     ).scalars()
     return [{"job_id": q.job_id, **_quality(q)} for q in rows]
+
+
+def own_quality(session: Session, worker_id: int) -> list[dict[str, Any]]:
+    """What a worker sees of its quality per job: its answers and its agreement with the
+    aggregate, no golden counts (those move right after a task that held a golden item;
+    `quality.settled_golden` is the worker's own golden figure)."""
+    return [
+        {"job_id": q["job_id"], "answers": q["answers"], "agreement": q["agreement"]}
+        for q in worker_quality_of(session, worker_id)
+    ]

@@ -70,10 +70,11 @@ function showMe(me) {
   $("me-earned").textContent = money(balance + paid);
   $("me-paid").textContent = money(paid);
   $("me-pending").textContent = money(balance);
-  const quality = me.quality || [];
-  const seen = quality.reduce((sum, q) => sum + (q.golden_seen || 0), 0);
-  const correct = quality.reduce((sum, q) => sum + (q.golden_correct || 0), 0);
-  $("me-accuracy").textContent = seen ? `${Math.round((100 * correct) / seen)}% (${correct} of ${seen})` : "not scored yet";
+  const checks = me.checks || {};
+  $("me-accuracy").textContent =
+    checks.accuracy == null
+      ? `not scored yet (from ${checks.min_count || 20} checked answers, a day old)`
+      : `${Math.round(100 * checks.accuracy)}% of ${checks.checked}, to ${String(checks.as_of).slice(0, 10)}`;
 }
 
 async function refreshMe() {
