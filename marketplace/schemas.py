@@ -449,7 +449,9 @@ class RankedWorkerSchema(QualityFiguresSchema):
 class RuleConditionSchema(Schema):
     type = String(
         required=True,
-        validate=validate.OneOf(("golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")),
+        validate=validate.OneOf(
+            ("answers_at_chance", "golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")
+        ),
     )
     threshold = StrictFloat(allow_nan=False, validate=validate.Range(0.0, 1.0))
     seconds_per_item = StrictFloat(allow_nan=False, validate=validate.Range(0.01, 3600.0))
