@@ -27,6 +27,7 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session
 
 from aggregation.spam import BOUND, at_chance
+from marketplace.db import is_postgres
 from marketplace.models import (
     Account,
     Aggregate,
@@ -42,6 +43,7 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.services.bans import ban_worker
+from marketplace.services.bulk_pg import copy_answers
 from marketplace.services.quality import wilson
 
 RULE_Z = 3.5
@@ -106,29 +108,37 @@ def worker_figures(session: Session, job_id: int, worker_id: int) -> dict[str, A
     }
 
 
-def chance_figures(
-    session: Session, job_id: int, worker_ids: list[int], honest: float
-) -> dict[int, dict[str, Any]]:
-    """Per worker: answers scored and the log-likelihood ratio of "at chance" over "right
-    with probability `honest`" (`aggregation.spam`), from the included answers on every item
-    the workers answered (everyone's, so each answer is judged by the others) and the golden
-    labels. Only a classification job (a label list) has it."""
-    labels = (session.get(Job, job_id).annotation or {}).get("labels") or []
+def _answers_around(session: Session, job_id: int, worker_ids: list[int] | None) -> pd.DataFrame:
+    """Included answers of the job on every item the workers answered (all of them: None)."""
+    if worker_ids is None and is_postgres(session):
+        return copy_answers(session, job_id)[0]
     included = and_(Answer.job_id == job_id, Answer.excluded.is_(False))
-    touched = select(Answer.item_id).where(included, Answer.worker_id.in_(worker_ids))
-    rows = session.execute(
-        select(Answer.item_id, Answer.worker_id, Answer.label).where(included, Answer.item_id.in_(touched))
-    ).all()
-    if len(labels) < 2 or not rows:
+    query = select(Answer.item_id, Answer.worker_id, Answer.label).where(included)
+    if worker_ids is not None:
+        touched = select(Answer.item_id).where(included, Answer.worker_id.in_(worker_ids))
+        query = query.where(Answer.item_id.in_(touched))
+    rows = session.execute(query).all()
+    return pd.DataFrame([(str(r[0]), str(r[1]), str(r[2])) for r in rows], columns=["task", "worker", "label"])
+
+
+def chance_figures(
+    session: Session, job_id: int, worker_ids: list[int] | None, honest: float
+) -> dict[int, dict[str, Any]]:
+    """Per worker (those given, or all): answers scored and the log-likelihood ratio of "at
+    chance" over "right with probability `honest`" (`aggregation.spam`), from the included
+    answers on every item the workers answered (everyone's, so each answer is judged by the
+    others) and the golden labels. Only a classification job (a label list) has it."""
+    labels = (session.get(Job, job_id).annotation or {}).get("labels") or []
+    answers = _answers_around(session, job_id, worker_ids) if len(labels) >= 2 else pd.DataFrame()
+    if answers.empty:
         return {}
-    answers = pd.DataFrame([(str(r[0]), str(r[1]), str(r[2])) for r in rows], columns=["task", "worker", "label"])
     golden = session.execute(select(Item.id, Item.answer).where(Item.job_id == job_id, Item.is_golden.is_(True)))
     table = at_chance(answers, pd.Series({str(i): str(a) for i, a in golden}, dtype=object), honest, labels)
-    wanted = {str(w) for w in worker_ids}
+    wanted = None if worker_ids is None else {str(w) for w in worker_ids}
     return {
         int(worker): {"chance_scored": int(row.scored), "chance_log_ratio": round(float(row.log_ratio), 3)}
         for worker, row in table.iterrows()
-        if worker in wanted
+        if wanted is None or worker in wanted
     }
 
 
@@ -174,12 +184,13 @@ def _already_acted(session: Session, job_id: int, worker_id: int, action: dict[s
 
 def apply_rules(session: Session, job_id: int, worker_ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Evaluate the job's rules for its workers (or the given ones) and act; commits."""
+    subset = worker_ids
     if worker_ids is None:
         worker_ids = list(session.execute(select(Answer.worker_id).where(Answer.job_id == job_id).distinct()).scalars())
     fired: list[dict[str, Any]] = []
     rules = rules_for(session, job_id)
     chance = {
-        threshold: chance_figures(session, job_id, worker_ids, threshold)
+        threshold: chance_figures(session, job_id, subset, threshold)
         for threshold in {c["threshold"] for _, c, _ in rules if c["type"] == "answers_at_chance"}
     }
     for worker_id in sorted(worker_ids):
