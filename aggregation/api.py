@@ -39,6 +39,7 @@ def aggregate(
     golden: pd.Series | None = None,
     labels: Sequence[str] | None = None,
     auto_settings: Settings = DEFAULT,
+    known_workers: pd.DataFrame | None = None,
 ) -> AggregationResult:
     """Aggregate `answers` (columns task, worker, label; all read as strings).
 
@@ -49,7 +50,10 @@ def aggregate(
     exact ties go to the label listed first (labels nobody chose are allowed; labels not
     listed are appended in sorted order). The result covers every non-golden task with at
     least one answer; an empty frame gives an empty result. `auto_settings` changes the
-    knobs of "auto" (for benchmarks; the marketplace runs the defaults).
+    knobs of "auto" (for benchmarks; the marketplace runs the defaults). `known_workers`
+    (index worker; columns `accuracy`, on this job's labels, and `answers`, how many of this
+    job's answers that knowledge is worth) is a prior on each worker's skill from earlier jobs;
+    only "auto" reads it.
     """
     if method not in METHODS:
         raise ValueError(f"unknown aggregation method {method!r}; expected one of {METHODS}")
@@ -62,6 +66,6 @@ def aggregate(
             return empty_result(method)
     if frame.empty:
         return empty_result(method)
-    enc = encode(frame, gold, labels)
+    enc = encode(frame, gold, labels, known_workers if method == "auto" else None)
     probas, choice, used = _run(enc, method, auto_settings)
     return build_result(enc, probas, used, golden_tasks, choice)

@@ -139,6 +139,8 @@ def selection_sample(enc: Encoded, max_answers: int) -> Encoded:
         enc.l[mask],
         position[enc.gold_t],
         enc.gold_l,
+        None if enc.known_skill is None else enc.known_skill[workers],
+        None if enc.known_weight is None else enc.known_weight[workers],
     )
 
 

@@ -101,16 +101,27 @@ def _crowd_errors(counts: FloatArray, skill: FloatArray, mean_skill: float) -> F
     return errors
 
 
-def _m_step(counts: FloatArray, observed: npt.NDArray[np.bool_], prior: Shrinkage) -> FloatArray:
+def _m_step(
+    counts: FloatArray,
+    observed: npt.NDArray[np.bool_],
+    prior: Shrinkage,
+    known: tuple[FloatArray, FloatArray] | None = None,
+) -> FloatArray:
     """Confusion matrices normalised per true label. Without shrinkage they are clipped as
     crowd-kit does; the one-coin variant keeps only each worker's accuracy and spreads
-    errors evenly; between the two, the posterior mean under `prior`."""
+    errors evenly; between the two, the posterior mean under `prior`. `known` (skill and
+    weight per worker, from earlier jobs) adds that many answers at that skill."""
     k = counts.shape[1]
     if prior.one_coin or prior.strength > 0:
         n_answers = counts.sum(axis=(1, 2))
         correct = np.trace(counts, axis1=1, axis2=2)
         mean_skill = correct.sum() / max(n_answers.sum(), _EPS)
-        skill = (correct + prior.skill_prior * mean_skill) / np.maximum(n_answers + prior.skill_prior, _EPS)
+        pulled_correct = correct + prior.skill_prior * mean_skill
+        pulled_answers = n_answers + prior.skill_prior
+        if known is not None:
+            pulled_correct = pulled_correct + known[0] * known[1]
+            pulled_answers = pulled_answers + known[1]
+        skill = pulled_correct / np.maximum(pulled_answers, _EPS)
         shape = _crowd_errors(counts, skill, mean_skill) if prior.crowd_shape else _one_coin_errors(skill, k)
         if prior.one_coin:
             return np.clip(shape, _EPS, 1.0)
@@ -166,7 +177,8 @@ def fit(
     observed = np.bincount(enc.w * k + enc.l, minlength=enc.n_workers * k).reshape(enc.n_workers, k) > 0
     priors = probas.mean(axis=0)
     counts = _confusion_counts(enc, probas)
-    errors = _m_step(counts, observed, prior)
+    known = None if enc.known_skill is None or enc.known_weight is None else (enc.known_skill, enc.known_weight)
+    errors = _m_step(counts, observed, prior, known)
     loss = new_loss = -np.inf
     done = 0
     for done in range(1, n_iter + 1):  # noqa: B007 - the count is reported
@@ -174,7 +186,7 @@ def fit(
         probas = _e_step(enc, priors, errors)
         priors = probas.mean(axis=0)
         counts = _confusion_counts(enc, probas)
-        errors = _m_step(counts, observed, prior)
+        errors = _m_step(counts, observed, prior, known)
         if prior == PLAIN:
             new_loss = _elbo(enc, probas, priors, errors, counts)
             if new_loss - loss < tol:

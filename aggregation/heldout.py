@@ -13,7 +13,7 @@ calibration, which `calibration` fixes anyway, rather than for their ranking of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -37,7 +37,7 @@ def answer_folds(n_answers: int, folds: int = FOLDS, seed: int = SEED) -> IntArr
 
 def keep_answers(enc: Encoded, mask: np.ndarray) -> Encoded:
     """The same tasks, workers and golden tasks with only the answers under `mask`."""
-    return Encoded(enc.tasks, enc.workers, enc.labels, enc.t[mask], enc.w[mask], enc.l[mask], enc.gold_t, enc.gold_l)
+    return replace(enc, t=enc.t[mask], w=enc.w[mask], l=enc.l[mask])
 
 
 def temper(probas: FloatArray, temperature: float) -> FloatArray:

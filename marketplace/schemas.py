@@ -347,6 +347,13 @@ class MeSchema(Schema):
     history = fields.List(fields.Nested(LedgerLineSchema))
     decisions = fields.List(fields.Nested(DecisionSchema))
     quality = fields.List(fields.Nested(WorkerQualitySchema))
+    carry_over_skills = fields.Boolean(
+        metadata={"description": "requesters: aggregation starts from workers' skills on your earlier jobs"}
+    )
+
+
+class MeUpdateSchema(Schema):
+    carry_over_skills = fields.Boolean(required=True)
 
 
 class AggregateQueuedSchema(Schema):

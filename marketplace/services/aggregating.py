@@ -20,6 +20,7 @@ from marketplace.db import is_postgres
 from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
 from marketplace.services.bulk_pg import copy_answers, copy_rows
 from marketplace.services.dynamic_overlap import extend_unsure
+from marketplace.services.skills import known_workers
 
 
 def load_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
@@ -63,8 +64,9 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     answers, last_id = copy_answers(session, job_id) if pg else load_answers(session, job_id)
     golden = load_golden(session, job_id)
     method, labels = job.aggregation, job.annotation["labels"]
+    known = known_workers(session, job)
     session.commit()  # no transaction (on SQLite: no write lock) while the model fits
-    result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels)
+    result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels, known_workers=known)
     real = result.labels.index[~result.labels.index.isin(golden.index)]
     rows = pd.DataFrame(
         {

@@ -132,3 +132,21 @@ def test_auto_holds_up_on_real_data(name: str, none: float, golden5: float) -> N
     golden = pick_golden(truth)
     assert score(aggregate(answers), truth) >= none
     assert score(aggregate(answers, golden=golden), truth.drop(golden.index)) >= golden5
+
+
+def test_skills_known_from_earlier_jobs_break_a_standoff() -> None:
+    """Two workers disagree on every task and nothing else is known: the label order decides.
+    Told that one of them was right 95% of the time before, auto follows that one."""
+    tasks = [f"t{i:02d}" for i in range(20)]
+    answers = pd.DataFrame(
+        [(t, "ann", "a" if i % 2 else "b") for i, t in enumerate(tasks)]
+        + [(t, "bob", "b" if i % 2 else "a") for i, t in enumerate(tasks)],
+        columns=["task", "worker", "label"],
+    )
+    blind = aggregate(answers)
+    assert set(blind.labels) == {"a"}
+    known = pd.DataFrame({"accuracy": [0.95, 0.55], "answers": [20.0, 20.0]}, index=["bob", "ann"])
+    told = aggregate(answers, known_workers=known)
+    bob = answers[answers.worker == "bob"].set_index("task")["label"]
+    assert (told.labels == bob.loc[told.labels.index]).all()
+    assert aggregate(answers, "majority_vote", known_workers=known).labels.equals(blind.labels)
