@@ -8,7 +8,8 @@
 `--data` reads every folder of it with `labels.csv` (worker,task,label) and `gt.csv`
 (task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1.
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
-golden, drawn with a fixed seed, and scored only on the other 95%). In golden5 the row
+golden, drawn with a fixed seed (`--golden-seed`, default 0; the cache is used only with the
+default), and scored only on the other 95%). In golden5 the row
 "dawid_skene:no_golden" is crowd-kit's default Dawid-Skene, which cannot use golden tasks.
 Every record has the expected calibration error (`ece`, 10 bins); "auto" also reports the
 method it used and the accuracy of the tasks whose confidence is above 0.9. Without `--json`
@@ -117,11 +118,12 @@ def rows(
     methods: list[str],
     cache: Cache | None = None,
     settings: Settings = DEFAULT,
+    golden_seed: int = SEED,
 ) -> Iterator[dict[str, object]]:
     """One record per data set, setting and method."""
-    cache = cache or Cache(None)
+    cache = cache if cache is not None and golden_seed == SEED else Cache(None)
     for name, answers, truth in sources:
-        golden = pick_golden(truth)
+        golden = pick_golden(truth, seed=golden_seed)
         for setting in ("none", "golden5"):
             gold = golden if setting == "golden5" else None
             target = truth.drop(golden.index) if gold is not None else truth
@@ -233,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--methods", default=",".join(METHODS), help='comma-separated, or "all-but-glad"')
     parser.add_argument("--cache", type=Path, help="JSON lines file keeping records of methods other than auto")
     parser.add_argument("--lodo", action="store_true", help="leave one data set out over auto's variants")
+    parser.add_argument("--golden-seed", type=int, default=SEED, help="another draw of the golden tasks")
     args = parser.parse_args(argv)
     if args.scale:
         print(json.dumps(scale(args.scale)))
@@ -249,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     methods = list(ALL_BUT_GLAD) if args.methods == "all-but-glad" else args.methods.split(",")
     records = []
-    for record in rows(iter(sources), methods, cache):
+    for record in rows(iter(sources), methods, cache, golden_seed=args.golden_seed):
         if args.json:
             print(json.dumps(record), flush=True)
         records.append(record)
