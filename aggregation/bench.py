@@ -1,13 +1,22 @@
-"""Accuracy and speed of every method on the public data sets.
+"""Accuracy, calibration and speed of every method on real and simulated crowds.
 
     python -m aggregation.bench --data /work/shared/data [--json] [--methods auto,dawid_skene]
+    python -m aggregation.bench --synthetic 3 --methods all-but-glad [--cache runs.jsonl]
+    python -m aggregation.bench --data DIR --synthetic 2 --lodo     # leave one data set out
     python -m aggregation.bench --scale 1000000   # simulated: items, overlap 10, 5 classes
 
+`--data` reads every folder of it with `labels.csv` (worker,task,label) and `gt.csv`
+(task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1.
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
-golden, drawn with a fixed seed, and scored only on the other 95%). In golden5 the row
+golden, drawn with a fixed seed (`--golden-seed`, default 0; the cache is used only with the
+default), and scored only on the other 95%). In golden5 the row
 "dawid_skene:no_golden" is crowd-kit's default Dawid-Skene, which cannot use golden tasks.
-For "auto" it also reports expected calibration error (10 bins) and the accuracy of the tasks
-whose confidence is above 0.9.
+Every record has the expected calibration error (`ece`, 10 bins); "auto" also reports the
+method it used and the accuracy of the tasks whose confidence is above 0.9. Without `--json`
+a summary follows: per data set and setting, `auto` against the best single method of the same
+run. `--cache FILE` keeps the records of methods other than auto (slow ones take minutes) and
+reuses them. `--lodo` runs the variants of `LODO_VARIANTS` of auto and prints, for each data
+set, the variant that did best on all the others and its result on the one left out.
 """
 
 from __future__ import annotations
@@ -16,17 +25,34 @@ import argparse
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from .api import aggregate
-from .result import METHODS, AggregationResult
+from .auto import DEFAULT, Settings
+from .crowds import SCENARIOS
+from .evaluation import calibration, gaps, leave_one_out, score
+from .result import CROWDKIT_VERSION, METHODS
 
 DATASETS = ("bluebird", "dog", "rte", "web", "d_product")
 GOLDEN_SHARE = 0.05
 SEED = 0
+ALL_BUT_GLAD = tuple(m for m in METHODS if m != "glad")
+
+Source = tuple[str, pd.DataFrame, pd.Series]
+
+LODO_VARIANTS: dict[str, Settings] = {
+    "default": DEFAULT,
+    "no_crowd_alternative": replace(DEFAULT, alternatives=("dawid_skene", "majority_vote")),
+    "no_golden_switch": replace(DEFAULT, alternatives=()),
+    "no_fold_correction": replace(DEFAULT, fold_correction=False),
+    "dawid_skene_end_only": replace(DEFAULT, strengths=(0.5,)),
+    "one_coin_end_only": replace(DEFAULT, strengths=(float("inf"),)),
+}
+"""Settings of auto that were considered while developing it, for `--lodo`."""
 
 
 def load(path: Path) -> tuple[pd.DataFrame, pd.Series]:
@@ -44,34 +70,60 @@ def pick_golden(truth: pd.Series, share: float = GOLDEN_SHARE, seed: int = SEED)
     return truth.loc[np.sort(chosen)]
 
 
-def calibration(result: AggregationResult, truth: pd.Series) -> dict[str, float]:
-    """Expected calibration error over 10 equal-width bins and accuracy above 0.9."""
-    scored = truth.index.intersection(result.labels.index)
-    conf = result.confidence.loc[scored].to_numpy()
-    hit = (result.labels.loc[scored] == truth.loc[scored]).to_numpy().astype(np.float64)
-    bins = np.minimum((conf * 10).astype(int), 9)
-    ece = sum(
-        abs(hit[bins == b].mean() - conf[bins == b].mean()) * (bins == b).mean() for b in range(10) if (bins == b).any()
-    )
-    high = conf > 0.9
-    return {
-        "ece": round(float(ece), 4),
-        "acc_above_0_9": round(float(hit[high].mean()), 4) if high.any() else float("nan"),
-        "share_above_0_9": round(float(high.mean()), 4),
-    }
-
-
-def score(result: AggregationResult, truth: pd.Series) -> float:
-    """Accuracy over tasks with ground truth that were aggregated."""
-    scored = truth.index.intersection(result.labels.index)
-    return float((result.labels.loc[scored] == truth.loc[scored]).mean())
-
-
-def rows(data: Path, datasets: list[str], methods: list[str]) -> Iterator[dict[str, object]]:
-    """One record per data set, setting and method."""
-    for name in datasets:
+def folders(data: Path, names: list[str] | None) -> Iterator[Source]:
+    """The data sets under `data`: the known ones first, in their usual order."""
+    found = sorted(p.parent.name for p in data.glob("*/labels.csv"))
+    known = [d for d in DATASETS if d in found] + [d for d in found if d not in DATASETS]
+    for name in names or known:
         answers, truth = load(data / name)
-        golden = pick_golden(truth)
+        yield name, answers, truth
+
+
+def synthetic(seeds: int) -> Iterator[Source]:
+    """Every scenario of `crowds` with seeds 0..seeds-1, named `scenario:seed`."""
+    for seed in range(seeds):
+        for name, make in SCENARIOS.items():
+            answers, truth = make(seed)
+            yield f"{name}:{seed}", answers, truth
+
+
+class Cache:
+    """Records of methods other than auto, by (data set, setting, method, crowd-kit)."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.records: dict[tuple[str, ...], dict[str, object]] = {}
+        if path is not None and path.exists():
+            for line in path.read_text().splitlines():
+                record = json.loads(line)
+                self.records[self._key(record)] = record
+
+    @staticmethod
+    def _key(record: dict[str, object]) -> tuple[str, ...]:
+        return (str(record["dataset"]), str(record["setting"]), str(record["method"]), CROWDKIT_VERSION)
+
+    def get(self, dataset: str, setting: str, method: str) -> dict[str, object] | None:
+        return self.records.get((dataset, setting, method, CROWDKIT_VERSION))
+
+    def put(self, record: dict[str, object]) -> None:
+        if self.path is None or record["method"] == "auto":
+            return
+        self.records[self._key(record)] = record
+        with self.path.open("a") as out:
+            out.write(json.dumps(record) + "\n")
+
+
+def rows(
+    sources: Iterator[Source],
+    methods: list[str],
+    cache: Cache | None = None,
+    settings: Settings = DEFAULT,
+    golden_seed: int = SEED,
+) -> Iterator[dict[str, object]]:
+    """One record per data set, setting and method."""
+    cache = cache if cache is not None and golden_seed == SEED else Cache(None)
+    for name, answers, truth in sources:
+        golden = pick_golden(truth, seed=golden_seed)
         for setting in ("none", "golden5"):
             gold = golden if setting == "golden5" else None
             target = truth.drop(golden.index) if gold is not None else truth
@@ -79,19 +131,26 @@ def rows(data: Path, datasets: list[str], methods: list[str]) -> Iterator[dict[s
             if gold is not None and "dawid_skene" in methods:
                 runs.append(("dawid_skene:no_golden", "dawid_skene", None))
             for label, method, run_gold in runs:
+                cached = cache.get(name, setting, label)
+                if cached is not None:
+                    yield cached
+                    continue
                 start = time.perf_counter()
-                result = aggregate(answers, method, golden=run_gold)
+                result = aggregate(answers, method, golden=run_gold, auto_settings=settings)
                 seconds = time.perf_counter() - start
+                quality = calibration(result, target)
                 record: dict[str, object] = {
                     "dataset": name,
                     "setting": setting,
                     "method": label,
                     "accuracy": round(score(result, target), 4),
                     "seconds": round(seconds, 3),
+                    "ece": quality["ece"],
                 }
                 if method == "auto":
                     record["used"] = result.method
-                    record.update(calibration(result, target))
+                    record.update(quality)
+                cache.put(record)
                 yield record
 
 
@@ -102,7 +161,8 @@ def print_table(records: list[dict[str, object]]) -> None:
         print(f"\nsetting: {setting}  (accuracy; seconds in brackets)")
         cells = part.assign(cell=[f"{a:.4f} ({s:.1f}s)" for a, s in zip(part.accuracy, part.seconds, strict=True)])
         table = cells.pivot(index="dataset", columns="method", values="cell")
-        print(table.reindex(columns=list(dict.fromkeys(part.method))).to_string())
+        order = {"index": list(dict.fromkeys(part.dataset)), "columns": list(dict.fromkeys(part.method))}
+        print(table.reindex(**order).to_string())
         auto = part[part.method == "auto"]
         for record in auto.to_dict("records"):
             print(
@@ -110,6 +170,41 @@ def print_table(records: list[dict[str, object]]) -> None:
                 f"accuracy above 0.9 {record['acc_above_0_9']} "
                 f"({record['share_above_0_9']:.0%} of tasks)"
             )
+
+
+def print_summary(records: list[dict[str, object]]) -> None:
+    """auto against the best single method of the same run, per data set and setting."""
+    found = gaps(records)
+    if not found:
+        return
+    print("\nauto against the best single method (points; ECE of auto)")
+    for gap in found:
+        print(
+            f"  {gap.dataset:22s} {gap.setting:8s} auto {gap.auto:.4f}  best {gap.best_method:22s} "
+            f"{gap.best:.4f}  {gap.points:+5.1f}  ECE {gap.ece:.3f}"
+        )
+    frame = pd.DataFrame([{"real": ":" not in g.dataset, "setting": g.setting, "points": g.points} for g in found])
+    for (real, setting), part in frame.groupby(["real", "setting"]):
+        kind = "real" if real else "synthetic"
+        print(
+            f"  {kind:9s} {setting:8s} mean {part.points.mean():+.2f}  worst {part.points.min():+.2f}  "
+            f"sets {len(part)}"
+        )
+
+
+def lodo(sources: list[Source], cache: Cache) -> None:
+    """Leave one data set out over the variants of auto in `LODO_VARIANTS`."""
+    singles = [m for m in ALL_BUT_GLAD if m != "auto"]
+    baseline = list(rows(iter(sources), singles, cache))
+    by_variant = {}
+    for variant, settings in LODO_VARIANTS.items():
+        mine = list(rows(iter(sources), ["auto"], settings=settings))
+        by_variant[variant] = gaps(baseline + mine)
+        mean = np.mean([g.points for g in by_variant[variant]])
+        print(f"variant {variant:24s} mean gap over every set and setting {mean:+.2f}", flush=True)
+    print("\nleft out          chosen on the others        its gap there   default's gap")
+    for held in leave_one_out(by_variant, "default"):
+        print(f"  {held.group:18s} {held.chosen:26s} {held.points:+6.2f}        {held.default_points:+6.2f}")
 
 
 def scale(n_items: int) -> dict[str, object]:
@@ -133,26 +228,37 @@ def scale(n_items: int) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, help="folder of data sets")
+    parser.add_argument("--synthetic", type=int, default=0, help="also simulated crowds, this many seeds each")
     parser.add_argument("--scale", type=int, help="instead: time auto on this many items")
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     parser.add_argument("--datasets", help="comma-separated; default: every folder with labels")
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(METHODS), help='comma-separated, or "all-but-glad"')
+    parser.add_argument("--cache", type=Path, help="JSON lines file keeping records of methods other than auto")
+    parser.add_argument("--lodo", action="store_true", help="leave one data set out over auto's variants")
+    parser.add_argument("--golden-seed", type=int, default=SEED, help="another draw of the golden tasks")
     args = parser.parse_args(argv)
     if args.scale:
         print(json.dumps(scale(args.scale)))
         return
-    if args.data is None:
-        parser.error("--data is required unless --scale is given")
-    found = sorted(p.parent.name for p in args.data.glob("*/labels.csv"))
-    known = [d for d in DATASETS if d in found] + [d for d in found if d not in DATASETS]
-    datasets = args.datasets.split(",") if args.datasets else known
+    if args.data is None and not args.synthetic:
+        parser.error("--data or --synthetic is required unless --scale is given")
+    sources: list[Source] = []
+    if args.data is not None:
+        sources += folders(args.data, args.datasets.split(",") if args.datasets else None)
+    sources += synthetic(args.synthetic)
+    cache = Cache(args.cache)
+    if args.lodo:
+        lodo(sources, cache)
+        return
+    methods = list(ALL_BUT_GLAD) if args.methods == "all-but-glad" else args.methods.split(",")
     records = []
-    for record in rows(args.data, datasets, args.methods.split(",")):
+    for record in rows(iter(sources), methods, cache, golden_seed=args.golden_seed):
         if args.json:
             print(json.dumps(record), flush=True)
         records.append(record)
     if not args.json:
         print_table(records)
+        print_summary(records)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ label set (then any unknown label, sorted), and answers are sorted by (task, wor
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +30,10 @@ class Encoded:
     l: IntArray  # noqa: E741 - the usual name in the literature
     gold_t: IntArray
     gold_l: IntArray
+    known_skill: FloatArray | None = field(default=None)
+    """Per worker code: accuracy known from earlier jobs (NaN: none), with `known_weight`."""
+    known_weight: FloatArray | None = field(default=None)
+    """Per worker code: how many answers that accuracy counts for in this job's model."""
 
     @property
     def n_tasks(self) -> int:
@@ -45,7 +49,7 @@ class Encoded:
 
     def with_gold(self, gold_t: IntArray, gold_l: IntArray) -> Encoded:
         """The same answers with another set of clamped tasks (used by cross-validation)."""
-        return Encoded(self.tasks, self.workers, self.labels, self.t, self.w, self.l, gold_t, gold_l)
+        return replace(self, gold_t=gold_t, gold_l=gold_l)
 
 
 def _factorize_sorted(values: pd.Series) -> tuple[IntArray, pd.Index]:
@@ -80,8 +84,15 @@ def check_answers(answers: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(str)
 
 
-def encode(answers: pd.DataFrame, golden: pd.Series | None = None, labels: Sequence[str] | None = None) -> Encoded:
-    """Encode answers (already checked) and the golden tasks that have answers."""
+def encode(
+    answers: pd.DataFrame,
+    golden: pd.Series | None = None,
+    labels: Sequence[str] | None = None,
+    known_workers: pd.DataFrame | None = None,
+) -> Encoded:
+    """Encode answers (already checked), the golden tasks that have answers, and what is
+    known of workers from earlier jobs (`known_workers`: index worker, columns `accuracy`
+    and `answers`, the weight it gets here)."""
     frame = check_answers(answers)
     gold = None if golden is None else golden.astype(str).set_axis(golden.index.astype(str))
     order = label_order(frame["label"], gold, labels)
@@ -99,7 +110,12 @@ def encode(answers: pd.DataFrame, golden: pd.Series | None = None, labels: Seque
         gold_l = pd.Index(order).get_indexer(gold.to_numpy()[keep]).astype(np.int64)
         by_task = np.argsort(gold_t, kind="stable")
         gold_t, gold_l = gold_t[by_task], gold_l[by_task]
-    return Encoded(tasks, workers, order, t[perm], w[perm], l[perm], gold_t, gold_l)
+    known_skill = known_weight = None
+    if known_workers is not None and len(known_workers):
+        known = known_workers.set_axis(known_workers.index.astype(str)).reindex(workers)
+        known_weight = known["answers"].fillna(0.0).clip(lower=0.0).to_numpy(dtype=np.float64)
+        known_skill = known["accuracy"].fillna(0.0).clip(0.0, 1.0).to_numpy(dtype=np.float64)
+    return Encoded(tasks, workers, order, t[perm], w[perm], l[perm], gold_t, gold_l, known_skill, known_weight)
 
 
 def vote_counts(enc: Encoded, weights: FloatArray | None = None) -> FloatArray:

@@ -1,6 +1,6 @@
 """How many answers dynamic overlap saves at equal accuracy, against fixed overlap.
 
-    python -m bench.dynamic_overlap --data ../shared/data [--method auto] [--target 0.95]
+    python -m bench.dynamic_overlap --data ../shared/data [--method auto] [--target 0.95] [--datasets web,dog]
 
 For each real data set (labels.csv, gt.csv) and a simulated crowd, every task's answers are
 revealed in file order, as workers would arrive. Fixed overlap k uses the first k answers of
@@ -69,10 +69,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--method", default="auto", choices=aggregation.METHODS)
     parser.add_argument("--target", type=float, default=0.95)
+    parser.add_argument("--datasets", help="comma-separated folder names; default: all")
     args = parser.parse_args()
+    wanted = set(args.datasets.split(",")) if args.datasets else None
     answers, truth = simulate(3000, 40, 4, overlap=7, seed=1, spammers=0.1)
     run("simulated (40 workers, 10% spammers, 4 classes)", answers, truth, args.method, args.target)
     for folder in sorted(p for p in args.data.iterdir() if (p / "labels.csv").exists()):
+        if wanted is not None and folder.name not in wanted:
+            continue
         labels = pd.read_csv(folder / "labels.csv", dtype=str)
         gt = pd.read_csv(folder / "gt.csv", dtype=str).set_index("task")["label"]
         run(folder.name, labels[["task", "worker", "label"]], gt, args.method, args.target)

@@ -93,6 +93,8 @@ class Account(SQLModel, table=True):
     key_hash: str = Field(max_length=64, unique=True)
     status: str = Field(default="active", max_length=16)  # active | banned
     created_at: datetime = Field(default_factory=utcnow)
+    # A requester's opt-in: its jobs' aggregation starts from the workers' skills on its earlier jobs.
+    carry_over_skills: bool = Field(default=False, sa_column_kwargs={"server_default": "false"})
 
 
 class RetiredKey(SQLModel, table=True):

@@ -448,6 +448,13 @@ class MeSchema(Schema):
         metadata={"description": "per job; a worker's own view has answers and agreement only (see `checks`)"},
     )
     checks = fields.Nested(SettledChecksSchema, metadata={"description": "workers: their own quality-check record"})
+    carry_over_skills = fields.Boolean(
+        metadata={"description": "requesters: aggregation starts from workers' skills on your earlier jobs"}
+    )
+
+
+class MeUpdateSchema(Schema):
+    carry_over_skills = fields.Boolean(required=True)
 
 
 class AggregateQueuedSchema(Schema):
@@ -553,7 +560,9 @@ class RankedWorkerSchema(QualityFiguresSchema):
 class RuleConditionSchema(Schema):
     type = String(
         required=True,
-        validate=validate.OneOf(("golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")),
+        validate=validate.OneOf(
+            ("answers_at_chance", "golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")
+        ),
     )
     threshold = StrictFloat(allow_nan=False, validate=validate.Range(0.0, 1.0))
     seconds_per_item = StrictFloat(allow_nan=False, validate=validate.Range(0.01, 3600.0))

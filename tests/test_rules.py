@@ -5,16 +5,20 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import numpy as np
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from aggregation.spam import chance_evidence
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, ReviewFlag, WorkerBlock
+from marketplace.services.aggregating import aggregate_job
 from marketplace.services.rules import DEFAULT_RULES, apply_rules, fires
-from tests.conftest import bearer, new_key, post_job, work_through
+from tests.conftest import LABELS, bearer, new_key, post_job, work_through
 
-DEFAULT = DEFAULT_RULES[0]["condition"]
+CHANCE = DEFAULT_RULES[0]["condition"]
+DEFAULT = DEFAULT_RULES[1]["condition"]
 SPAMMER_BOUND = 60  # golden answers; the worst of 3,000 simulated spammers needed 51
 
 
@@ -34,6 +38,51 @@ def test_default_rule_stops_every_spammer_within_the_bound_and_no_honest_worker(
     assert honest.count(None) == 1000, "an honest worker of accuracy 0.8 was banned"
 
 
+def _first_chance_firing(kind: str, accuracy: float, seed: int, labels: int = 3, answers: int = 300) -> int | None:
+    """Answers until the default rule fires for a simulated worker: a tenth of its items
+    golden, the rest scored against an aggregate that is right with its confidence, drawn
+    from 0.85 to 1."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, labels, answers)
+    confidence = rng.uniform(0.85, 1.0, answers)
+    shift = rng.integers(1, labels, answers)
+    aggregate = np.where(rng.random(answers) < confidence, truth, (truth + shift) % labels)
+    if kind == "uniform":
+        given = rng.integers(0, labels, answers)
+    elif kind == "one_label":
+        given = np.zeros(answers, dtype=np.int64)
+    else:
+        wrong = (truth + rng.integers(1, labels, answers)) % labels
+        given = np.where(rng.random(answers) < accuracy, truth, wrong)
+    right = np.where(given == aggregate, confidence, (1 - confidence) / (labels - 1))
+    golden = rng.random(answers) < 0.1
+    right = np.where(golden, (given == truth).astype(float), right)
+    total = np.cumsum(chance_evidence(right, labels, CHANCE["threshold"]))
+    for seen in range(1, answers + 1):
+        if fires(CHANCE, {"chance_scored": seen, "chance_log_ratio": total[seen - 1]}):
+            return seen
+    return None
+
+
+def test_model_rule_stops_spammers_fast_and_no_honest_worker() -> None:
+    """1,000 of each: uniform and one-label spammers on 3 labels stopped after ~30 answers,
+    honest workers of accuracy 0.7 to 0.95 never (the README quotes these figures)."""
+    for kind in ("uniform", "one_label"):
+        stops = [_first_chance_firing(kind, 0.0, seed) for seed in range(1000)]
+        assert None not in stops
+        assert np.mean(stops) <= 35 and np.median(stops) <= 30 and max(stops) <= 150, kind
+    honest = [_first_chance_firing("honest", 0.7 + 0.25 * (seed % 100) / 100, seed) for seed in range(1000)]
+    assert honest.count(None) == 1000, "an honest worker of accuracy 0.7 or more was banned"
+    faster = [_first_chance_firing("uniform", 0.0, seed, labels=4) for seed in range(1000)]
+    assert np.mean(faster) <= 25
+
+
+def test_model_rule_at_the_boundary_keeps_walds_bound() -> None:
+    """Workers exactly at 0.7 are banned with probability at most 1/1000 each (Wald)."""
+    banned = sum(_first_chance_firing("honest", 0.7, 10_000 + seed) is not None for seed in range(1000))
+    assert banned <= 2
+
+
 def test_conditions_need_their_minimum_before_firing() -> None:
     assert not fires(DEFAULT, {"golden_seen": 4, "golden_correct": 0})
     agreement = {"type": "agreement_below", "threshold": 0.5, "min_count": 20}
@@ -45,6 +94,44 @@ def test_conditions_need_their_minimum_before_firing() -> None:
     skips = {"type": "skip_share_above", "threshold": 0.5, "min_count": 10}
     assert fires(skips, {"finished_leases": 40, "skipped": 39})
     assert not fires(skips, {"finished_leases": 40, "skipped": 22})
+
+
+def test_default_rules_ban_a_uniform_spammer_from_its_answers_alone(app: Flask, redis: Any) -> None:
+    """Four honest workers (90% right) and one answering at random on a 3-label job with one
+    golden item in ten: after aggregation the model rule bans the spammer and nobody else."""
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester", "req"))
+    job = post_job(client, requester, items=150, golden=15, overlap=3, golden_ratio=0.1, items_per_task=5)
+    rng = random.Random(7)
+
+    def truth(item: dict[str, Any]) -> str:
+        return "cat" if item["data"]["url"].startswith("img-g") else LABELS[int(item["data"]["url"][4:-4]) % 3]
+
+    def work(headers: dict[str, str], answer: Any, tasks: int) -> None:
+        for _ in range(tasks):
+            lease = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=headers)
+            if lease.status_code != 201:
+                return
+            task = lease.get_json()
+            answers = [{"item_id": i["id"], "label": answer(i)} for i in task["items"]]
+            done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+            assert done.status_code == 200, done.get_json()
+
+    spammer = bearer(new_key(app, "worker", "spammer"))
+    work(spammer, lambda item: rng.choice(LABELS), 20)
+    honest = [bearer(new_key(app, "worker", f"honest{i}")) for i in range(4)]
+    for headers in honest:
+        work(headers, lambda item: truth(item) if rng.random() < 0.9 else rng.choice(LABELS), 100)
+    spammer_id = client.get("/v1/me", headers=spammer).get_json()["id"]
+    with session_scope(get_engine(app)) as session:
+        aggregate_job(session, job["id"])
+        fired = apply_rules(session, job["id"])
+    assert [f["worker_id"] for f in fired] == [spammer_id]
+    assert "answers_at_chance" in fired[0]["reason"]
+    operator = bearer(new_key(app, "operator", "op"))
+    event = client.get("/v1/audit", headers=operator).get_json()[-1]
+    figures = event["details"]["figures"]
+    assert figures["chance_log_ratio"] >= 6.9 and figures["chance_scored"] == 100
 
 
 def test_default_rule_bans_a_liar_from_the_job_excludes_its_answers_and_audits(
@@ -67,7 +154,7 @@ def test_default_rule_bans_a_liar_from_the_job_excludes_its_answers_and_audits(
     assert event["action"] == "ban_job" and event["subject_id"] == liar_id
     assert event["details"]["figures"]["golden_correct"] == 0
     assert event["details"]["figures"]["golden_seen"] >= 5
-    assert "golden_accuracy_below" in event["reason"]
+    assert "answers_at_chance" in event["reason"]  # the model rule comes first and sees it
 
 
 def test_rules_api_validates_and_scopes(

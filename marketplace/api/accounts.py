@@ -22,6 +22,7 @@ from marketplace.schemas import (
     KeyRotatedSchema,
     KeyRotateSchema,
     MeSchema,
+    MeUpdateSchema,
 )
 from marketplace.services import ledger
 from marketplace.services.acceptance import recent_decisions
@@ -51,27 +52,47 @@ class Me(MethodView):
     @blp.response(200, MeSchema)
     def get(self) -> dict[str, Any]:
         """The caller's own account; for a worker its work and quality per job."""
+        return _me()
+
+    @require("requester")
+    @blp.arguments(MeUpdateSchema)
+    @blp.response(200, MeSchema)
+    def patch(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A requester's settings: `carry_over_skills` (opt-in) makes aggregation ("auto") of
+        each of its jobs start from its workers' skills on its earlier jobs."""
         session = get_session()
-        principal = current_principal()
-        account = session.get(Account, principal.id)
+        account = session.get(Account, current_principal().id)
         assert account is not None
-        me: dict[str, Any] = {"id": account.id, "role": account.role, "name": account.name, "status": account.status}
+        account.carry_over_skills = body["carry_over_skills"]
+        session.commit()
+        return _me()
+
+
+def _me() -> dict[str, Any]:
+    """The caller's own account; for a worker its work and quality per job."""
+    session = get_session()
+    principal = current_principal()
+    account = session.get(Account, principal.id)
+    assert account is not None
+    me: dict[str, Any] = {"id": account.id, "role": account.role, "name": account.name, "status": account.status}
+    if account.role == "requester":
+        me["carry_over_skills"] = account.carry_over_skills
+    if account.role == "worker":
+        me["assignments_submitted"] = session.execute(
+            select(func.count()).where(Assignment.worker_id == account.id, Assignment.state == "submitted")
+        ).scalar_one()
+        me["answers"] = session.execute(select(func.count()).where(Answer.worker_id == account.id)).scalar_one()
+        me["quality"] = own_quality(session, account.id)
+        me["checks"] = settled_golden(session, account.id, utcnow())
+        me["decisions"] = recent_decisions(session, account.id)
+    if account.role in ("worker", "requester"):
+        name = (ledger.worker_account if account.role == "worker" else ledger.requester_account)(account.id)
+        me["currency"] = current_app.config["CURRENCY"]
+        me["balance_cents"] = ledger.balance(session, name)
+        me["history"] = ledger.history(session, name)
         if account.role == "worker":
-            me["assignments_submitted"] = session.execute(
-                select(func.count()).where(Assignment.worker_id == account.id, Assignment.state == "submitted")
-            ).scalar_one()
-            me["answers"] = session.execute(select(func.count()).where(Answer.worker_id == account.id)).scalar_one()
-            me["quality"] = own_quality(session, account.id)
-            me["checks"] = settled_golden(session, account.id, utcnow())
-            me["decisions"] = recent_decisions(session, account.id)
-        if account.role in ("worker", "requester"):
-            name = (ledger.worker_account if account.role == "worker" else ledger.requester_account)(account.id)
-            me["currency"] = current_app.config["CURRENCY"]
-            me["balance_cents"] = ledger.balance(session, name)
-            me["history"] = ledger.history(session, name)
-            if account.role == "worker":
-                me["paid_out_cents"] = -ledger.account_total(session, name, "payout")
-        return me
+            me["paid_out_cents"] = -ledger.account_total(session, name, "payout")
+    return me
 
 
 @blp.route("/me/key", methods=["POST"])

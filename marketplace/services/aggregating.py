@@ -18,6 +18,7 @@ import aggregation
 from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
 from marketplace.services.bulk import copy_answers, copy_rows
 from marketplace.services.dynamic_overlap import extend_unsure
+from marketplace.services.skills import known_workers
 
 
 def load_golden(session: Session, job_id: int) -> pd.Series:
@@ -43,8 +44,9 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     answers, last_id = copy_answers(session, job_id)
     golden = load_golden(session, job_id)
     method, labels = job.aggregation, job.annotation["labels"]
+    known = known_workers(session, job)
     session.commit()  # no transaction open while the model fits
-    result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels)
+    result = aggregation.aggregate(answers, method=method, golden=golden, labels=labels, known_workers=known)
     real = result.labels.index[~result.labels.index.isin(golden.index)]
     rows = pd.DataFrame(
         {

@@ -1,5 +1,12 @@
 """Quality rules: a condition over a worker's record on a job, and an action.
 
+The default rule reads the aggregation model: "answers_at_chance" scores every answer of the
+worker against the aggregate's posterior (golden answers against their known label) and fires
+when Wald's sequential test finds the answers 1000 times likelier from a worker answering at
+random than from one right with probability `threshold` (`aggregation.spam`). A uniform
+spammer on 3 labels is stopped after about 30 answers, one on 4 labels after about 20; an
+honest worker of accuracy 0.7 or better is stopped with probability under 1/1000.
+
 Conditions fire on confidence, not on point estimates: "golden accuracy below 0.7" fires
 when the upper end of a Wilson interval at z = 3.5 is below 0.7. The rule is re-checked
 after every golden answer, so the interval must be wide enough for repeated looks: at
@@ -15,9 +22,11 @@ import statistics
 from datetime import timedelta
 from typing import Any
 
+import pandas as pd
 from sqlalchemy import and_, case, func, or_, select
 from sqlmodel import Session
 
+from aggregation.spam import BOUND, at_chance
 from marketplace.models import (
     Account,
     Aggregate,
@@ -25,6 +34,8 @@ from marketplace.models import (
     Assignment,
     AssignmentItem,
     AuditEvent,
+    Item,
+    Job,
     QualityRule,
     ReviewFlag,
     Role,
@@ -32,14 +43,19 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.services.bans import ban_worker
+from marketplace.services.bulk import copy_answers
 from marketplace.services.quality import wilson
 
 RULE_Z = 3.5
 
-CONDITIONS = ("golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")
+CONDITIONS = ("answers_at_chance", "golden_accuracy_below", "agreement_below", "too_fast", "skip_share_above")
 ACTIONS = ("ban_job", "ban_everywhere", "cooldown", "flag")
 # Used for a job with no rules of its own when no operator has set global ones.
 DEFAULT_RULES: tuple[dict[str, Any], ...] = (
+    {
+        "condition": {"type": "answers_at_chance", "threshold": 0.7, "min_count": 10},
+        "action": {"type": "ban_job", "exclude_answers": True},
+    },
     {
         "condition": {"type": "golden_accuracy_below", "threshold": 0.7, "min_count": 5},
         "action": {"type": "ban_job", "exclude_answers": True},
@@ -100,8 +116,45 @@ def worker_figures(session: Session, job_id: int, worker_id: int) -> dict[str, A
     }
 
 
+def _answers_around(session: Session, job_id: int, worker_ids: list[int] | None) -> pd.DataFrame:
+    """Included answers of the job on every item the workers answered (all of them: None)."""
+    if worker_ids is None:
+        return copy_answers(session, job_id)[0]
+    included = and_(Answer.job_id == job_id, Answer.excluded.is_(False))
+    query = select(Answer.item_id, Answer.worker_id, Answer.label).where(included)
+    if worker_ids is not None:
+        touched = select(Answer.item_id).where(included, Answer.worker_id.in_(worker_ids))
+        query = query.where(Answer.item_id.in_(touched))
+    rows = session.execute(query).all()
+    return pd.DataFrame([(str(r[0]), str(r[1]), str(r[2])) for r in rows], columns=["task", "worker", "label"])
+
+
+def chance_figures(
+    session: Session, job_id: int, worker_ids: list[int] | None, honest: float
+) -> dict[int, dict[str, Any]]:
+    """Per worker (those given, or all): answers scored and the log-likelihood ratio of "at
+    chance" over "right with probability `honest`" (`aggregation.spam`), from the included
+    answers on every item the workers answered (everyone's, so each answer is judged by the
+    others) and the golden labels. Only a classification job (a label list) has it."""
+    labels = (session.get(Job, job_id).annotation or {}).get("labels") or []
+    answers = _answers_around(session, job_id, worker_ids) if len(labels) >= 2 else pd.DataFrame()
+    if answers.empty:
+        return {}
+    golden = session.execute(select(Item.id, Item.answer).where(Item.job_id == job_id, Item.is_golden.is_(True)))
+    table = at_chance(answers, pd.Series({str(i): str(a) for i, a in golden}, dtype=object), honest, labels)
+    wanted = None if worker_ids is None else {str(w) for w in worker_ids}
+    return {
+        int(worker): {"chance_scored": int(row.scored), "chance_log_ratio": round(float(row.log_ratio), 3)}
+        for worker, row in table.iterrows()
+        if wanted is None or worker in wanted
+    }
+
+
 def fires(condition: dict[str, Any], f: dict[str, Any]) -> bool:
     kind, minimum = condition["type"], condition.get("min_count", 10)
+    if kind == "answers_at_chance":
+        scored = f.get("chance_scored", 0)
+        return scored >= minimum and f.get("chance_log_ratio", 0.0) >= BOUND
     if kind == "golden_accuracy_below":
         high = wilson(f["golden_correct"], f["golden_seen"], RULE_Z)[1]
         return f["golden_seen"] >= minimum and high is not None and high < condition["threshold"]
@@ -139,13 +192,21 @@ def _already_acted(session: Session, job_id: int, worker_id: int, action: dict[s
 
 def apply_rules(session: Session, job_id: int, worker_ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Evaluate the job's rules for its workers (or the given ones) and act; commits."""
+    subset = worker_ids
     if worker_ids is None:
         worker_ids = list(session.execute(select(Answer.worker_id).where(Answer.job_id == job_id).distinct()).scalars())
     fired: list[dict[str, Any]] = []
     rules = rules_for(session, job_id)
+    chance = {
+        threshold: chance_figures(session, job_id, subset, threshold)
+        for threshold in {c["threshold"] for _, c, _ in rules if c["type"] == "answers_at_chance"}
+    }
     for worker_id in sorted(worker_ids):
-        figures = worker_figures(session, job_id, worker_id)
+        base = worker_figures(session, job_id, worker_id)
         for rule_id, condition, action in rules:
+            figures = base
+            if condition["type"] == "answers_at_chance":
+                figures = {**base, **chance[condition["threshold"]].get(worker_id, {})}
             if fires(condition, figures) and not _already_acted(session, job_id, worker_id, action):
                 fired.append(_act(session, job_id, worker_id, rule_id, condition, action, figures))
                 break

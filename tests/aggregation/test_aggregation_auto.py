@@ -1,41 +1,152 @@
-"""The default method: what it picks, and that it holds up on real data."""
+"""The default method: what it picks, why, and that it holds up on real data."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from aggregation import aggregate
+from aggregation import auto as auto_module
+from aggregation.auto import DEFAULT, Candidate, held_out_golden, select, selection_sample, sign_test_z
 from aggregation.bench import load, pick_golden, score
+from aggregation.crowds import class_conditional, heavy_tail_10
+from aggregation.encode import Encoded, encode
 from aggregation.synthetic import simulate
 
 DATA = Path(os.environ.get("CROWD_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
 
 
-def test_auto_is_dawid_skene_when_workers_answer_enough() -> None:
-    answers, truth = simulate(500, 15, 3, 5, seed=2, spammers=0.2)
-    assert aggregate(answers).method == "auto:dawid_skene"
-    with_golden = aggregate(answers, golden=truth.iloc[:25])
-    assert with_golden.method.startswith("auto:dawid_skene")
-    assert len(with_golden) == 475
+def _accuracy(answers: pd.DataFrame, truth: pd.Series, method: str, **kwargs: object) -> float:
+    return score(aggregate(answers, method, **kwargs), truth)  # type: ignore[arg-type]
 
 
-def test_auto_uses_majority_vote_on_thin_data() -> None:
-    answers, _ = simulate(20, 30, 3, 3, seed=1)  # two answers per worker
+def test_sparse_workers_get_one_skill_each_and_beat_full_dawid_skene() -> None:
+    """Ten classes, median ~15 answers a worker: a K x K matrix per worker overfits."""
+    answers, truth = heavy_tail_10(0)
+    result = aggregate(answers)
+    assert result.method.startswith("auto:one_coin_dawid_skene")
+    assert score(result, truth) > _accuracy(answers, truth, "dawid_skene") + 0.05
+
+
+def test_busy_workers_with_class_confusions_keep_their_matrices() -> None:
+    answers, truth = class_conditional(0)
+    result = aggregate(answers)
+    assert result.method.startswith("auto:dawid_skene(s=")
+    assert score(result, truth) > _accuracy(answers, truth, "one_coin_dawid_skene") + 0.015
+
+
+def test_thin_data_is_majority_vote() -> None:
+    answers, _ = simulate(8, 30, 3, 3, seed=1)  # 24 answers
     assert aggregate(answers).method == "auto:majority_vote"
 
 
-@pytest.mark.parametrize("name", ["bluebird", "rte"])
-def test_auto_is_at_least_dawid_skene_with_the_same_golden(name: str) -> None:
+def _oracle(truth_codes: np.ndarray) -> Candidate:
+    """A candidate that knows every answer: what a much better model looks like."""
+
+    def fit(enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
+        probas = np.eye(enc.n_labels)[truth_codes]
+        return probas, truth_codes
+
+    return Candidate("oracle", fit)
+
+
+@pytest.mark.parametrize(("n_golden", "switches"), [(20, False), (60, True)])
+def test_golden_tasks_switch_to_a_better_model_only_when_there_are_enough(
+    n_golden: int, switches: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers, truth = simulate(600, 12, 3, 3, seed=4, spammers=0.3)
+    enc = encode(answers, truth.iloc[:n_golden])
+    codes = pd.Index(enc.labels).get_indexer(truth.reindex(enc.tasks).to_numpy())
+    monkeypatch.setitem(auto_module.ALTERNATIVES, "oracle", _oracle(codes))
+    selection = select(enc, replace(DEFAULT, alternatives=("oracle",)))
+    assert (selection.candidate.name == "oracle") is switches
+    assert ("oracle" in selection.golden) is switches
+
+
+def test_sign_test_counts_only_disputed_tasks() -> None:
+    assert sign_test_z(0, 0) == 0.0
+    assert sign_test_z(4, 0) == pytest.approx(2.0)
+    assert sign_test_z(10, 6) == pytest.approx(1.0)
+
+
+def test_held_out_golden_never_sees_the_label_it_predicts() -> None:
+    """A model that only repeats clamped labels gets nothing right when each golden task is
+    hidden from it."""
+    answers, truth = simulate(100, 10, 2, 3, seed=0)
+    enc = encode(answers, truth.iloc[:10])
+
+    def parrot(e: Encoded) -> tuple[np.ndarray, np.ndarray]:
+        choice = np.full(e.n_tasks, -1, dtype=np.int64)
+        choice[e.gold_t] = e.gold_l
+        return np.full((e.n_tasks, e.n_labels), 0.5), choice
+
+    choices, _ = held_out_golden(enc, Candidate("parrot", parrot))
+    assert (choices == -1).all()
+
+
+def test_selection_sample_keeps_every_golden_task_and_whole_tasks() -> None:
+    answers, truth = simulate(2000, 40, 3, 5, seed=1)
+    enc = encode(answers, truth.iloc[::50])
+    sample = selection_sample(enc, 2000)
+    assert 1500 < len(sample.t) < 2600
+    assert list(sample.tasks[sample.gold_t]) == list(enc.tasks[enc.gold_t])
+    assert (sample.gold_l == enc.gold_l).all()
+    per_task = np.bincount(sample.t)
+    assert (per_task == 5).all()  # tasks are kept with all their answers
+    kept = pd.DataFrame({"task": sample.tasks[sample.t], "worker": sample.workers[sample.w]})
+    original = answers.merge(kept, on=["task", "worker"])
+    assert len(original) == len(sample.t)
+
+
+def test_calibrated_confidence_follows_accuracy() -> None:
+    """On a crowd the model fits, confidence and accuracy agree to a few points."""
+    answers, truth = heavy_tail_10(1)
+    result = aggregate(answers, golden=pick_golden(truth))
+    scored = truth.index.intersection(result.labels.index)
+    hit = (result.labels[scored] == truth[scored]).mean()
+    assert abs(result.confidence[scored].mean() - hit) < 0.03
+
+
+@pytest.mark.parametrize(
+    ("name", "none", "golden5"),
+    # The previous auto's figures minus 0.3 points, except where this one is known to be
+    # lower (README, Aggregation quality): d_product golden5 (.935 against .939), and web
+    # without golden tasks (.819 against .829, not tested here).
+    [
+        ("bluebird", 0.886, 0.881),
+        ("dog", 0.840, 0.837),
+        ("rte", 0.925, 0.929),
+        ("web", 0.810, 0.834),
+        ("d_product", 0.937, 0.934),
+    ],
+)
+def test_auto_holds_up_on_real_data(name: str, none: float, golden5: float) -> None:
     if not (DATA / name / "labels.csv").exists():
         pytest.skip(f"no data set at {DATA / name}; set CROWD_DATA_DIR")
     answers, truth = load(DATA / name)
     golden = pick_golden(truth)
-    target = truth.drop(golden.index)
-    auto = score(aggregate(answers, golden=golden), target)
-    ds = score(aggregate(answers, "dawid_skene", golden=golden), target)
-    plain = score(aggregate(answers, "dawid_skene"), target)
-    assert auto >= max(ds, plain)
-    assert auto > {"bluebird": 0.88, "rte": 0.93}[name]
+    assert score(aggregate(answers), truth) >= none
+    assert score(aggregate(answers, golden=golden), truth.drop(golden.index)) >= golden5
+
+
+def test_skills_known_from_earlier_jobs_break_a_standoff() -> None:
+    """Two workers disagree on every task and nothing else is known: the label order decides.
+    Told that one of them was right 95% of the time before, auto follows that one."""
+    tasks = [f"t{i:02d}" for i in range(20)]
+    answers = pd.DataFrame(
+        [(t, "ann", "a" if i % 2 else "b") for i, t in enumerate(tasks)]
+        + [(t, "bob", "b" if i % 2 else "a") for i, t in enumerate(tasks)],
+        columns=["task", "worker", "label"],
+    )
+    blind = aggregate(answers)
+    assert set(blind.labels) == {"a"}
+    known = pd.DataFrame({"accuracy": [0.95, 0.55], "answers": [20.0, 20.0]}, index=["bob", "ann"])
+    told = aggregate(answers, known_workers=known)
+    bob = answers[answers.worker == "bob"].set_index("task")["label"]
+    assert (told.labels == bob.loc[told.labels.index]).all()
+    assert aggregate(answers, "majority_vote", known_workers=known).labels.equals(blind.labels)

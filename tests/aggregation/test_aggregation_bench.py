@@ -38,5 +38,26 @@ def test_scale_mode(capsys: pytest.CaptureFixture[str]) -> None:
     main(["--scale", "1000"])
     record = json.loads(capsys.readouterr().out)
     assert record["answers"] == 10_000
-    assert record["method"] == "auto:dawid_skene"
+    assert record["method"].startswith("auto:one_coin_dawid_skene")  # simulate() draws one-coin workers
     assert record["accuracy"] > 0.95
+
+
+def test_synthetic_mode_with_a_summary_and_a_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aggregation import bench
+
+    monkeypatch.setattr(bench, "SCENARIOS", {"toy": lambda seed: simulate(150, 8, 2, 4, seed=seed)})
+    cache = tmp_path / "runs.jsonl"
+    main(["--synthetic", "2", "--methods", "auto,majority_vote", "--cache", str(cache)])
+    out = capsys.readouterr().out
+    assert "auto against the best single method" in out
+    assert "toy:0" in out and "toy:1" in out
+    assert "synthetic golden5" in out and "synthetic none" in out
+    kept = [json.loads(line) for line in cache.read_text().splitlines()]
+    assert {r["method"] for r in kept} == {"majority_vote"}  # auto is never cached
+    assert len(kept) == 4
+    main(["--synthetic", "2", "--methods", "auto,majority_vote", "--cache", str(cache), "--json"])
+    assert len(cache.read_text().splitlines()) == 4  # reused, not recomputed
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all("ece" in r for r in records)

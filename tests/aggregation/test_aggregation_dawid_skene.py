@@ -53,3 +53,31 @@ def test_dawid_skene_beats_majority_vote_with_spammers() -> None:
     mv_acc = (mv.labels == truth.loc[mv.labels.index]).mean()
     assert ds_acc > mv_acc + 0.03
     assert ds_acc > 0.85
+
+
+def test_shrinkage_spans_full_and_one_coin() -> None:
+    from aggregation import dawid_skene as ds
+    from aggregation.encode import encode
+
+    answers, _ = simulate(400, 12, 3, 4, seed=3, spammers=0.2)
+    enc = encode(answers)
+    one_coin = ds.fit(enc, one_coin=True)
+    infinite = ds.fit(enc, prior=ds.Shrinkage(np.inf, 0.0))
+    np.testing.assert_allclose(infinite.probas, one_coin.probas)
+    huge = ds.fit(enc, prior=ds.Shrinkage(1e9, 0.0))
+    np.testing.assert_allclose(huge.errors, one_coin.errors, atol=1e-5)
+    light = ds.fit(enc, prior=ds.Shrinkage(1e-3, 0.0))
+    assert (light.probas.argmax(axis=1) == ds.fit(enc).probas.argmax(axis=1)).mean() > 0.99
+
+
+def test_skill_prior_pulls_a_worker_seen_twice_toward_the_crowd() -> None:
+    from aggregation import dawid_skene as ds
+    from aggregation.encode import encode
+
+    answers, _ = simulate(300, 10, 2, 3, seed=1)
+    newcomer = pd.DataFrame({"task": ["t0", "t1"], "worker": ["new", "new"], "label": ["1", "1"]})
+    enc = encode(pd.concat([answers, newcomer]))
+    w = enc.workers.get_loc("new")
+    skills = {a: ds.fit(enc, prior=ds.Shrinkage(np.inf, a)).errors[:, 0, 0] for a in (0.0, 8.0)}
+    crowd = np.median(np.delete(skills[0.0], w))
+    assert abs(skills[8.0][w] - crowd) < abs(skills[0.0][w] - crowd) / 2

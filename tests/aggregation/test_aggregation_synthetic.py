@@ -29,3 +29,25 @@ def test_spammers_and_seed() -> None:
     assert first.equals(again)
     with pytest.raises(ValueError):
         simulate(5, 2, 2, 3)
+
+
+def test_every_scenario_is_seeded_and_has_its_shape() -> None:
+    from aggregation.crowds import SCENARIOS
+
+    for name, make in SCENARIOS.items():
+        answers, truth = make(5)
+        assert answers.equals(make(5)[0]), name
+        assert set(answers["task"]) == set(truth.index), name
+        assert not answers.duplicated(["task", "worker"]).any(), name
+
+
+def test_scenarios_draw_what_they_say() -> None:
+    from aggregation.crowds import heavy_tail_binary, imbalanced, spammers, sparse
+
+    per_worker = sparse(0)[0].groupby("worker").size()
+    assert per_worker.median() <= 5
+    assert 10 <= heavy_tail_binary(0)[0].groupby("worker").size().median() <= 20
+    assert imbalanced(0)[1].value_counts(normalize=True).iloc[0] > 0.75
+    answers, _ = spammers(0)
+    one_label = answers.groupby("worker")["label"].nunique() == 1
+    assert one_label.sum() == 5  # the workers who always give the same label
