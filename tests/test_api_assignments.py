@@ -53,7 +53,8 @@ def test_lease_has_the_documented_shape(app: Flask, client: FlaskClient, request
     worker = _worker(app)
     before = utcnow()
     task = _lease(client, worker)
-    assert set(task) == {"id", "kind", "state", "items", "expires_at", "job"}
+    assert set(task) == {"id", "kind", "state", "items", "expires_at", "job", "pay"}
+    assert task["pay"] == {"currency": "USD", "item_cents": 2, "task_cents": 8, "bonus_item_cents": 0}
     assert task["kind"] == "task"
     assert task["state"] == "leased"
     assert len(task["items"]) == 4
@@ -73,9 +74,9 @@ def test_lease_has_the_documented_shape(app: Flask, client: FlaskClient, request
     again = client.get(f"/v1/assignments/{task['id']}", headers=worker)
     assert again.status_code == 200
     read_back = again.get_json()
-    assert {k: read_back.pop(k) for k in ("decision", "decision_reason", "paid_cents")} == dict.fromkeys(
-        ("decision", "decision_reason", "paid_cents")
-    )
+    pending = ("decision", "decision_reason", "paid_cents", "submitted_at")
+    assert {k: read_back.pop(k) for k in pending} == dict.fromkeys(pending)
+    assert read_back.pop("submitted_answers") == []
     assert read_back == task
 
 

@@ -22,6 +22,7 @@ def limited(database_url: str, redis: Redis) -> Flask:
         RATE_LIMIT_SUBMITS="2/minute",
         RATE_LIMIT_UPLOADS="2/minute",
         RATE_LIMIT_FAILED_AUTH="3/minute",
+        MAX_OPEN_LEASES_PER_JOB=3,  # three leases of one job reach the rate limit, not the cap
     )
     yield app
     dispose(app)
