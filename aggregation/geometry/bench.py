@@ -16,7 +16,7 @@ clusters them: workers in order, each one's boxes matched by the Hungarian metho
 clusters so far on the mean IoU with their members, >= 0.5), a cluster kept when at least half
 of the k workers drew it, its box the per-coordinate median of (x, y, w, h).
 
-`--overlap` replays each image's answers in a random order (seed 0), asking for one more
+`--overlap` replays each image's answers in a random order (seeds 0 .. --seeds - 1), asking for one more
 answer until `answers_agree` says the answers so far agree (from 2 answers, up to all 7),
 for several targets; it prints the answers used against the quality of `box_fusion` (golden5)
 next to fixed overlaps in the same random order.
@@ -203,6 +203,7 @@ def replay(folder: Path, targets: Sequence[float] = TARGETS, seed: int = SEED) -
             "kind": "boxes",
             "setting": "golden5",
             "overlap": label,
+            "seed": seed,
             "method": "box_fusion",
             "answers_per_item": round(float(np.mean([used[t] for t in scored.index])), 3),
             **evaluate(predicted, scored),
@@ -232,12 +233,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, required=True, help="a box folder, or a folder above box folders")
     parser.add_argument("--json", action="store_true", help="one JSON object a line")
     parser.add_argument("--overlap", action="store_true", help="instead: the dynamic-overlap replay")
+    parser.add_argument("--seeds", type=int, default=1, help="replay orders (seeds 0, 1, ...)")
     args = parser.parse_args(argv)
     folders = box_folders(args.data)
     if not folders:
         parser.error(f"no box folder (images.csv, answers.jsonl, gold.jsonl) at or below {args.data}")
     records: list[dict[str, object]] = []
-    stream = (r for f in folders.values() for r in replay(f)) if args.overlap else box_rows(folders)
+    replays = (r for f in folders.values() for s in range(args.seeds) for r in replay(f, seed=s))
+    stream = replays if args.overlap else box_rows(folders)
     for record in stream:
         if args.json or args.overlap:
             print(json.dumps(record), flush=True)

@@ -21,8 +21,8 @@ from .result import METHODS
 from .shapes import FloatArray, polygon_iou, polygons_of
 
 DEFAULT_MAX_VERTICES = 200
-SNAP = 0.01
-"""Pixels: collinear vertices left where faces met are removed within this distance."""
+SNAP = 0.25
+"""Pixels: vertices the overlay leaves within a quarter pixel of the outline are dropped."""
 
 
 def largest_ring(geometry: shapely.Geometry) -> shapely.Polygon:
@@ -33,19 +33,33 @@ def largest_ring(geometry: shapely.Geometry) -> shapely.Polygon:
     return shapely.Polygon(max(parts, key=lambda g: g.area).exterior)
 
 
+class Overlay:
+    """The faces of the members' overlay and which members cover each face (computed once
+    per cluster; only the weights change between rounds of the fusion loop)."""
+
+    def __init__(self, members: Sequence[shapely.Geometry]) -> None:
+        self.members = list(members)
+        outlines = shapely.union_all([shapely.boundary(m) for m in members])
+        self.faces = np.asarray(shapely.get_parts(shapely.polygonize(shapely.get_parts(outlines))), dtype=object)
+        inside = shapely.point_on_surface(self.faces)
+        self.covered = shapely.contains(np.asarray(members, dtype=object)[:, None], inside[None, :])
+        self._regions: dict[bytes, shapely.Geometry] = {}
+
+    def region(self, weight: FloatArray) -> shapely.Geometry:
+        """The union of the faces covered by at least half of the members' weight."""
+        if len(self.members) == 1:
+            return self.members[0]
+        kept = (weight @ self.covered) >= weight.sum() / 2.0 - 1e-12
+        key = kept.tobytes()
+        if key not in self._regions:
+            # The faces tile the plane without overlaps: a coverage union is exact and ~10x faster.
+            self._regions[key] = shapely.coverage_union_all(self.faces[kept]) if kept.any() else shapely.Polygon()
+        return self._regions[key]
+
+
 def majority_region(members: Sequence[shapely.Geometry], weight: FloatArray) -> shapely.Geometry:
     """The union of the overlay's faces covered by at least half of the members' weight."""
-    if len(members) == 1:
-        return members[0]
-    outlines = shapely.union_all([shapely.boundary(m) for m in members])
-    faces = np.asarray(shapely.get_parts(shapely.polygonize(shapely.get_parts(outlines))), dtype=object)
-    if not len(faces):
-        return shapely.Polygon()
-    inside = shapely.points(np.asarray([shapely.get_coordinates(shapely.point_on_surface(f))[0] for f in faces]))
-    covered = shapely.contains(np.asarray(members, dtype=object)[:, None], inside[None, :])
-    votes = weight @ covered
-    kept = faces[votes >= weight.sum() / 2.0 - 1e-12]
-    return shapely.union_all(kept) if len(kept) else shapely.Polygon()
+    return Overlay(members).region(weight)
 
 
 def paired_polygon_iou(a: np.ndarray, b: np.ndarray) -> FloatArray:
@@ -83,6 +97,7 @@ class PolygonKind:
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
         self.max_vertices = int(spec.get("max_vertices", DEFAULT_MAX_VERTICES))
+        self._overlays: dict[int, Overlay] = {}
 
     def parse(self, objects: Sequence[Mapping[str, Any]]) -> np.ndarray:
         result = np.empty(len(objects), dtype=object)
@@ -93,7 +108,7 @@ class PolygonKind:
         return np.empty(0, dtype=object)
 
     def similarity(self, a: np.ndarray, b: np.ndarray, area: float) -> FloatArray:
-        return polygon_iou(list(a), list(b))
+        return polygon_iou(a, a) if a is b else polygon_iou(a, b)
 
     def paired(self, a: np.ndarray, b: np.ndarray, area: FloatArray) -> FloatArray:
         return paired_polygon_iou(a, b)
@@ -110,11 +125,14 @@ class PolygonKind:
             rows = order[start:stop]
             if not len(rows):
                 continue
+            cluster = int(objects.cluster[rows[0]])
             members, weight = list(objects.geometry[rows]), skills[objects.worker[rows]]
-            region = largest_ring(majority_region(members, weight))
+            if cluster not in self._overlays:
+                self._overlays[cluster] = Overlay(members)
+            region = largest_ring(shapely.simplify(self._overlays[cluster].region(weight), SNAP))
             if region.is_empty:
                 region = largest_ring(members[int(np.argmax(weight))])
-            result[objects.cluster[rows[0]]] = region
+            result[cluster] = region
         return result
 
     def dump(self, geometry: shapely.Geometry, size: tuple[float, float] | None) -> dict[str, Any]:

@@ -111,7 +111,8 @@ def polygons_of(objects: Sequence[Mapping[str, Any]]) -> list[shapely.Geometry]:
 
 
 def polygon_iou(a: Sequence[shapely.Geometry], b: Sequence[shapely.Geometry]) -> FloatArray:
-    """IoU of every polygon in `a` with every polygon in `b` (areas by shapely)."""
+    """IoU of every polygon in `a` with every polygon in `b` (areas by shapely); pass the
+    same object twice for a set against itself."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
     left = np.asarray(a, dtype=object)[:, None]
@@ -121,12 +122,18 @@ def polygon_iou(a: Sequence[shapely.Geometry], b: Sequence[shapely.Geometry]) ->
     touch = (np.minimum(ba[:, None, 2], bb[None, :, 2]) > np.maximum(ba[:, None, 0], bb[None, :, 0])) & (
         np.minimum(ba[:, None, 3], bb[None, :, 3]) > np.maximum(ba[:, None, 1], bb[None, :, 1])
     )
+    same = a is b
+    if same:  # a set against itself: the upper triangle only, mirrored (intersections are slow)
+        touch &= np.triu(np.ones_like(touch), k=1)
     result = np.zeros((len(a), len(b)))
     if touch.any():
         la, rb = np.broadcast_arrays(left, right)
         inter = shapely.area(shapely.intersection(la[touch], rb[touch]))
         union = shapely.area(la[touch]) + shapely.area(rb[touch]) - inter
         result[touch] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    if same:
+        result = result + result.T
+        np.fill_diagonal(result, (shapely.area(list(a)) > 0).astype(np.float64))
     return result
 
 
