@@ -16,19 +16,37 @@ import numpy as np
 
 from .fusion import Objects
 from .result import METHODS
-from .shapes import FloatArray, keypoint_areas, keypoints_of, oks, paired_oks, sigmas_for
+from .shapes import FloatArray, IntArray, keypoint_areas, keypoints_of, oks, paired_oks, sigmas_for
 
 
-def weighted_median(values: FloatArray, weights: FloatArray) -> float:
-    """The value at half the total weight (the midpoint when the halves split exactly)."""
-    order = np.argsort(values, kind="stable")
-    v, w = values[order], weights[order]
+def weighted_median(groups: IntArray, values: FloatArray, weights: FloatArray, n_groups: int) -> FloatArray:
+    """Per group, the value at half the group's total weight (the midpoint of the two values
+    around it when the halves split exactly); NaN for a group with no value."""
+    order = np.lexsort((values, groups))
+    g, v, w = groups[order], values[order], weights[order]
     cumulative = np.cumsum(w)
-    half = cumulative[-1] / 2.0
-    i = int(np.searchsorted(cumulative, half - 1e-12 * cumulative[-1]))
-    if abs(cumulative[i] - half) <= 1e-12 * cumulative[-1] and i + 1 < len(v):
-        return float((v[i] + v[i + 1]) / 2.0)
-    return float(v[i])
+    total = np.bincount(g, w, minlength=n_groups)
+    before = np.r_[0.0, np.cumsum(total)[:-1]]  # weight of the groups sorted before each one
+    within = cumulative - before[g]
+    half = total[g] / 2.0
+    tolerance = 1e-12 * np.maximum(total[g], 1.0)
+    reached = within >= half - tolerance
+    first = np.full(n_groups, -1, dtype=np.int64)
+    hit = np.flatnonzero(reached)
+    # The first entry of each group that reaches half its weight (entries are grouped, so the
+    # first hit per group is where the group id changes among the hits).
+    starts = hit[np.r_[True, g[hit][1:] != g[hit][:-1]]] if len(hit) else hit
+    first[g[starts]] = starts
+    result = np.full(n_groups, np.nan)
+    has = first >= 0
+    i = first[has]
+    value = v[i]
+    exact = np.abs(within[i] - half[i]) <= tolerance[i]
+    nxt = np.minimum(i + 1, len(v) - 1)
+    same_group = (i + 1 < len(v)) & (g[nxt] == g[i])
+    value = np.where(exact & same_group, (v[i] + v[nxt]) / 2.0, value)
+    result[has] = value
+    return result
 
 
 def count_points(spec: Mapping[str, Any], values: Sequence[Mapping[str, Any]]) -> int:
@@ -68,29 +86,26 @@ class KeypointKind:
         """Nothing to learn beyond the skills the loop passes to `fuse`."""
 
     def fuse(self, objects: Objects, skills: FloatArray, n_clusters: int) -> FloatArray:
-        result = np.zeros((n_clusters, self.n_points, 3))
-        order = np.argsort(objects.cluster, kind="stable")
-        bounds = np.flatnonzero(np.r_[True, np.diff(objects.cluster[order]) != 0, True])
-        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-            rows = order[start:stop]
-            if not len(rows):
-                continue
-            result[objects.cluster[rows[0]]] = self._fuse_one(objects.geometry[rows], skills[objects.worker[rows]])
-        return result
-
-    def _fuse_one(self, points: FloatArray, weight: FloatArray) -> FloatArray:
-        """One cluster's keypoints from its members' (members, points, 3)."""
-        fused = np.zeros((self.n_points, 3))
-        total = weight.sum()
-        for p in range(self.n_points):
-            labelled = points[:, p, 2] > 0
-            if weight[labelled].sum() < total / 2.0 or not labelled.any():
-                continue
-            w = weight[labelled]
-            visible = weight[points[:, p, 2] == 2].sum() >= w.sum() / 2.0
-            x, y = weighted_median(points[labelled, p, 0], w), weighted_median(points[labelled, p, 1], w)
-            fused[p] = (x, y, 2 if visible else 1)
-        return fused
+        """Every cluster's keypoints at once (module docstring); unlabelled points are zeros."""
+        n_points = self.n_points
+        result = np.zeros((n_clusters, n_points, 3))
+        if not len(objects.cluster) or not n_points:
+            return result
+        points = objects.geometry
+        weight = skills[objects.worker]
+        members = np.bincount(objects.cluster, weight, minlength=n_clusters)
+        cell = objects.cluster[:, None] * n_points + np.arange(n_points)[None, :]  # (objects, points)
+        labelled = points[:, :, 2] > 0
+        w = np.broadcast_to(weight[:, None], labelled.shape)
+        said = np.bincount(cell[labelled], w[labelled], minlength=n_clusters * n_points)
+        seen = np.bincount(cell[points[:, :, 2] == 2], w[points[:, :, 2] == 2], minlength=n_clusters * n_points)
+        keep = (said > 0) & (said >= np.repeat(members, n_points) / 2.0 - 1e-12)
+        groups = cell[labelled]
+        x = weighted_median(groups, points[:, :, 0][labelled], w[labelled], n_clusters * n_points)
+        y = weighted_median(groups, points[:, :, 1][labelled], w[labelled], n_clusters * n_points)
+        visibility = np.where(seen >= said / 2.0 - 1e-12, 2.0, 1.0)
+        flat = np.c_[np.where(keep, x, 0.0), np.where(keep, y, 0.0), np.where(keep, visibility, 0.0)]
+        return flat.reshape(n_clusters, n_points, 3)
 
     def dump(self, geometry: FloatArray, size: tuple[float, float] | None) -> dict[str, Any]:
         points = geometry.copy()

@@ -110,7 +110,7 @@ def polygons_of(objects: Sequence[Mapping[str, Any]]) -> list[shapely.Geometry]:
     return [as_polygon(o["points"]) for o in objects]
 
 
-def polygon_iou(a: Sequence[shapely.Geometry], b: Sequence[shapely.Geometry]) -> FloatArray:
+def polygon_iou(a: Sequence[shapely.Geometry] | np.ndarray, b: Sequence[shapely.Geometry] | np.ndarray) -> FloatArray:
     """IoU of every polygon in `a` with every polygon in `b` (areas by shapely); pass the
     same object twice for a set against itself."""
     if not len(a) or not len(b):

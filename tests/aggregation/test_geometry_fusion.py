@@ -9,6 +9,7 @@ import shapely
 from frames_geometry import ALL_EMPTY, L_SHAPE, SQUARE, answers, boxes, synthetic_boxes
 
 from aggregation.geometry import aggregate_objects, score_answer
+from aggregation.geometry.keypoints import weighted_median
 from aggregation.geometry.polygons import majority_region
 
 SPEC = {"labels": ["person"]}
@@ -162,6 +163,17 @@ def test_fused_polygons_are_valid_and_close() -> None:
 
 
 # ---- keypoints ------------------------------------------------------------------------------
+
+
+def test_weighted_median_per_group() -> None:
+    groups = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    values = np.array([5.0, 1.0, 3.0, 10.0, 20.0, 1.0, 2.0, 100.0])
+    weights = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 5.0])
+    # Group 0: plain median 3; group 1: an exact split, the midpoint 15; group 2: the heavy
+    # value wins; group 3 has nothing.
+    result = weighted_median(groups, values, weights, 4)
+    assert result[:3].tolist() == [3.0, 15.0, 100.0]
+    assert np.isnan(result[3])
 
 
 def test_keypoints_weighted_median_and_visibility_vote() -> None:
