@@ -8,7 +8,9 @@ import pytest
 import shapely
 from frames_geometry import ALL_EMPTY, L_SHAPE, SQUARE, answers, boxes, synthetic_boxes
 
-from aggregation.geometry import aggregate_objects, score_answer
+from aggregation.geometry import aggregate_objects, check_values, score_answer
+from aggregation.geometry.boxes import BoxKind
+from aggregation.geometry.fusion import build, fuse
 from aggregation.geometry.keypoints import weighted_median
 from aggregation.geometry.polygons import majority_region
 
@@ -55,6 +57,37 @@ def test_habits_are_learnt_from_golden_boxes() -> None:
     assert not set(golden.index) & set(learnt.values.index)
     assert mean_score(learnt.values, real) > 0.92
     assert mean_score(learnt.values, real) > mean_score(blind.values, real) + 0.05
+
+
+def test_noise_levels_are_learnt_without_flattering_anyone() -> None:
+    # One sharp worker (noise 2% of the size per edge) and three blurry ones (5%), all on every
+    # image. Judged against a consensus holding its own box, the sharp one would look sharper
+    # still and take over; against the others' consensus alone it would look blurrier than it
+    # is unless that consensus' own error is discounted. Both wrong ways miss by over 25%.
+    _, truth = synthetic_boxes(n_images=80, seed=6, spammer=False)
+    rng = np.random.default_rng(6)
+    noise = {"sharp": 0.02, "blurry1": 0.05, "blurry2": 0.05, "blurry3": 0.05}
+    frame = answers(
+        [
+            (task, worker, boxes(*[tuple(jitter(o["bbox"], level, rng)) for o in value["objects"]]))
+            for task, value in truth.items()
+            for worker, level in noise.items()
+        ]
+    )
+    model = BoxKind(len(noise))
+    objects, layout = build(model, check_values("bbox", frame), {}, {}, 0.5)
+    fuse(model, objects, layout, 0.5, ["person"])
+    learnt = dict(zip(layout.workers, model.noise.mean(1), strict=True))
+    for worker, true in noise.items():
+        assert learnt[worker] == pytest.approx(true, rel=0.25), worker
+
+
+def jitter(xywh: list[float], noise: float, rng: np.random.Generator) -> np.ndarray:
+    """A box with Gaussian noise of `noise` x its size on each edge."""
+    x, y, w, h = xywh
+    x1, x2 = np.array([x, x + w]) + rng.normal(0, noise * w, 2)
+    y1, y2 = np.array([y, y + h]) + rng.normal(0, noise * h, 2)
+    return np.round([x1, y1, x2 - x1, y2 - y1], 2)
 
 
 def test_empty_answers_are_answers() -> None:
