@@ -10,6 +10,7 @@ from frames_geometry import ALL_EMPTY, L_SHAPE, SQUARE, answers, boxes, syntheti
 
 from aggregation.geometry import aggregate_objects, check_values, score_answer
 from aggregation.geometry.boxes import BoxKind
+from aggregation.geometry.clustering import cluster_objects
 from aggregation.geometry.fusion import build, fuse
 from aggregation.geometry.keypoints import weighted_median
 from aggregation.geometry.polygons import majority_region
@@ -245,3 +246,32 @@ def test_multilabel_learns_from_golden_tasks() -> None:
     assert result.skills["good"] == 1.0 and result.skills["bad"] == 0.0
     assert result.method.startswith("binary_relevance")
     assert (result.answers_used == 2).all()
+
+
+# ---- clustering -----------------------------------------------------------------------------
+
+
+def test_clusters_prefer_the_same_label_on_near_ties() -> None:
+    # Worker a drew a person (0) and a bicycle (1) overlapping; worker b's person (2) is a
+    # shade closer to a's bicycle, and b's bicycle (3) to a's person.
+    similarity = np.array(
+        [
+            [1.0, 0.6, 0.70, 0.72],
+            [0.6, 1.0, 0.72, 0.70],
+            [0.70, 0.72, 1.0, 0.6],
+            [0.72, 0.70, 0.6, 1.0],
+        ]
+    )
+    owner = np.array([0, 0, 1, 1])
+    clusters = cluster_objects(similarity, owner, ["person", "bicycle", "person", "bicycle"], 0.5)
+    assert clusters.tolist() == [0, 1, 0, 1]
+    # With one label everywhere the higher similarity wins, one object per worker per cluster.
+    assert cluster_objects(similarity, owner, ["x"] * 4, 0.5).tolist() == [0, 1, 1, 0]
+
+
+def test_gold_objects_seed_clusters_and_judge_alone() -> None:
+    # Gold g (0); worker a's box (1) matches it; worker b's box (2) is close to a's but not to
+    # the gold: it starts a cluster of its own rather than joining through a.
+    similarity = np.array([[1.0, 0.8, 0.3], [0.8, 1.0, 0.9], [0.3, 0.9, 1.0]])
+    clusters = cluster_objects(similarity, np.array([-1, 0, 1]), ["p"] * 3, 0.5, n_gold=1)
+    assert clusters.tolist() == [0, 0, 1]
