@@ -6,7 +6,9 @@
     python -m aggregation.bench --scale 1000000   # simulated: items, overlap 10, 5 classes
 
 `--data` reads every folder of it with `labels.csv` (worker,task,label) and `gt.csv`
-(task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1.
+(task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1. Box
+folders (images.csv, answers.jsonl, gold.jsonl) at or below --data are scored too, one record
+per setting, number of workers and method (see aggregation/geometry/bench.py).
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
 golden, drawn with a fixed seed (`--golden-seed`, default 0; the cache is used only with the
 default), and scored only on the other 95%). In golden5 the row
@@ -22,6 +24,7 @@ set, the variant that did best on all the others and its result on the one left 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -242,9 +245,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is None and not args.synthetic:
         parser.error("--data or --synthetic is required unless --scale is given")
+    from .geometry.bench import box_folders, box_rows, print_box_table
+
+    boxes = box_folders(args.data) if args.data is not None else {}
+    names = args.datasets.split(",") if args.datasets else None
     sources: list[Source] = []
     if args.data is not None:
-        sources += folders(args.data, args.datasets.split(",") if args.datasets else None)
+        sources += folders(args.data, [n for n in names if n not in boxes] if names else None)
     sources += synthetic(args.synthetic)
     cache = Cache(args.cache)
     if args.lodo:
@@ -252,13 +259,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     methods = list(ALL_BUT_GLAD) if args.methods == "all-but-glad" else args.methods.split(",")
     records = []
-    for record in rows(iter(sources), methods, cache, golden_seed=args.golden_seed):
+    labelled = rows(iter(sources), methods, cache, golden_seed=args.golden_seed)
+    for record in itertools.chain(labelled, box_rows(boxes, names or list(boxes))):
         if args.json:
             print(json.dumps(record), flush=True)
         records.append(record)
     if not args.json:
-        print_table(records)
-        print_summary(records)
+        print_table([r for r in records if "kind" not in r])
+        print_summary([r for r in records if "kind" not in r])
+        print_box_table([r for r in records if "kind" in r])
 
 
 if __name__ == "__main__":
