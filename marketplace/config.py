@@ -18,7 +18,10 @@ DEFAULTS: dict[str, Any] = {
     "DATA_DIR": str(DEFAULT_DATA_DIR),
     "LEASE_SECONDS": 600,
     "MAX_ITEMS_PER_REQUEST": 50_000,
-    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,
+    "MAX_CONTENT_LENGTH": 64 * 1024 * 1024,  # item uploads (streamed); every other call less:
+    "BODY_MAX_BYTES": 256 * 1024,  # a job, a PATCH, a rule, ... (api/bodies.body_limit)
+    "SUBMIT_MAX_BYTES": 1024 * 1024,  # a task's answers: 100 answers of the largest kind
+    "UPLOAD_MAX_BYTES": 64 * 1024 * 1024,
     "AGGREGATE_EVERY_ANSWERS": 200,
     "HOT_PATH": True,
     # The most answers one job may ask for (real items x overlap, or overlap_max): a job's pool

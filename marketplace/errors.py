@@ -40,6 +40,10 @@ class UnsupportedMediaType(ServiceError):
     status = 415
 
 
+class PayloadTooLarge(ServiceError):
+    status = 413
+
+
 class Unprocessable(ServiceError):
     """Well-formed input that fails validation (marshmallow's messages as they are)."""
 

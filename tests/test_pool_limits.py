@@ -3,6 +3,8 @@ capped per worker and per job, and a lease says what the task pays."""
 
 from __future__ import annotations
 
+import io
+import json
 import threading
 from typing import Any
 
@@ -161,3 +163,30 @@ def test_a_job_asks_for_at_most_the_operators_number_of_answers(
     assert (view["overlap"], view["progress"]["items"], view["progress"]["answers_free"]) == (3, 10, 30)
     golden = [{"data": {"url": "gold.jpg"}, "answer": "cat"}]  # golden items ask for no answers
     assert client.post(f"/v1/jobs/{job['id']}/items", json=golden, headers=requester).status_code == 201
+
+
+def test_a_body_too_long_for_its_call_is_refused_before_it_is_read(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    """A 53 MiB submit took 21.7 s to reach its 422 and left the server at 1 GB: each call now
+    takes bodies up to its own limit, refused by Content-Length (or, chunked, at the limit)."""
+    app.config.update(SUBMIT_MAX_BYTES=2000, BODY_MAX_BYTES=1000)
+    job = post_job(client, requester, items=10, golden=0, golden_ratio=0.0, items_per_task=2)
+    worker = bearer(new_key(app, "worker"))
+    task = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).get_json()
+    url = f"/v1/assignments/{task['id']}/submit"
+    huge = {"answers": [{"item_id": i["id"], "label": "cat" * 500} for i in task["items"]]}
+    body = assert_error(client.post(url, json=huge, headers=worker), 413, "Content-Length")
+    assert "this call takes at most 2000" in body["message"]
+    chunked = client.post(
+        url,
+        input_stream=io.BytesIO(json.dumps(huge).encode()),
+        headers={**worker, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_base={"wsgi.input_terminated": True},  # as gunicorn says of a chunked body
+    )
+    assert_error(chunked, 413)
+    big_patch = {"instructions": "x" * 2000}
+    assert_error(client.patch(f"/v1/jobs/{job['id']}", json=big_patch, headers=requester), 413, "Content-Length")
+    assert _open_leases(app) == 1  # nothing stored, the task still open
+    fine = {"answers": [{"item_id": i["id"], "label": "cat"} for i in task["items"]]}
+    assert client.post(url, json=fine, headers=worker).status_code == 200

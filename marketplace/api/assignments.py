@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 
 from marketplace import queue
 from marketplace.api import idempotency_key
+from marketplace.api.bodies import body_limit
 from marketplace.auth import current_principal, require
 from marketplace.db import get_hot_engine, get_session
 from marketplace.models import utcnow
@@ -59,6 +60,7 @@ class AssignmentResource(MethodView):
 
 @blp.route("/<id:assignment_id>/submit", methods=["POST"])
 @require("worker")
+@body_limit("SUBMIT_MAX_BYTES")
 @blp.arguments(SUBMIT_REQUEST)
 @blp.response(200, SubmitResultSchema)
 def submit_task(body: dict[str, Any], assignment_id: int) -> Any:

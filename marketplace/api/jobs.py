@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from marketplace import queue
 from marketplace.api import bodies
-from marketplace.api.bodies import JSON, JSON_LINES, accepts
+from marketplace.api.bodies import JSON, JSON_LINES, accepts, body_limit
 from marketplace.auth import current_principal, require
 from marketplace.db import get_session
 from marketplace.errors import Invalid, ServiceError, Unprocessable
@@ -117,7 +117,7 @@ def _parse_items() -> list[dict[str, Any]]:
     limit = current_app.config["MAX_ITEMS_PER_REQUEST"]
     lines: list[int] | None = None
     if request.mimetype in JSON_LINES:
-        payload, lines = _json_lines(request.get_data(cache=False))
+        payload, lines = _json_lines(request.stream)
     else:
         payload = request.get_json()
     if not isinstance(payload, list) or not payload:
@@ -134,11 +134,13 @@ def _parse_items() -> list[dict[str, Any]]:
         raise Unprocessable(message, {"json": error.messages}) from None
 
 
-def _json_lines(raw: bytes) -> tuple[list[Any], list[int]]:
-    """One JSON value per line (blank lines skipped), and the line number of each."""
+def _json_lines(stream: Any) -> tuple[list[Any], list[int]]:
+    """One JSON value per line (blank lines skipped), and the line number of each, read line by
+    line from the request's stream: the raw body is never held whole beside what it parses to."""
     values: list[Any] = []
     numbers: list[int] = []
-    for number, line in enumerate(raw.splitlines(), start=1):
+    limit = current_app.config["MAX_ITEMS_PER_REQUEST"]
+    for number, line in enumerate(stream, start=1):
         if not line.strip():
             continue
         try:
@@ -149,6 +151,8 @@ def _json_lines(raw: bytes) -> tuple[list[Any], list[int]]:
                 f"the body is not valid JSON Lines: {where}", {"json": {"_body": [f"invalid JSON at {where}"]}}
             ) from None
         numbers.append(number)
+        if len(values) > limit:  # refused as soon as it is known, not after reading the rest
+            raise Invalid("_body", f"at most {limit} items per request")
     return values, numbers
 
 
@@ -156,6 +160,7 @@ def _json_lines(raw: bytes) -> tuple[list[Any], list[int]]:
 class Items(MethodView):
     @require("requester")
     @accepts(JSON, *JSON_LINES)
+    @body_limit("UPLOAD_MAX_BYTES")
     @blp.response(201, ItemsAddedSchema)
     @blp.doc(
         requestBody={
