@@ -7,18 +7,13 @@ take it as `live`.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 from redis import Redis
 from sqlalchemy import text
@@ -28,12 +23,7 @@ from marketplace.db import make_engine, session_scope
 from marketplace.services import ledger
 from marketplace.services.accounts import create_account
 from tests.conftest import REDIS_URL, _admin, pg_database_url
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.serving import environment, serve
 
 
 @dataclass
@@ -82,47 +72,20 @@ class LiveServer:
         assert done.returncode == 0, done.stderr[-3000:]
 
 
-def start_server(database_url: str, port: int, **settings: str) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MARKETPLACE_")}
-    env.update({"DATABASE_URL": database_url, "REDIS_URL": REDIS_URL, **settings})
-    command = [sys.executable, "-m", "marketplace", "serve", "--bind", f"127.0.0.1:{port}"]
-    server = subprocess.Popen(
-        [*command, "--workers", "1", "--threads", "4", "--no-access-log"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return server, env
-        except httpx.HTTPError:
-            time.sleep(0.1)
-        if server.poll() is not None:
-            break
-    server.kill()
-    raise RuntimeError("the server did not start")
-
-
 @pytest.fixture(scope="module", name="live")
-def live_fixture(pg_template: str) -> Iterator[LiveServer]:
+def live_fixture(pg_template: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """One server per test module (its own database); tests make their own accounts on it."""
     name = f"mk_live_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
     redis = Redis.from_url(REDIS_URL)
     redis.flushdb()
-    port = free_port()
-    server, env = start_server(pg_database_url(name), port)
+    folder = tmp_path_factory.mktemp("live")
+    env = environment(pg_database_url(name), folder / "var")
     try:
-        yield LiveServer(f"http://127.0.0.1:{port}", pg_database_url(name), env)
+        with serve(env, folder / "serve.log", "--workers", "1", "--threads", "4", "--no-access-log") as server:
+            yield LiveServer(server.base, pg_database_url(name), env)
     finally:
-        server.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: no wait for idle keep-alive clients
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
         redis.flushdb()
         redis.close()
         with _admin() as conn:

@@ -52,7 +52,7 @@ class Server:
 
 @contextmanager
 def serve(env: dict[str, str], log: Path, *args: str) -> Iterator[Server]:
-    """`marketplace serve` on a free loopback port until the block ends (then SIGTERM)."""
+    """`marketplace serve` on a free loopback port until the block ends (then SIGINT)."""
     port = free_port()
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -74,7 +74,7 @@ def serve(env: dict[str, str], log: Path, *args: str) -> Iterator[Server]:
             raise AssertionError("serve did not answer /healthz in 30 s")
         yield Server(base, port, log)
     finally:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown: no wait for idle keep-alive clients
         try:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:

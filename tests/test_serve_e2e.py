@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,11 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.serving import free_port
 
 
 @pytest.fixture
@@ -40,7 +35,7 @@ def test_serve_with_embedded_defaults_answers_and_documents_the_api(env: dict[st
     created = _cli(env, "accounts", "create", "--role", "operator", "--name", "ops")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip().splitlines()[-1]
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "marketplace", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
         env=env,
