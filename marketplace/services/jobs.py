@@ -8,6 +8,7 @@ from marshmallow import ValidationError
 from sqlalchemy import and_, exists, func, insert, or_, select
 from sqlmodel import Session
 
+from marketplace import answer_checks
 from marketplace.auth import Principal
 from marketplace.errors import Conflict, Invalid, NotFound
 from marketplace.models import (
@@ -32,10 +33,10 @@ from marketplace.models import (
 )
 from marketplace.pool import randomness, slots
 from marketplace.pool.release import release_assignments
-from marketplace.schemas import check_dynamic_overlap
+from marketplace.schemas import check_dynamic_overlap, check_method
 from marketplace.services import acceptance, budget, pricing
 from marketplace.services import items as item_service
-from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
+from marketplace.settings import CLASSIFICATION, AcceptanceRules, AnnotationSpec, Bonus, Pricing, QualificationSettings
 
 TRANSITIONS = {
     "launch": ({JobState.DRAFT, JobState.PAUSED}, JobState.RUNNING),
@@ -85,11 +86,7 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
     """
     if job.state not in (JobState.DRAFT, JobState.RUNNING, JobState.PAUSED):
         raise Conflict(f"cannot add items to a {job.state} job")
-    labels = set(job.annotation["labels"])
-    for index, item in enumerate(items):
-        answer = item.get("answer")
-        if answer is not None and answer not in labels:
-            raise Invalid(f"{index}.answer", "not one of the job's labels")
+    golden = check_items(AnnotationSpec.load(job.annotation), items)
     keys: list[str | None] = [item.get("key") for item in items]
     item_service.check_new_keys(session, job.id, keys)
     order = randomness.shuffled(list(range(len(items))))
@@ -100,7 +97,8 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
             "key": keys[index],
             "data": items[index]["data"],
             "is_golden": "answer" in items[index],
-            "answer": items[index].get("answer"),
+            "answer": golden[index] if isinstance(golden[index], str) else None,
+            "gold": golden[index] if isinstance(golden[index], dict) else None,
             "created_at": now,
         }
         for index in order
@@ -122,6 +120,26 @@ def add_items(session: Session, job: Job, items: list[dict[str, Any]]) -> dict[s
             for item_id, key in zip(ids, keys, strict=True)
         ],
     }
+
+
+def check_items(spec: AnnotationSpec, items: list[dict[str, Any]]) -> list[str | dict[str, Any] | None]:
+    """Each item's known answer as stored (a label, or an annotation value), None for a real
+    item; Invalid naming the index of the first item that the job's annotation refuses: a
+    geometry item without its image's size, a golden answer a worker could not give."""
+    golden: list[str | dict[str, Any] | None] = []
+    for index, item in enumerate(items):
+        answer_checks.check_item_data(spec, item["data"], str(index))
+        answer = item.get("answer")
+        if answer is None:
+            golden.append(None)
+        elif spec.kind == CLASSIFICATION:
+            if answer not in spec.labels:
+                raise Invalid(f"{index}.answer", "not one of the job's labels")
+            golden.append(answer)
+        else:
+            size = answer_checks.image_size(item["data"])
+            golden.append(answer_checks.check_value(spec, answer, size, f"{index}.answer"))
+    return golden
 
 
 def change_state(session: Session, job: Job, action: str, actor_id: int | None = None) -> Job:
@@ -313,6 +331,7 @@ def tune_job(
             changes.get("overlap_max", job.overlap_max),
             changes.get("target_confidence", job.target_confidence),
         )
+        check_method(job.annotation["type"], changes.get("aggregation", job.aggregation))
     except ValidationError as error:
         field, reasons = next(iter(error.normalized_messages().items()))
         raise Invalid(str(field), str(reasons[0])) from None
