@@ -13,6 +13,8 @@ from marketplace.settings import ANNOTATION_DEFAULTS, ANNOTATION_KINDS, CLASSIFI
 MAX_ID = 2**63 - 1
 MAX_LABEL = 200  # characters of an answer's label
 MAX_ANSWERS = 100  # answers in one submit (items_per_task is at most 100)
+MAX_LABELS = 200  # labels of a job's annotation
+MAX_OBJECTS = 1000  # objects of an answer (a job's max_objects is at most this)
 ANNOTATION_TYPES = ANNOTATION_KINDS
 AGGREGATION_METHODS = aggregation.METHODS
 MAX_ITEM_DATA_BYTES = 16 * 1024
@@ -393,8 +395,36 @@ class AssignmentSchema(Schema):
 
 
 class AnswerInSchema(Schema):
+    """One item's answer, in the field the job's annotation type asks for: `label`
+    (classification), `labels` (multilabel: a set of labels, possibly empty) or `objects` (bbox,
+    polygon, keypoints: an empty list is "nothing to draw"). The objects are checked against the
+    job's annotation and the item's image before anything is stored (a 422 names the place)."""
+
     item_id = Id(required=True)
-    label = String(required=True, validate=validate.Length(1, MAX_LABEL))
+    label = String(validate=validate.Length(1, MAX_LABEL), metadata={"description": "classification"})
+    labels = fields.List(
+        String(validate=validate.Length(1, MAX_LABEL)),
+        validate=validate.Length(0, MAX_LABELS),
+        metadata={"description": "multilabel: the labels that apply, possibly none"},
+    )
+    objects = fields.List(
+        fields.Dict(keys=String()),
+        validate=validate.Length(0, MAX_OBJECTS),
+        metadata={
+            "description": 'bbox: {"label", "bbox": [x, y, w, h]}; polygon: {"label", "points": [[x, y], ...]}; '
+            'keypoints: {"label", "keypoints": [[x, y, v], ...]} (v: 0 not labelled, 1 occluded, 2 visible); '
+            "pixels of the item's image"
+        },
+    )
+
+    @validates_schema
+    def _one_answer(self, data: dict[str, Any], **_: Any) -> None:
+        given = [name for name in ("label", "labels", "objects") if name in data]
+        if len(given) != 1:
+            raise ValidationError(
+                "give one of label (classification), labels (multilabel) or objects (bbox, polygon, keypoints)",
+                field_name=given[1] if len(given) > 1 else "label",
+            )
 
 
 class SubmitSchema(Schema):

@@ -217,11 +217,26 @@ def test_lease_bodies_the_short_way_takes(body: Any, expected: Any) -> None:
         {"answers": {"item_id": 1, "label": "a"}},
         {"answers": [{"item_id": 1, "label": "a", "extra": 1}]},
         {"answers": [{"item_id": 1, "label": "a"}], "extra": 1},
+        {"answers": [{"item_id": 1, "objects": "none"}]},
+        {"answers": [{"item_id": 1, "objects": [1]}]},
+        {"answers": [{"item_id": 1, "objects": [{"lab\x00el": "a"}]}]},
+        {"answers": [{"item_id": 1, "objects": [{}] * 1001}]},
+        {"answers": [{"item_id": 1, "objects": [], "label": "a"}]},
+        {"answers": [{"item_id": 1, "labels": [""]}]},
+        {"answers": [{"item_id": 1, "labels": "a"}]},
+        {"answers": [{"item_id": 1, "labels": ["a"] * 201}]},
     ],
 )
 def test_submit_bodies_the_short_way_leaves_to_the_schema(body: Any) -> None:
     assert hot.submit_answers(body) is None
     assert hot.submit_answers({"answers": [{"item_id": 1, "label": "a"}, {"item_id": 2, "label": "b"}]}) is not None
+
+
+def test_annotation_answers_take_the_short_way_to_the_pools_checks() -> None:
+    objects = [{"item_id": 1, "objects": [{"label": "a", "bbox": [1, 2, 3, 4]}]}, {"item_id": 2, "objects": []}]
+    assert hot.submit_answers({"answers": objects}) == objects
+    labels = [{"item_id": 1, "labels": ["a", "b"]}, {"item_id": 2, "labels": []}]
+    assert hot.submit_answers({"answers": labels}) == labels
 
 
 def test_an_unexpected_error_on_the_short_way_is_a_json_500_without_detail(
