@@ -240,7 +240,7 @@ class Answer(SQLModel, table=True):
     label: str | None = Field(default=None, max_length=200)
     value: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     is_golden: bool = False
-    # Golden items only: `score` in [0, 1] against the known answer (`services/golden.py`; NULL
+    # Golden items only: `score` in [0, 1] against the known answer (`services/scoring.py`; NULL
     # for a classification answer, whose score is `correct`), and `correct` (the label is right,
     # or the score reaches `golden.PASS_SCORE`). Both NULL until an annotation answer is scored.
     correct: bool | None = None

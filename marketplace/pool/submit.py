@@ -10,7 +10,7 @@ deadline; reclaiming waits a grace period past it.
 
 Golden answers of a classification are marked `correct` as they are stored; golden annotation
 answers are stored unscored, like every other answer, and scored off the submit
-(`services/golden.py`), so a submit does the same work whether it holds golden items or not.
+(`services/scoring.py`), so a submit does the same work whether it holds golden items or not.
 """
 
 from __future__ import annotations

@@ -103,6 +103,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
     frame = pd.DataFrame({"answers": counts}).join(scores[["golden_seen", "golden_correct", "golden_accuracy"]])
     frame["agreement"] = aggregation.agreement(answers, labels)
     frame[["golden_seen", "golden_correct"]] = frame[["golden_seen", "golden_correct"]].fillna(0).astype(np.int64)
+    frame["golden_score"] = frame["golden_correct"].astype(float)
     frame.loc[frame["golden_seen"] == 0, "golden_accuracy"] = np.nan
     frame = frame.astype({"golden_accuracy": float, "agreement": float})
     frame["worker_id"] = frame.index.astype(np.int64)
@@ -115,6 +116,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
         "answers",
         "golden_seen",
         "golden_correct",
+        "golden_score",
         "golden_accuracy",
         "agreement",
         "updated_at",

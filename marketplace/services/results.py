@@ -91,13 +91,14 @@ def worker_quality(session: Session, job_id: int) -> list[dict[str, Any]]:
 
 
 def _quality(q: WorkerQuality) -> dict[str, Any]:
-    """A worker's figures on a job as of the last aggregation: golden accuracy raw, and the
-    stored (smoothed) estimate under its own name."""
+    """A worker's figures on a job as of the last aggregation: golden accuracy raw (the mean
+    golden score), and the stored (smoothed) estimate under its own name."""
+    credit = q.golden_correct if q.golden_score is None else q.golden_score
     return {
         "answers": q.answers,
         "golden_seen": q.golden_seen,
         "golden_correct": q.golden_correct,
-        "golden_accuracy": raw_share(q.golden_correct, q.golden_seen),
+        "golden_accuracy": raw_share(credit, q.golden_seen),
         "golden_accuracy_smoothed": None if q.golden_accuracy is None else round(q.golden_accuracy, 4),
         "agreement": q.agreement,
     }
