@@ -3,6 +3,9 @@
     python -m aggregation.bench --data /work/shared/data [--json] [--methods auto,dawid_skene]
     python -m aggregation.bench --scale 1000000   # simulated: items, overlap 10, 5 classes
 
+Box folders (images.csv, answers.jsonl, gold.jsonl) at or below --data are scored too, one
+record per setting, number of workers and method (see aggregation/geometry/bench.py).
+
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
 golden, drawn with a fixed seed, and scored only on the other 95%). In golden5 the row
 "dawid_skene:no_golden" is crowd-kit's default Dawid-Skene, which cannot use golden tasks.
@@ -13,6 +16,7 @@ whose confidence is above 0.9.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -143,16 +147,21 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is None:
         parser.error("--data is required unless --scale is given")
+    from .geometry.bench import box_folders, box_rows, print_box_table
+
     found = sorted(p.parent.name for p in args.data.glob("*/labels.csv"))
     known = [d for d in DATASETS if d in found] + [d for d in found if d not in DATASETS]
-    datasets = args.datasets.split(",") if args.datasets else known
+    boxes = box_folders(args.data)
+    datasets = args.datasets.split(",") if args.datasets else known + list(boxes)
     records = []
-    for record in rows(args.data, datasets, args.methods.split(",")):
+    labelled = rows(args.data, [d for d in datasets if d not in boxes], args.methods.split(","))
+    for record in itertools.chain(labelled, box_rows(boxes, datasets)):
         if args.json:
             print(json.dumps(record), flush=True)
         records.append(record)
     if not args.json:
-        print_table(records)
+        print_table([r for r in records if "kind" not in r])
+        print_box_table([r for r in records if "kind" in r])
 
 
 if __name__ == "__main__":

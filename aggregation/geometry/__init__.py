@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .agreement import answers_agree, job_agreement, mean_pairwise_similarity, worker_agreement
@@ -63,7 +64,7 @@ def check_values(kind: str, answers: pd.DataFrame) -> pd.DataFrame:
             "value": [_as_value(v) for v in answers["value"]],
         }
     )
-    frame = frame[frame["value"].map(lambda v: v is not None)]
+    frame = frame.loc[np.fromiter((v is not None for v in frame["value"]), dtype=bool, count=len(frame))]
     key = _key(kind)
     for row, value in zip(frame.index, frame["value"], strict=True):
         if not isinstance(value, Mapping) or not isinstance(value.get(key), list):

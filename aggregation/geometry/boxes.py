@@ -74,7 +74,7 @@ class BoxKind:
         if not self.learn_habits or weight.sum() == 0:
             return
         n_workers = len(self.bias)
-        others, alone = self._others(objects)
+        others, spread_of_others, alone = self._others(objects)
         weight = np.where(gold | ~alone, weight, 0.0)
         if weight.sum() == 0:
             return
@@ -87,7 +87,9 @@ class BoxKind:
             crowd_bias = float((weight * r).sum() / weight.sum())
             total = np.bincount(objects.worker, weight * r, minlength=n_workers)
             bias = (total + PRIOR_BOXES * crowd_bias) / (count + PRIOR_BOXES)
-            squared = (r - bias[objects.worker]) ** 2
+            # Against the others' consensus, a residual also carries that consensus' own error:
+            # subtract its expected square (none against gold) so noise is not overstated.
+            squared = (r - bias[objects.worker]) ** 2 - np.where(gold, 0.0, spread_of_others[:, edge])
             crowd_noise = float((weight * squared).sum() / weight.sum())
             spread = np.bincount(objects.worker, weight * squared, minlength=n_workers)
             noise = np.sqrt(np.maximum((spread + PRIOR_BOXES * crowd_noise) / (count + PRIOR_BOXES), MIN_NOISE**2))
@@ -105,21 +107,25 @@ class BoxKind:
         corrected = objects.geometry - self.bias[objects.worker] * _scale(objects.geometry)
         return corrected, 1.0 / self.noise[objects.worker] ** 2
 
-    def _others(self, objects: Objects) -> tuple[FloatArray, np.ndarray]:
+    def _others(self, objects: Objects) -> tuple[FloatArray, FloatArray, np.ndarray]:
         """For every box, the fused box of the other members of its cluster (leave one out:
         a worker judged against a consensus holding its own box would look better than it is
-        and pull the consensus further its way), and whether it is alone in its cluster."""
+        and pull the consensus further its way), the expected squared error of that fused box
+        per edge (0 until noise is learnt), and whether the box is alone in its cluster."""
         corrected, weight = self._corrected(objects)
         n_clusters = int(objects.cluster.max()) + 1 if len(objects.cluster) else 0
         others = np.zeros_like(corrected)
+        spread = np.zeros_like(corrected)
         for edge in range(4):
             total = np.bincount(objects.cluster, weight[:, edge], minlength=n_clusters)
             value = np.bincount(objects.cluster, weight[:, edge] * corrected[:, edge], minlength=n_clusters)
             rest = total[objects.cluster] - weight[:, edge]
             mine = weight[:, edge] * corrected[:, edge]
             others[:, edge] = np.divide(value[objects.cluster] - mine, rest, out=np.zeros(len(rest)), where=rest > 0)
+            if self.fitted:
+                spread[:, edge] = np.divide(1.0, rest, out=np.zeros(len(rest)), where=rest > 0)
         alone = np.bincount(objects.cluster, minlength=n_clusters)[objects.cluster] < 2
-        return others, alone
+        return others, spread, alone
 
     def fuse(self, objects: Objects, skills: FloatArray, n_clusters: int) -> FloatArray:
         """Per cluster: the median box until habits are learnt, then the weighted mean of

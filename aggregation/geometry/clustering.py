@@ -34,9 +34,25 @@ def cluster_objects(
     cluster."""
     n = len(owner)
     cluster = np.full(n, -1, dtype=np.int64)
-    cluster[:n_gold] = np.arange(n_gold)
+    label_values, codes = np.unique(np.asarray(labels, dtype=str), return_inverse=True)
+    several_labels = len(label_values) > 1
+    # Running sums per cluster: similarity of every object to its members, members, labels.
+    to_members = np.zeros((n, n))
+    size = np.zeros(n)
+    label_count = np.zeros((n, len(label_values)))
+    n_clusters = 0
+
+    def join(i: int, c: int) -> None:
+        cluster[i] = c
+        if c < n_gold and i >= n_gold:
+            return  # a gold cluster is judged by its gold object alone
+        to_members[:, c] += similarity[:, i]
+        size[c] += 1
+        label_count[c, codes[i]] += 1
+
+    for g in range(n_gold):
+        join(g, g)
     n_clusters = n_gold
-    label_arr = np.asarray(labels, dtype=object)
     start = n_gold
     while start < n:
         stop = start
@@ -44,30 +60,18 @@ def cluster_objects(
             stop += 1
         mine = np.arange(start, stop)
         if n_clusters:
-            assigned = np.flatnonzero(cluster >= 0)
-            members = np.zeros((n_clusters, n))
-            members[cluster[assigned], assigned] = 1.0
-            gold_clusters = np.zeros(n_clusters, dtype=bool)
-            gold_clusters[:n_gold] = True
-            # A gold cluster is judged by its gold object alone; the others by all members.
-            members[gold_clusters] = 0.0
-            members[np.arange(n_gold), np.arange(n_gold)] = 1.0
-            mean_sim = (similarity[mine] @ members.T) / members.sum(1)[None, :]
-            majority_label = np.array([_label_of(label_arr[members[c] > 0]) for c in range(n_clusters)], dtype=object)
-            bonus = LABEL_BONUS * (label_arr[mine][:, None] == majority_label[None, :])
-            score = np.where(mean_sim >= threshold, mean_sim + bonus, 0.0)
+            mean_sim = to_members[mine, :n_clusters] / size[:n_clusters]
+            score = mean_sim.copy()
+            if several_labels:
+                majority = label_count[:n_clusters].argmax(1)
+                score += LABEL_BONUS * (codes[mine][:, None] == majority[None, :])
+            score[mean_sim < threshold] = 0.0
             rows, cols = linear_sum_assignment(score, maximize=True)
-            ok = mean_sim[rows, cols] >= threshold
-            cluster[mine[rows[ok]]] = cols[ok]
+            for r, c in zip(rows, cols, strict=True):
+                if mean_sim[r, c] >= threshold:
+                    join(int(mine[r]), int(c))
         for i in mine[cluster[mine] < 0]:
-            cluster[i] = n_clusters
+            join(int(i), n_clusters)
             n_clusters += 1
         start = stop
     return cluster
-
-
-def _label_of(labels: np.ndarray) -> str:
-    """The most frequent label among a cluster's members (first seen on ties)."""
-    values, first, counts = np.unique(labels.astype(str), return_index=True, return_counts=True)
-    best = np.lexsort((first, -counts))[0]
-    return str(values[best])

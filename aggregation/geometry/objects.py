@@ -10,21 +10,19 @@ import pandas as pd
 
 from .boxes import BoxKind
 from .fusion import DEFAULT_MIN_SUPPORT, Fused, Kind, Layout, build, fuse
+from .keypoints import KeypointKind, count_points
+from .polygons import PolygonKind
 from .result import GeometryResult, empty_result, version_tag
 
 
-def make_kind(kind: str, spec: Mapping[str, Any], n_workers: int) -> Kind:
+def make_kind(kind: str, spec: Mapping[str, Any], frame: pd.DataFrame, golden: Mapping[str, Any]) -> Kind:
     """The geometry model of an annotation kind."""
     if kind == "bbox":
-        return BoxKind(n_workers, learn_habits=bool(spec.get("learn_habits", True)))
+        return BoxKind(frame["worker"].nunique(), learn_habits=bool(spec.get("learn_habits", True)))
     if kind == "polygon":
-        from .polygons import PolygonKind
-
         return PolygonKind(spec)
     if kind == "keypoints":
-        from .keypoints import KeypointKind
-
-        return KeypointKind(spec)
+        return KeypointKind(spec, count_points(spec, [*frame["value"], *golden.values()]))
     raise ValueError(f"{kind!r} has no object geometry")
 
 
@@ -51,8 +49,7 @@ def aggregate_geometry(
     threshold: float,
 ) -> GeometryResult:
     """Fuse the answers of `frame` (task, worker, value; one answer per task and worker)."""
-    n_workers = frame["worker"].nunique()
-    model = make_kind(kind, spec, n_workers)
+    model = make_kind(kind, spec, frame, golden)
     areas = {t: w * h for t, (w, h) in sizes.items()}
     objects, layout = build(model, frame, golden, areas, threshold)
     labels = [str(x) for x in spec.get("labels") or []]

@@ -10,7 +10,7 @@ labels are equal.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,7 +80,7 @@ def labelled_similarity(
     return similarity(kind, answer, gold, spec) * same_label(labels_of(answer), labels_of(gold))
 
 
-def jaccard(answer: Sequence[str], gold: Sequence[str]) -> float:
+def jaccard(answer: Iterable[str], gold: Iterable[str]) -> float:
     """|A and G| / |A or G|, 1.0 when both are empty."""
     a, g = set(map(str, answer)), set(map(str, gold))
     return 1.0 if not a and not g else len(a & g) / len(a | g)

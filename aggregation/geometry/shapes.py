@@ -110,8 +110,9 @@ def polygons_of(objects: Sequence[Mapping[str, Any]]) -> list[shapely.Geometry]:
     return [as_polygon(o["points"]) for o in objects]
 
 
-def polygon_iou(a: Sequence[shapely.Geometry], b: Sequence[shapely.Geometry]) -> FloatArray:
-    """IoU of every polygon in `a` with every polygon in `b` (areas by shapely)."""
+def polygon_iou(a: Sequence[shapely.Geometry] | np.ndarray, b: Sequence[shapely.Geometry] | np.ndarray) -> FloatArray:
+    """IoU of every polygon in `a` with every polygon in `b` (areas by shapely); pass the
+    same object twice for a set against itself."""
     if not len(a) or not len(b):
         return np.zeros((len(a), len(b)))
     left = np.asarray(a, dtype=object)[:, None]
@@ -121,12 +122,18 @@ def polygon_iou(a: Sequence[shapely.Geometry], b: Sequence[shapely.Geometry]) ->
     touch = (np.minimum(ba[:, None, 2], bb[None, :, 2]) > np.maximum(ba[:, None, 0], bb[None, :, 0])) & (
         np.minimum(ba[:, None, 3], bb[None, :, 3]) > np.maximum(ba[:, None, 1], bb[None, :, 1])
     )
+    same = a is b
+    if same:  # a set against itself: the upper triangle only, mirrored (intersections are slow)
+        touch &= np.triu(np.ones_like(touch), k=1)
     result = np.zeros((len(a), len(b)))
     if touch.any():
         la, rb = np.broadcast_arrays(left, right)
         inter = shapely.area(shapely.intersection(la[touch], rb[touch]))
         union = shapely.area(la[touch]) + shapely.area(rb[touch]) - inter
         result[touch] = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    if same:
+        result = result + result.T
+        np.fill_diagonal(result, (shapely.area(list(a)) > 0).astype(np.float64))
     return result
 
 
@@ -155,10 +162,10 @@ def sigmas_for(spec: Mapping[str, Any], n_points: int) -> FloatArray:
     return np.asarray([COCO_PERSON_SIGMAS.get(name, DEFAULT_SIGMA) for name in names[:n_points]])
 
 
-def keypoint_areas(points: FloatArray, fallback: float) -> FloatArray:
+def keypoint_areas(points: FloatArray, fallback: float | FloatArray) -> FloatArray:
     """Object scale s^2 for OKS: the area of the bounding box of each object's labelled points;
     `fallback` (the image's area when known) when that box has no area."""
-    areas = np.full(len(points), float(fallback))
+    areas = np.broadcast_to(np.asarray(fallback, dtype=np.float64), (len(points),)).copy()
     for i, obj in enumerate(points):
         seen = obj[obj[:, 2] > 0]
         if len(seen) >= 2:
@@ -174,19 +181,19 @@ def oks(answer: FloatArray, gold: FloatArray, sigmas: FloatArray, gold_areas: Fl
     Mean over the gold object's labelled points (v > 0) of exp(-d^2 / (2 s^2 (2 sigma)^2));
     a point the answer did not label (v = 0) contributes 0. A gold object with no labelled
     point is matched by an answer with none (1.0) and by nothing else (0.0)."""
-    result = np.zeros((len(answer), len(gold)))
     if not len(answer) or not len(gold):
-        return result
+        return np.zeros((len(answer), len(gold)))
+    return paired_oks(answer[:, None], gold[None, :], sigmas, gold_areas[None, :])
+
+
+def paired_oks(answer: FloatArray, gold: FloatArray, sigmas: FloatArray, gold_areas: FloatArray) -> FloatArray:
+    """OKS of answer[i] with gold[i] for broadcastable stacks (..., points, 3); see `oks`."""
     k2 = (2.0 * sigmas) ** 2
-    gold_seen = gold[:, :, 2] > 0  # (m, p)
-    answer_seen = answer[:, :, 2] > 0  # (n, p)
-    d2 = ((answer[:, None, :, :2] - gold[None, :, :, :2]) ** 2).sum(-1)  # (n, m, p)
-    e = np.exp(-d2 / (2.0 * np.maximum(gold_areas, 1e-9)[None, :, None] * k2[None, None, :]))
-    e = np.where(answer_seen[:, None, :] & gold_seen[None, :, :], e, 0.0)
-    count = gold_seen.sum(1)
-    result = np.divide(e.sum(-1), count[None, :], out=np.zeros((len(answer), len(gold))), where=count[None, :] > 0)
-    none_labelled = count == 0
-    if none_labelled.any():
-        answer_none = ~answer_seen.any(1)
-        result[:, none_labelled] = answer_none[:, None].astype(np.float64)
-    return result
+    gold_seen = gold[..., 2] > 0
+    answer_seen = answer[..., 2] > 0
+    d2 = ((answer[..., :2] - gold[..., :2]) ** 2).sum(-1)
+    e = np.exp(-d2 / (2.0 * np.maximum(gold_areas, 1e-9)[..., None] * k2))
+    e = np.where(answer_seen & gold_seen, e, 0.0).sum(-1)
+    count = np.broadcast_to(gold_seen.sum(-1), e.shape)
+    none_labelled = np.broadcast_to(~answer_seen.any(-1), e.shape).astype(np.float64)
+    return np.where(count > 0, e / np.maximum(count, 1), none_labelled)
