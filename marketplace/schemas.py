@@ -455,7 +455,16 @@ class ResultSchema(Schema):
     item_id = fields.Integer()
     key = String(metadata={"description": "the item's key, as uploaded"})
     data = fields.Dict(metadata={"description": "the item's data, as uploaded"})
-    label = String(allow_none=True)
+    label = String(allow_none=True, metadata={"description": "classification: the aggregated label"})
+    labels = fields.List(String(), allow_none=True, metadata={"description": "multilabel: the labels that apply"})
+    objects = fields.List(
+        fields.Dict(),
+        allow_none=True,
+        metadata={
+            "description": "bbox, polygon, keypoints: the fused objects, each with its geometry, label, score "
+            "(skill-weighted support in [0, 1]) and n (workers who drew it); [] when there is nothing"
+        },
+    )
     confidence = fields.Float(allow_none=True)
     method = String(allow_none=True)
     version = String(allow_none=True)

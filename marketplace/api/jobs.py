@@ -41,6 +41,7 @@ from marketplace.services import jobs as job_service
 from marketplace.services import qualification
 from marketplace.services import results as result_service
 from marketplace.services.acceptance import Limits
+from marketplace.settings import AnnotationSpec
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Requesters' jobs")
 
@@ -231,12 +232,13 @@ class Results(MethodView):
         """Aggregated results per real item: a page (`after`, `limit`), or all as CSV / JSON Lines."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id)
+        field = AnnotationSpec.load(job.annotation).answer_field
         if query["format"] == "json":
-            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"])
+            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"], field)
             return {"results": page, "next_after": next_after}
-        rows = result_service.iter_results(session, job.id)
+        rows = result_service.iter_results(session, job.id, field)
         if query["format"] == "csv":
-            body, mimetype = result_service.export_csv(rows), "text/csv"
+            body, mimetype = result_service.export_csv(rows, field), "text/csv"
         else:
             body, mimetype = result_service.export_jsonl(rows), "application/x-ndjson"
         filename = f"job-{job.id}-results.{query['format']}"

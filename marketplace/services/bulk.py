@@ -7,6 +7,7 @@ streams CSV that pandas parses in C, and ids stay integers until the last moment
 from __future__ import annotations
 
 import io
+import json
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,12 @@ from sqlmodel import Session
 
 ANSWERS = (
     "COPY (SELECT id, item_id, worker_id, label FROM answer WHERE job_id = {job:d} AND NOT excluded) "
+    "TO STDOUT WITH (FORMAT csv)"
+)
+
+
+VALUES = (
+    "COPY (SELECT id, item_id, worker_id, value FROM answer WHERE job_id = {job:d} AND NOT excluded) "
     "TO STDOUT WITH (FORMAT csv)"
 )
 
@@ -47,6 +54,30 @@ def copy_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
             "label": _shared_strings(frame["label"]),
         }
     ), last_id
+
+
+def copy_values(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
+    """Annotation answers as (task, worker, value): ids as strings, values parsed from their
+    JSON; and the last answer id."""
+    buffer = io.BytesIO()
+    with _raw(session).cursor().copy(VALUES.format(job=int(job_id))) as copy:
+        for block in copy:
+            buffer.write(block)
+    buffer.seek(0)
+    if buffer.getbuffer().nbytes == 0:
+        return pd.DataFrame({"task": [], "worker": [], "value": []}, dtype=object), 0
+    frame = pd.read_csv(
+        buffer,
+        header=None,
+        names=["id", "task", "worker", "value"],
+        dtype={"id": np.int64, "task": np.int64, "worker": np.int64, "value": str},
+        keep_default_na=False,
+    )
+    values = np.empty(len(frame), dtype=object)
+    values[:] = [json.loads(v) for v in frame["value"]]
+    return pd.DataFrame(
+        {"task": _shared_strings(frame["task"]), "worker": _shared_strings(frame["worker"]), "value": values}
+    ), int(frame["id"].max())
 
 
 def _shared_strings(column: pd.Series) -> np.ndarray:
