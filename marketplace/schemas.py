@@ -472,7 +472,14 @@ class ResultSchema(Schema):
 
 
 class ResultsQuerySchema(Schema):
-    format = String(load_default="json", validate=validate.OneOf(("json", "csv", "jsonl")))
+    format = String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv", "jsonl", "coco", "yolo", "voc", "labelstudio")),
+        metadata={
+            "description": "json (pages), csv or jsonl (all rows); for annotation jobs also coco (bbox, polygon, "
+            "keypoints), yolo (a zip: detect, segment or pose), voc (a zip of Pascal VOC XML: bbox), labelstudio"
+        },
+    )
     after = fields.Integer(strict=False, load_default=0, validate=validate.Range(0, MAX_ID))
     limit = fields.Integer(strict=False, load_default=100, validate=validate.Range(1, 1000))
 

@@ -36,9 +36,9 @@ from marketplace.schemas import (
     ResultsQuerySchema,
     WorkerQualitySchema,
 )
+from marketplace.services import exports, qualification
 from marketplace.services import items as item_service
 from marketplace.services import jobs as job_service
-from marketplace.services import qualification
 from marketplace.services import results as result_service
 from marketplace.services.acceptance import Limits
 from marketplace.settings import AnnotationSpec
@@ -237,6 +237,10 @@ class Results(MethodView):
             page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"], field)
             return {"results": page, "next_after": next_after}
         rows = result_service.iter_results(session, job.id, field)
+        if query["format"] in exports.FORMATS:
+            made = exports.export(query["format"], AnnotationSpec.load(job.annotation), rows)
+            disposition = f"attachment; filename=job-{job.id}-{made.extension}"
+            return Response(made.body, mimetype=made.mimetype, headers={"Content-Disposition": disposition})
         if query["format"] == "csv":
             body, mimetype = result_service.export_csv(rows, field), "text/csv"
         else:
