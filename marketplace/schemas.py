@@ -116,7 +116,11 @@ class AnnotationSchema(Schema):
 
     @post_load
     def _defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return {**ANNOTATION_DEFAULTS[data["type"]], **data}
+        """type, labels, the type's other fields (keypoints' names), then every setting."""
+        defaults = ANNOTATION_DEFAULTS[data["type"]]
+        named = {"type": data["type"], "labels": data["labels"]}
+        named.update({k: v for k, v in data.items() if k not in named and k not in defaults})
+        return {**named, **{k: data.get(k, v) for k, v in defaults.items()}}
 
 
 def _check_keypoint_spec(data: dict[str, Any]) -> None:

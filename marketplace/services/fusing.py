@@ -128,7 +128,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, agreeme
     seen = frame["golden_seen"]
     frame["golden_score"] = frame["golden_score"].where(seen > 0)
     frame["golden_accuracy"] = ((frame["golden_score"] + 1) / (seen + 2)).where(seen > 0)  # as for labels
-    frame["agreement"] = agreement.set_axis(agreement.index.astype(np.int64)).reindex(frame.index)
+    frame["agreement"] = agreement.set_axis(agreement.index.astype(np.int64)).reindex(frame.index).round(4)
     frame["worker_id"] = frame.index
     frame["job_id"] = job_id
     frame["updated_at"] = utcnow()

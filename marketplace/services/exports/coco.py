@@ -36,7 +36,7 @@ def annotation(spec: AnnotationSpec, obj: dict[str, Any], image_id: int, key: st
         "key": key,
         "category_id": spec.labels.index(obj["label"]) + 1,
         "bbox": box,
-        "area": box[2] * box[3],
+        "area": round(box[2] * box[3], 2),
         "iscrowd": 0,
         "segmentation": [],
         "score": obj.get("score"),
@@ -44,7 +44,7 @@ def annotation(spec: AnnotationSpec, obj: dict[str, Any], image_id: int, key: st
     }
     if spec.kind == "polygon":
         record["segmentation"] = [[float(v) for point in obj["points"] for v in point[:2]]]
-        record["area"] = float(shapely.Polygon(obj["points"]).area)
+        record["area"] = round(float(shapely.Polygon(obj["points"]).area), 2)
     if spec.kind == "keypoints":
         record["keypoints"] = [float(v) if i % 3 < 2 else int(v) for p in obj["keypoints"] for i, v in enumerate(p)]
         record["num_keypoints"] = len(labelled(obj["keypoints"]))
