@@ -15,23 +15,14 @@ from redis import Redis
 from rq import SimpleWorker
 from sqlalchemy import select
 
-import workers.jobs
 from marketplace import queue
 from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Answer, Qualification
 from marketplace.pool import submit as pool_submit
 from tests.annotation_jobs import GOLD_BOXES, HEIGHT, WIDTH, annotation_job, gold_for, lease, submit
-from tests.conftest import REDIS_URL, bearer, make_app, new_key
+from tests.conftest import bearer, make_app, new_key
 
 Headers = dict[str, str]
-
-
-@pytest.fixture
-def rq_env(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    """RQ jobs build their own app from the environment, like `marketplace worker` does."""
-    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
-    workers.jobs._apps.clear()
 
 
 def run_queue(app: Flask, redis: Redis) -> None:

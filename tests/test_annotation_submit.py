@@ -3,28 +3,19 @@ answers through the hot path and through Flask, "nothing to draw" stored as an a
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from redis import Redis
 from sqlalchemy import select
 
-from marketplace.db import dispose, get_engine, session_scope
+from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer
 from tests.annotation_jobs import WIDTH, annotation_job, lease, submit
-from tests.conftest import bearer, make_app, new_key, post_job
+from tests.conftest import bearer, new_key, post_job
 
 Headers = dict[str, str]
-
-
-@pytest.fixture(params=[True, False], ids=["hot", "flask"])
-def either_app(request: pytest.FixtureRequest, database_url: str, redis: Redis) -> Iterator[Flask]:
-    application = make_app(database_url, HOT_PATH=request.param)
-    yield application
-    dispose(application)
 
 
 def stored(app: Flask) -> list[tuple[str | None, Any, bool, bool | None]]:

@@ -8,32 +8,24 @@ bodies (ids and times aside); odd requests must reach the Flask app, which names
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from redis import Redis
 from sqlalchemy import update
 
 from marketplace import observe
 from marketplace.api import hot
-from marketplace.db import dispose, get_engine, session_scope
+from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, utcnow
 from marketplace.pool import lease, submit
 from marketplace.schemas import AssignmentSchema, SubmitResultSchema
-from tests.conftest import bearer, make_app, new_key, post_job
+from tests.conftest import bearer, new_key, post_job
 
 Headers = dict[str, str]
-
-
-@pytest.fixture(params=[True, False], ids=["hot", "flask"])
-def either_app(request: pytest.FixtureRequest, database_url: str, redis: Redis) -> Iterable[Flask]:
-    application = make_app(database_url, HOT_PATH=request.param)
-    yield application
-    dispose(application)
 
 
 def _count_flask_calls(app: Flask) -> list[str]:

@@ -19,7 +19,12 @@ from marketplace.services.accounts import create_account
 from marketplace.services.aggregating import aggregate_job
 from marketplace.services.rules import apply_rules
 from tests.conftest import make_app
-from tests.test_readme import README, _blocks, normalised, parse_curl
+from tests.test_readme import (
+    README,
+    _blocks,
+    normalised,
+    parse_curl,
+)
 
 SECTION = README[README.index("## Image annotation\n") : README.index("## Performance")]
 

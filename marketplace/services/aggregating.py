@@ -19,9 +19,9 @@ from sqlmodel import Session
 
 import aggregation
 from aggregation.alpha import label_alpha
-from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
+from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, utcnow
 from marketplace.services import fusing
-from marketplace.services.bulk import copy_answers, copy_rows
+from marketplace.services.bulk import copy_answers, copy_rows, replace_quality
 from marketplace.services.dynamic_overlap import extend_unsure
 from marketplace.services.fusing import Run
 from marketplace.settings import CLASSIFICATION
@@ -125,23 +125,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
     frame[["golden_seen", "golden_correct"]] = frame[["golden_seen", "golden_correct"]].fillna(0).astype(np.int64)
     frame["golden_score"] = frame["golden_correct"].astype(float)
     frame.loc[frame["golden_seen"] == 0, "golden_accuracy"] = np.nan
-    frame = frame.astype({"golden_accuracy": float, "agreement": float})
-    frame["worker_id"] = frame.index.astype(np.int64)
-    frame["job_id"] = job_id
-    frame["updated_at"] = utcnow()
-    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
-    columns = [
-        "job_id",
-        "worker_id",
-        "answers",
-        "golden_seen",
-        "golden_correct",
-        "golden_score",
-        "golden_accuracy",
-        "agreement",
-        "updated_at",
-    ]
-    copy_rows(session, WorkerQuality.__tablename__, columns, frame[columns].reset_index(drop=True))
+    replace_quality(session, job_id, frame.astype({"golden_accuracy": float, "agreement": float}))
 
 
 def last_run(session: Session, job_id: int) -> AggregationRun | None:

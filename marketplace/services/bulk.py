@@ -12,7 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import delete
 from sqlmodel import Session
+
+from marketplace.models import WorkerQuality, utcnow
 
 ANSWERS = (
     "COPY (SELECT id, item_id, worker_id, label FROM answer WHERE job_id = {job:d} AND NOT excluded) "
@@ -30,13 +33,18 @@ def _raw(session: Session) -> Any:
     return session.connection().connection.driver_connection
 
 
-def copy_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
-    """(task, worker, label) as strings, each distinct value one shared object; and the last id."""
+def _copy_out(session: Session, statement: str) -> io.BytesIO:
     buffer = io.BytesIO()
-    with _raw(session).cursor().copy(ANSWERS.format(job=int(job_id))) as copy:
+    with _raw(session).cursor().copy(statement) as copy:
         for block in copy:
             buffer.write(block)
     buffer.seek(0)
+    return buffer
+
+
+def copy_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
+    """(task, worker, label) as strings, each distinct value one shared object; and the last id."""
+    buffer = _copy_out(session, ANSWERS.format(job=int(job_id)))
     if buffer.getbuffer().nbytes == 0:
         return pd.DataFrame({"task": [], "worker": [], "label": []}, dtype=object), 0
     frame = pd.read_csv(
@@ -59,11 +67,7 @@ def copy_answers(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
 def copy_values(session: Session, job_id: int) -> tuple[pd.DataFrame, int]:
     """Annotation answers as (task, worker, value): ids as strings, values parsed from their
     JSON; and the last answer id."""
-    buffer = io.BytesIO()
-    with _raw(session).cursor().copy(VALUES.format(job=int(job_id))) as copy:
-        for block in copy:
-            buffer.write(block)
-    buffer.seek(0)
+    buffer = _copy_out(session, VALUES.format(job=int(job_id)))
     if buffer.getbuffer().nbytes == 0:
         return pd.DataFrame({"task": [], "worker": [], "value": []}, dtype=object), 0
     frame = pd.read_csv(
@@ -93,3 +97,24 @@ def copy_rows(session: Session, table: str, columns: list[str], frame: pd.DataFr
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv)"
     with _raw(session).cursor().copy(statement) as copy:
         copy.write(text)
+
+
+QUALITY_COLUMNS = [
+    "job_id",
+    "worker_id",
+    "answers",
+    "golden_seen",
+    "golden_correct",
+    "golden_score",
+    "golden_accuracy",
+    "agreement",
+    "updated_at",
+]
+
+
+def replace_quality(session: Session, job_id: int, frame: pd.DataFrame) -> None:
+    """The job's worker quality rows replaced by `frame` (indexed by worker id, with the figures
+    of `QUALITY_COLUMNS` but the job, worker and time)."""
+    frame = frame.assign(worker_id=frame.index.astype(np.int64), job_id=job_id, updated_at=utcnow())
+    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
+    copy_rows(session, WorkerQuality.__tablename__, QUALITY_COLUMNS, frame[QUALITY_COLUMNS].reset_index(drop=True))

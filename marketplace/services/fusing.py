@@ -31,9 +31,9 @@ from sqlmodel import Session
 
 from aggregation import geometry
 from aggregation.alpha import label_alpha
-from marketplace.models import Aggregate, Answer, Item, Job, WorkerQuality, utcnow
+from marketplace.models import Aggregate, Answer, Item, Job, utcnow
 from marketplace.services import scoring
-from marketplace.services.bulk import copy_rows, copy_values
+from marketplace.services.bulk import copy_rows, copy_values, replace_quality
 from marketplace.services.dynamic_overlap import extend_tasks
 from marketplace.services.quality import golden_credit, golden_scored
 from marketplace.settings import MULTILABEL
@@ -129,22 +129,7 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, agreeme
     frame["golden_score"] = frame["golden_score"].where(seen > 0)
     frame["golden_accuracy"] = ((frame["golden_score"] + 1) / (seen + 2)).where(seen > 0)  # as for labels
     frame["agreement"] = agreement.set_axis(agreement.index.astype(np.int64)).reindex(frame.index).round(4)
-    frame["worker_id"] = frame.index
-    frame["job_id"] = job_id
-    frame["updated_at"] = utcnow()
-    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
-    columns = [
-        "job_id",
-        "worker_id",
-        "answers",
-        "golden_seen",
-        "golden_correct",
-        "golden_score",
-        "golden_accuracy",
-        "agreement",
-        "updated_at",
-    ]
-    copy_rows(session, WorkerQuality.__tablename__, columns, frame[columns].reset_index(drop=True))
+    replace_quality(session, job_id, frame)
 
 
 def _first_tasks(answers: pd.DataFrame) -> pd.DataFrame:
