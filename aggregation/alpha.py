@@ -9,6 +9,8 @@ its first `max_tasks` tasks (by task id, so the same answers give the same figur
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
+from typing import cast
 
 import pandas as pd
 from crowdkit.metrics.data import alpha_krippendorff
@@ -16,10 +18,11 @@ from crowdkit.metrics.data import alpha_krippendorff
 MAX_TASKS = 20_000
 
 
-def set_distance(a: frozenset[str], b: frozenset[str]) -> float:
-    """1 - Jaccard similarity of two label sets; 0 for two empty sets."""
-    union = a | b
-    return 0.0 if not union else 1.0 - len(a & b) / len(union)
+def set_distance(a: Hashable, b: Hashable) -> float:
+    """1 - Jaccard similarity of two label sets (frozensets); 0 for two empty sets."""
+    left, right = frozenset(cast(frozenset[str], a)), frozenset(cast(frozenset[str], b))
+    union = left | right
+    return 0.0 if not union else 1.0 - len(left & right) / len(union)
 
 
 def label_alpha(answers: pd.DataFrame, max_tasks: int = MAX_TASKS) -> float | None:
