@@ -1,10 +1,11 @@
 """Hot-path benchmark: lease + submit cycles against gunicorn on PostgreSQL, then invariants.
 
     python -m bench.hotpath --database-url postgresql://postgres@127.0.0.1:5432/test \
-        [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers N] [--worker-class gthread]
-        [--gunicorn-threads 8] [--no-access-log] [--json] [--keep]
+        [--kind classification|bbox] [--concurrency 20 50] [--tasks 3000] [--gunicorn-workers N]
+        [--worker-class gthread] [--gunicorn-threads 8] [--no-access-log] [--json] [--keep]
 
-Creates its own database (dropped at the end unless --keep), posts one job through the API,
+Creates its own database (dropped at the end unless --keep), posts one job through the API
+(`--kind bbox`: a box job on 1280x720 frames, 5 frames a task, each answered with 2 to 4 boxes),
 drives `POST /v1/assignments` then `POST /v1/assignments/{id}/submit` from C client threads
 (raw http.client, one connection each; a cycle budget shared by all threads), and prints
 throughput, latency percentiles and CPU per cycle of gunicorn and of PostgreSQL (psutil: the
@@ -43,6 +44,8 @@ from marketplace.gunicorn_conf import PROCESSES as SERVE_PROCESSES
 from marketplace.gunicorn_conf import THREADS as SERVE_THREADS
 
 LABELS = ["cat", "dog", "bird", "fish"]
+BOX_LABELS = ["person", "car", "bicycle", "sign"]
+WIDTH, HEIGHT = 1280, 720
 HOST = "127.0.0.1"
 Snapshot = dict[str, dict[tuple[int, float], float]]  # group -> (pid, start time) -> CPU seconds
 
@@ -136,15 +139,37 @@ def create_accounts(url: str, workers: int) -> tuple[str, list[str]]:
     return requester, keys
 
 
-def post_job(port: int, key: str, real: int, golden: int) -> int:
+def boxes(rng: random.Random) -> list[dict[str, Any]]:
+    """2 to 4 boxes inside a 1280x720 frame (~3 an answer, as a street scene's people and cars)."""
+    drawn = []
+    for _ in range(rng.randint(2, 4)):
+        w, h = round(rng.uniform(20, 200), 1), round(rng.uniform(40, 300), 1)
+        x, y = round(rng.uniform(0, WIDTH - w), 1), round(rng.uniform(0, HEIGHT - h), 1)
+        drawn.append({"label": rng.choice(BOX_LABELS), "bbox": [x, y, w, h]})
+    return drawn
+
+
+def answer(kind: str, rng: random.Random) -> dict[str, Any]:
+    return {"objects": boxes(rng)} if kind == "bbox" else {"label": rng.choice(LABELS)}
+
+
+def post_job(port: int, key: str, real: int, golden: int, kind: str = "classification") -> int:
     client = Client(port, key)
-    annotation = {"type": "classification", "labels": LABELS}
+    frame = {"width": WIDTH, "height": HEIGHT}
+    if kind == "bbox":
+        annotation: dict[str, Any] = {"type": "bbox", "labels": BOX_LABELS}
+        data = [{"image_url": f"https://example.com/frames/{i}.jpg", **frame} for i in range(real + golden)]
+    else:
+        annotation = {"type": "classification", "labels": LABELS}
+        data = [{"text": f"item {i}", "n": i} for i in range(real + golden)]
     body = {"title": "bench", "instructions": "Pick one.", "annotation": annotation, "overlap": 3, "golden_ratio": 0.1}
     status, job = client.call("POST", "/v1/jobs", {**body, "items_per_task": 5, "budget_cents": BUDGET_CENTS})
     assert status == 201, (status, job)
     rng = random.Random(7)
-    items: list[dict[str, Any]] = [{"data": {"text": f"item {i}", "n": i}} for i in range(real)]
-    items += [{"data": {"text": f"gold {i}", "n": i}, "answer": rng.choice(LABELS)} for i in range(golden)]
+    items: list[dict[str, Any]] = [{"data": data[i]} for i in range(real)]
+    for i in range(real, real + golden):
+        gold = answer(kind, rng)
+        items.append({"data": data[i], "answer": gold if kind == "bbox" else gold["label"]})
     rng.shuffle(items)
     for start in range(0, len(items), 20_000):
         status, added = client.call("POST", f"/v1/jobs/{job['id']}/items", items[start : start + 20_000])
@@ -228,7 +253,9 @@ def timed(client: Client, path: str, body: Any, headers: dict[str, str] | None =
     return status, payload, (time.perf_counter() - start) * 1000
 
 
-def worker_loop(port: int, key: str, job_id: int, budget: list[int], level: Level, accepted: Accepted) -> None:
+def worker_loop(
+    port: int, key: str, job_id: int, budget: list[int], level: Level, accepted: Accepted, kind: str
+) -> None:
     client, rng = Client(port, key), random.Random()
     while True:
         with level.lock:
@@ -239,7 +266,7 @@ def worker_loop(port: int, key: str, job_id: int, budget: list[int], level: Leve
         submit_ms: float | None = None
         result: Any = None
         if status == 201:
-            answers = [{"item_id": item["id"], "label": rng.choice(LABELS)} for item in task["items"]]
+            answers = [{"item_id": item["id"], **answer(kind, rng)} for item in task["items"]]
             path, key_header = f"/v1/assignments/{task['id']}/submit", {"Idempotency-Key": uuid.uuid4().hex}
             status, result, submit_ms = timed(client, path, {"answers": answers}, key_header)
         with level.lock:
@@ -270,11 +297,13 @@ def vacuum_loop(engine: Engine, every: float, stop: threading.Event) -> None:
         maintain_tables(engine)
 
 
-def run_level(port: int, keys: list[str], job_id: int, cycles: int, accepted: Accepted) -> tuple[Level, float]:
+def run_level(
+    port: int, keys: list[str], job_id: int, cycles: int, accepted: Accepted, kind: str
+) -> tuple[Level, float]:
     level = Level()
     budget = [cycles]
     threads = [
-        threading.Thread(target=worker_loop, args=(port, key, job_id, budget, level, accepted), daemon=True)
+        threading.Thread(target=worker_loop, args=(port, key, job_id, budget, level, accepted, kind), daemon=True)
         for key in keys
     ]
     start = time.perf_counter()
@@ -348,6 +377,7 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
         return {"p50": round(percentile(values, 0.5), 2), "p99": round(percentile(values, 0.99), 2)}
 
     r = {
+        "kind": args.kind,
         "concurrency": c,
         "gunicorn_workers": args.gunicorn_workers,
         "access_log": args.access_log,
@@ -374,7 +404,7 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
         print(json.dumps(r), flush=True)
         return r
     print(
-        f"\n== concurrency {c}: {r['cycles']} cycles in {r['seconds']} s"
+        f"\n== {args.kind}, concurrency {c}: {r['cycles']} cycles in {r['seconds']} s"
         f" ({args.gunicorn_workers} {args.worker_class} x {args.gunicorn_threads} threads"
         f"{', access log' if args.access_log else ''})"
     )
@@ -398,6 +428,7 @@ def report(args: argparse.Namespace, c: int, level: Level, seconds: float, cpu: 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database-url", required=True, help="admin URL; a fresh database is created beside it")
+    parser.add_argument("--kind", choices=["classification", "bbox"], default="classification")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[20, 50])
     parser.add_argument("--tasks", type=int, default=2000, help="lease+submit cycles per concurrency level")
     parser.add_argument("--gunicorn-workers", type=int, default=SERVE_PROCESSES)
@@ -432,9 +463,9 @@ def main() -> int:
         server = start_server(args, url, port, data_dir)
         total = args.warmup + args.tasks * len(args.concurrency)
         real = math.ceil(total * 5 / 3 * 1.25) + 100
-        job_id = post_job(port, requester, real, max(300, real // 9))
+        job_id = post_job(port, requester, real, max(300, real // 9), args.kind)
         print(
-            f"job {job_id}: {real} real items, overlap 3; gunicorn pid {server.pid} on port {port}",
+            f"{args.kind} job {job_id}: {real} real items, overlap 3; gunicorn pid {server.pid} on port {port}",
             file=log,
             flush=True,
         )
@@ -447,12 +478,12 @@ def main() -> int:
             threading.Thread(target=vacuum_loop, args=(engine, args.vacuum_every, stop), daemon=True).start()
         accepted = Accepted()
         if args.warmup:
-            run_level(port, keys[: min(10, len(keys))], job_id, args.warmup, accepted)
+            run_level(port, keys[: min(10, len(keys))], job_id, args.warmup, accepted, args.kind)
         for concurrency in args.concurrency:
             groups = server_processes(server.pid, dbname)
             me = psutil.Process()
             before, client_before, machine_before = cpu_snapshot(groups), me.cpu_times(), psutil.cpu_times()
-            level, seconds = run_level(port, keys[:concurrency], job_id, args.tasks, accepted)
+            level, seconds = run_level(port, keys[:concurrency], job_id, args.tasks, accepted, args.kind)
             groups = server_processes(server.pid, dbname)  # backends opened during the run count whole
             after, client_after, machine_after = cpu_snapshot(groups), me.cpu_times(), psutil.cpu_times()
             client_cpu = client_after.user + client_after.system - client_before.user - client_before.system

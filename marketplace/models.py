@@ -154,7 +154,11 @@ class Item(SQLModel, table=True):
     key: str | None = Field(default=None, max_length=200)
     data: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
     is_golden: bool = False
-    answer: str | None = Field(default=None, max_length=200)  # golden items only; never shown to workers
+    # The known answer of a golden item, never shown to workers: a classification label in
+    # `answer`; for the other annotation types (`settings.AnnotationSpec`) the worker answer's
+    # shape without `item_id` in `gold` (`{"objects": [...]}`, `{"labels": [...]}`).
+    answer: str | None = Field(default=None, max_length=200)
+    gold: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     shown: int = Field(default=0, sa_column_kwargs={"server_default": "0"})  # golden items: times leased
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -235,6 +239,9 @@ class Answer(SQLModel, table=True):
         UniqueConstraint("job_id", "item_id", "worker_id", name="uq_answer_item_worker"),
         Index("ix_answer_job_id", "job_id", "id"),
         Index("ix_answer_worker", "worker_id", "job_id"),
+        # Golden answers not scored yet (annotation answers, scored off the submit): few rows.
+        Index("ix_answer_unscored", "job_id", "id", postgresql_where=text("is_golden AND correct IS NULL")),
+        CheckConstraint("(label IS NULL) <> (value IS NULL)", name="ck_answer_one_value"),
     )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int = Field(sa_type=BigInteger)
@@ -242,9 +249,17 @@ class Answer(SQLModel, table=True):
     worker_id: int = Field(sa_type=BigInteger)
     assignment_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     round: int | None = None  # None for golden items
-    label: str = Field(max_length=200)
+    # A classification answer is its `label`; any other type's answer is `value`, the worker's
+    # answer without `item_id` (`{"objects": [...]}`, an empty list being "nothing to draw", or
+    # `{"labels": [...]}`). Exactly one of the two is set (`ck_answer_one_value`).
+    label: str | None = Field(default=None, max_length=200)
+    value: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     is_golden: bool = False
-    correct: bool | None = None  # golden items only
+    # Golden items only: `score` in [0, 1] against the known answer (`services/scoring.py`; NULL
+    # for a classification answer, whose score is `correct`), and `correct` (the label is right,
+    # or the score reaches `golden.PASS_SCORE`). Both NULL until an annotation answer is scored.
+    correct: bool | None = None
+    score: float | None = None
     excluded: bool = False
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -271,7 +286,8 @@ class Qualification(SQLModel, table=True):
 class Aggregate(SQLModel, table=True):
     job_id: int = Field(primary_key=True, sa_type=BigInteger)
     item_id: int = Field(sa_column=Column(BigId, primary_key=True))
-    label: str = Field(max_length=200)
+    label: str | None = Field(default=None, max_length=200)  # classification
+    value: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     confidence: float
     method: str = Field(max_length=60)
     version: str = Field(max_length=120)
@@ -291,6 +307,9 @@ class AggregationRun(SQLModel, table=True):
     last_answer_id: int = Field(sa_column=Column(BigInteger, nullable=False))
     items: int
     seconds: float
+    # How much the workers agree (`services/aggregating.agreement_figures`): Krippendorff's
+    # alpha for labels, mean pairwise IoU (OKS) of matched objects for geometry.
+    agreement: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON(none_as_null=True), nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -300,6 +319,7 @@ class WorkerQuality(SQLModel, table=True):
     answers: int = 0
     golden_seen: int = 0
     golden_correct: int = 0
+    golden_score: float | None = None  # the sum of golden scores (golden accuracy: its mean)
     golden_accuracy: float | None = None
     agreement: float | None = None
     updated_at: datetime = Field(default_factory=utcnow)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_dump, validate, validates, validates_schema
+from marshmallow import Schema, ValidationError, fields, post_dump, post_load, validate, validates, validates_schema
 
 import aggregation
+from marketplace.settings import ANNOTATION_DEFAULTS, ANNOTATION_KINDS, CLASSIFICATION
 
 MAX_ID = 2**63 - 1
 MAX_LABEL = 200  # characters of an answer's label
 MAX_ANSWERS = 100  # answers in one submit (items_per_task is at most 100)
-ANNOTATION_TYPES = ("classification",)
+MAX_LABELS = 200  # labels of a job's annotation
+MAX_OBJECTS = 1000  # objects of an answer (a job's max_objects is at most this)
+ANNOTATION_TYPES = ANNOTATION_KINDS
 AGGREGATION_METHODS = aggregation.METHODS
 MAX_ITEM_DATA_BYTES = 16 * 1024
 
@@ -43,12 +46,52 @@ class StrictFloat(fields.Float):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+Name = String(validate=validate.Length(1, 200))
+THRESHOLD = validate.Range(0.05, 0.95)
+
+
 class AnnotationSchema(Schema):
+    """What workers answer: `classification` (one of `labels`), `multilabel` (a set of them,
+    possibly empty), `bbox`, `polygon` or `keypoints` (objects, each with one of `labels`).
+    Settings a type does not use are refused; those left out get their defaults."""
+
     type = String(required=True, validate=validate.OneOf(ANNOTATION_TYPES))
-    labels = fields.List(
-        String(validate=validate.Length(1, 200)),
-        required=True,
-        validate=validate.Length(2, 200),
+    labels = fields.List(Name, required=True, validate=validate.Length(1, 200))
+    min_size = StrictFloat(
+        allow_nan=False,
+        validate=validate.Range(0, 10_000),
+        metadata={"description": "bbox: the smallest width and height in pixels (default 4)"},
+    )
+    max_objects = fields.Integer(
+        strict=True, validate=validate.Range(1, 1000), metadata={"description": "objects per answer (default 100)"}
+    )
+    min_vertices = fields.Integer(
+        strict=True, validate=validate.Range(3, 10_000), metadata={"description": "polygon (default 3)"}
+    )
+    max_vertices = fields.Integer(
+        strict=True, validate=validate.Range(3, 10_000), metadata={"description": "polygon (default 200)"}
+    )
+    points = fields.List(
+        Name, validate=validate.Length(1, 100), metadata={"description": "keypoints (required): the points' names"}
+    )
+    skeleton = fields.List(
+        fields.List(Name, validate=validate.Length(2, 2)),
+        validate=validate.Length(0, 1000),
+        metadata={"description": "keypoints: pairs of point names drawn joined"},
+    )
+    sigmas = fields.List(
+        StrictFloat(allow_nan=False, validate=validate.Range(0.001, 10, min_inclusive=True)),
+        metadata={"description": "keypoints: OKS sigma per point (default: COCO's for person points)"},
+    )
+    iou_threshold = StrictFloat(
+        allow_nan=False,
+        validate=THRESHOLD,
+        metadata={"description": "bbox, polygon: the IoU at which two objects match (default 0.5)"},
+    )
+    oks_threshold = StrictFloat(
+        allow_nan=False,
+        validate=THRESHOLD,
+        metadata={"description": "keypoints: the OKS at which two objects match (default 0.5)"},
     )
 
     @validates("labels")
@@ -56,9 +99,45 @@ class AnnotationSchema(Schema):
         if len(set(value)) != len(value):
             raise ValidationError("labels must be unique")
 
+    @validates_schema
+    def _settings_of_the_type(self, data: dict[str, Any], **_: Any) -> None:
+        kind = data.get("type")
+        if kind not in ANNOTATION_TYPES:
+            return
+        if kind == CLASSIFICATION and len(data.get("labels", ())) < 2:
+            raise ValidationError("a classification needs at least 2 labels", field_name="labels")
+        allowed = set(ANNOTATION_DEFAULTS[kind]) | ({"points", "sigmas"} if kind == "keypoints" else set())
+        for name in sorted(set(data) - {"type", "labels"} - allowed):
+            raise ValidationError(f"not used by the {kind} type", field_name=name)
+        if kind == "polygon" and data.get("max_vertices", 200) < data.get("min_vertices", 3):
+            raise ValidationError("must be at least min_vertices", field_name="max_vertices")
+        if kind == "keypoints":
+            _check_keypoint_spec(data)
+
+    @post_load
+    def _defaults(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        """type, labels, the type's other fields (keypoints' names), then every setting."""
+        defaults = ANNOTATION_DEFAULTS[data["type"]]
+        named = {"type": data["type"], "labels": data["labels"]}
+        named.update({k: v for k, v in data.items() if k not in named and k not in defaults})
+        return {**named, **{k: data.get(k, v) for k, v in defaults.items()}}
+
+
+def _check_keypoint_spec(data: dict[str, Any]) -> None:
+    points = data.get("points")
+    if points is None:
+        raise ValidationError("a keypoints job names its points", field_name="points")
+    if len(set(points)) != len(points):
+        raise ValidationError("point names must be unique", field_name="points")
+    for index, (a, b) in enumerate(data.get("skeleton", [])):
+        if a not in points or b not in points or a == b:
+            raise ValidationError(f"{index}: a pair of two different names of points", field_name="skeleton")
+    if "sigmas" in data and len(data["sigmas"]) != len(points):
+        raise ValidationError(f"one per point ({len(points)})", field_name="sigmas")
+
 
 PRICING_MODELS = ("per_item", "per_object", "tiered")
-TIER_TYPES = ("classification", "bbox", "polygon", "keypoints", "mask")
+TIER_TYPES = (*ANNOTATION_KINDS, "mask")
 CENTS = validate.Range(0, 100_000)
 
 
@@ -138,6 +217,10 @@ class JobCreateSchema(Schema):
         check_dynamic_overlap(data.get("overlap", 3), data.get("overlap_max"), data.get("target_confidence"))
 
     @validates_schema
+    def _method_of_the_type(self, data: dict[str, Any], **_: Any) -> None:
+        check_method((data.get("annotation") or {}).get("type"), data.get("aggregation", "auto"))
+
+    @validates_schema
     def _one_price(self, data: dict[str, Any], **_: Any) -> None:
         if "pricing" in data and "reward_cents" in data:
             raise ValidationError("give pricing or reward_cents (flat per item), not both", field_name="reward_cents")
@@ -145,6 +228,14 @@ class JobCreateSchema(Schema):
         kind = (data.get("annotation") or {}).get("type")
         if tiers is not None and kind is not None and kind not in tiers:
             raise ValidationError(f"no price for the job's annotation type {kind!r}", field_name="pricing")
+
+
+def check_method(kind: str | None, method: str) -> None:
+    """The label methods aggregate classification; every other type has its own (`auto`)."""
+    if kind is not None and kind != CLASSIFICATION and method != "auto":
+        raise ValidationError(
+            f"{kind} answers are aggregated by their own method: leave it auto", field_name="aggregation"
+        )
 
 
 def check_dynamic_overlap(minimum: int, maximum: int | None, target: float | None) -> None:
@@ -206,16 +297,41 @@ class JobSchema(Schema):
 MAX_KEY = 200  # characters of an item's key
 
 
+class GoldenAnswer(fields.Field):
+    """A golden item's known answer: a label (classification) or an object with the shape of a
+    worker's answer without `item_id` (`{"objects": [...]}`, `{"labels": [...]}`), checked
+    against the job's annotation when the items are added (`marketplace/answer_checks.py`)."""
+
+    default_error_messages = {"invalid": "a label, or an object holding 'objects' or 'labels'"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.label = String(validate=validate.Length(1, MAX_LABEL))
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, str):
+            return self.label.deserialize(value, attr, data, **kwargs)
+        if type(value) is dict:
+            return value
+        raise self.make_error("invalid")
+
+
 class ItemInSchema(Schema):
     """One item to add: its data, the requester's `key` for it (unique in the job; its id when
-    left out), and for a golden item the known `answer`."""
+    left out), and for a golden item the known `answer`. Items of bbox, polygon and keypoints
+    jobs need the image's `width` and `height` (pixels) in `data`."""
 
     key = String(
         validate=validate.Length(1, MAX_KEY),
         metadata={"description": "your name for the item, unique in the job; results carry it"},
     )
     data = fields.Dict(required=True, keys=String())
-    answer = String(validate=validate.Length(1, 200), metadata={"description": "golden items only: the right label"})
+    answer = GoldenAnswer(
+        metadata={
+            "description": 'golden items only: the right label; for multilabel {"labels": [...]}, for bbox, '
+            'polygon and keypoints {"objects": [...]} as a worker answers them'
+        }
+    )
 
     @validates("data")
     def _small(self, value: dict[str, Any], **_: Any) -> None:
@@ -244,7 +360,10 @@ class ItemSchema(Schema):
     key = String()
     data = fields.Dict()
     golden = fields.Boolean()
-    answer = String(allow_none=True, metadata={"description": "golden items: the right label; null otherwise"})
+    answer = GoldenAnswer(
+        allow_none=True,
+        metadata={"description": "golden items: the right answer (a label or an object); null otherwise"},
+    )
 
 
 class ItemsQuerySchema(Schema):
@@ -301,8 +420,36 @@ class AssignmentSchema(Schema):
 
 
 class AnswerInSchema(Schema):
+    """One item's answer, in the field the job's annotation type asks for: `label`
+    (classification), `labels` (multilabel: a set of labels, possibly empty) or `objects` (bbox,
+    polygon, keypoints: an empty list is "nothing to draw"). The objects are checked against the
+    job's annotation and the item's image before anything is stored (a 422 names the place)."""
+
     item_id = Id(required=True)
-    label = String(required=True, validate=validate.Length(1, MAX_LABEL))
+    label = String(validate=validate.Length(1, MAX_LABEL), metadata={"description": "classification"})
+    labels = fields.List(
+        String(validate=validate.Length(1, MAX_LABEL)),
+        validate=validate.Length(0, MAX_LABELS),
+        metadata={"description": "multilabel: the labels that apply, possibly none"},
+    )
+    objects = fields.List(
+        fields.Dict(keys=String()),
+        validate=validate.Length(0, MAX_OBJECTS),
+        metadata={
+            "description": 'bbox: {"label", "bbox": [x, y, w, h]}; polygon: {"label", "points": [[x, y], ...]}; '
+            'keypoints: {"label", "keypoints": [[x, y, v], ...]} (v: 0 not labelled, 1 occluded, 2 visible); '
+            "pixels of the item's image"
+        },
+    )
+
+    @validates_schema
+    def _one_answer(self, data: dict[str, Any], **_: Any) -> None:
+        given = [name for name in ("label", "labels", "objects") if name in data]
+        if len(given) != 1:
+            raise ValidationError(
+                "give one of label (classification), labels (multilabel) or objects (bbox, polygon, keypoints)",
+                field_name=given[1] if len(given) > 1 else "label",
+            )
 
 
 class SubmitSchema(Schema):
@@ -333,7 +480,16 @@ class ResultSchema(Schema):
     item_id = fields.Integer()
     key = String(metadata={"description": "the item's key, as uploaded"})
     data = fields.Dict(metadata={"description": "the item's data, as uploaded"})
-    label = String(allow_none=True)
+    label = String(allow_none=True, metadata={"description": "classification: the aggregated label"})
+    labels = fields.List(String(), allow_none=True, metadata={"description": "multilabel: the labels that apply"})
+    objects = fields.List(
+        fields.Dict(),
+        allow_none=True,
+        metadata={
+            "description": "bbox, polygon, keypoints: the fused objects, each with its geometry, label, score "
+            "(skill-weighted support in [0, 1]) and n (workers who drew it); [] when there is nothing"
+        },
+    )
     confidence = fields.Float(allow_none=True)
     method = String(allow_none=True)
     version = String(allow_none=True)
@@ -341,7 +497,14 @@ class ResultSchema(Schema):
 
 
 class ResultsQuerySchema(Schema):
-    format = String(load_default="json", validate=validate.OneOf(("json", "csv", "jsonl")))
+    format = String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv", "jsonl", "coco", "yolo", "voc", "labelstudio")),
+        metadata={
+            "description": "json (pages), csv or jsonl (all rows); for annotation jobs also coco (bbox, polygon, "
+            "keypoints), yolo (a zip: detect, segment or pose), voc (a zip of Pascal VOC XML: bbox), labelstudio"
+        },
+    )
     after = fields.Integer(strict=False, load_default=0, validate=validate.Range(0, MAX_ID))
     limit = fields.Integer(strict=False, load_default=100, validate=validate.Range(1, 1000))
 

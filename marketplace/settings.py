@@ -8,6 +8,73 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+CLASSIFICATION = "classification"
+MULTILABEL = "multilabel"
+GEOMETRY_KINDS = ("bbox", "polygon", "keypoints")
+ANNOTATION_KINDS = (CLASSIFICATION, MULTILABEL, *GEOMETRY_KINDS)
+# Per type, the settings a job's `annotation` may carry besides `type` and `labels`, with their
+# defaults (filled in when the job is created, so workers and exports read them as stored).
+ANNOTATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    CLASSIFICATION: {},
+    MULTILABEL: {},
+    "bbox": {"min_size": 4, "max_objects": 100, "iou_threshold": 0.5},
+    "polygon": {"min_vertices": 3, "max_vertices": 200, "max_objects": 100, "iou_threshold": 0.5},
+    "keypoints": {"max_objects": 100, "skeleton": [], "oks_threshold": 0.5},
+}
+
+
+@dataclass(frozen=True)
+class AnnotationSpec:
+    """A job's `annotation`: its type, labels and the limits every answer is checked against
+    (`marketplace/answer_checks.py`). What an answer holds: a `label` (classification), a set of
+    `labels` (multilabel) or `objects` (bbox, polygon, keypoints)."""
+
+    kind: str
+    labels: tuple[str, ...]
+    min_size: float = 4.0
+    max_objects: int = 100
+    min_vertices: int = 3
+    max_vertices: int = 200
+    points: tuple[str, ...] = ()
+    skeleton: tuple[tuple[str, str], ...] = ()
+    sigmas: tuple[float, ...] | None = None
+
+    @classmethod
+    def load(cls, stored: dict[str, Any]) -> AnnotationSpec:
+        defaults = ANNOTATION_DEFAULTS.get(stored["type"], {})
+
+        def setting(name: str, fallback: Any) -> Any:
+            return stored.get(name, defaults.get(name, fallback))
+
+        sigmas = stored.get("sigmas")
+        return cls(
+            kind=stored["type"],
+            labels=tuple(stored["labels"]),
+            min_size=float(setting("min_size", 4)),
+            max_objects=int(setting("max_objects", 100)),
+            min_vertices=int(setting("min_vertices", 3)),
+            max_vertices=int(setting("max_vertices", 200)),
+            points=tuple(stored.get("points") or ()),
+            skeleton=tuple((str(a), str(b)) for a, b in stored.get("skeleton") or ()),
+            sigmas=None if sigmas is None else tuple(float(s) for s in sigmas),
+        )
+
+    @property
+    def is_geometry(self) -> bool:
+        return self.kind in GEOMETRY_KINDS
+
+    @property
+    def answer_field(self) -> str:
+        """The field of a worker's answer (and of a golden item's `answer`) that holds it."""
+        if self.kind == CLASSIFICATION:
+            return "label"
+        return "labels" if self.kind == MULTILABEL else "objects"
+
+    @property
+    def shape_field(self) -> str:
+        """The field of an object that holds its geometry."""
+        return {"bbox": "bbox", "polygon": "points", "keypoints": "keypoints"}[self.kind]
+
 
 @dataclass(frozen=True)
 class QualificationSettings:

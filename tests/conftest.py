@@ -136,6 +136,24 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
+@pytest.fixture(params=[True, False], ids=["hot", "flask"])
+def either_app(request: pytest.FixtureRequest, database_url: str, redis: Redis) -> Iterator[Flask]:
+    """The app with the hot-path middleware on, then off (every request through flask-smorest)."""
+    application = make_app(database_url, HOT_PATH=request.param)
+    yield application
+    dispose(application)
+
+
+@pytest.fixture
+def rq_env(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ jobs build their own app from the environment, like `marketplace worker` does."""
+    import workers.jobs
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    workers.jobs._apps.clear()
+
+
 def new_key(app: Flask, role: str, name: str = "someone") -> str:
     with session_scope(get_engine(app)) as session:
         _, key = create_account(session, role, name)

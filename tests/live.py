@@ -48,17 +48,25 @@ class LiveServer:
 
     def answers_of(self, worker_key: str) -> list[tuple[dict[str, Any], str]]:
         """(item data, label) of every answer the worker with this key has stored, in answer order."""
+        return self._answers(worker_key, "label")
+
+    def values_of(self, worker_key: str) -> list[tuple[dict[str, Any], Any]]:
+        """(item data, answer value) of every annotation answer the worker with this key has
+        stored (`{"objects": [...]}` or `{"labels": [...]}`), in answer order."""
+        return self._answers(worker_key, "value")
+
+    def _answers(self, worker_key: str, column: str) -> list[tuple[dict[str, Any], Any]]:
         engine = make_engine(self.database_url)
         with engine.connect() as db:
             rows = db.execute(
                 text(
-                    "SELECT i.data, a.label FROM answer a JOIN item i ON i.id = a.item_id"
+                    f"SELECT i.data, a.{column} AS answer FROM answer a JOIN item i ON i.id = a.item_id"
                     " JOIN account w ON w.id = a.worker_id WHERE w.key_hash = :hash ORDER BY a.id"
                 ),
                 {"hash": hash_key(worker_key)},
             ).all()
         engine.dispose()
-        return [(row.data, row.label) for row in rows]
+        return [(row.data, row.answer) for row in rows]
 
     def run_background_jobs(self) -> None:
         """Run what the server queued (aggregation, acceptance, payouts) with an RQ worker in burst mode."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
@@ -14,19 +13,9 @@ from sqlalchemy import select
 from marketplace import queue
 from marketplace.db import get_engine, session_scope
 from marketplace.models import AggregationRun
-from tests.conftest import REDIS_URL, bearer, new_key, post_job
+from tests.conftest import bearer, new_key, post_job
 
 TRUTH = "cat"
-
-
-@pytest.fixture
-def rq_env(app: Flask, monkeypatch: pytest.MonkeyPatch) -> None:
-    """RQ jobs build their own app from the environment, like `marketplace worker` does."""
-    import workers.jobs
-
-    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
-    workers.jobs._apps.clear()
 
 
 def _run_queue(app: Flask, redis: Redis) -> None:

@@ -9,32 +9,24 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from redis import Redis
 from sqlalchemy import update
 
 from marketplace import observe
 from marketplace.api import hot
-from marketplace.db import dispose, get_engine, session_scope
+from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, utcnow
 from marketplace.pool import lease, submit
 from marketplace.schemas import AssignmentSchema, SubmitResultSchema
-from tests.conftest import bearer, make_app, new_key, post_job
+from tests.conftest import bearer, new_key, post_job
 
 Headers = dict[str, str]
-
-
-@pytest.fixture(params=[True, False], ids=["hot", "flask"])
-def either_app(request: pytest.FixtureRequest, database_url: str, redis: Redis) -> Iterable[Flask]:
-    application = make_app(database_url, HOT_PATH=request.param)
-    yield application
-    dispose(application)
 
 
 def _count_flask_calls(app: Flask) -> list[str]:
@@ -218,11 +210,26 @@ def test_lease_bodies_the_short_way_takes(body: Any, expected: Any) -> None:
         {"answers": {"item_id": 1, "label": "a"}},
         {"answers": [{"item_id": 1, "label": "a", "extra": 1}]},
         {"answers": [{"item_id": 1, "label": "a"}], "extra": 1},
+        {"answers": [{"item_id": 1, "objects": "none"}]},
+        {"answers": [{"item_id": 1, "objects": [1]}]},
+        {"answers": [{"item_id": 1, "objects": [{"lab\x00el": "a"}]}]},
+        {"answers": [{"item_id": 1, "objects": [{}] * 1001}]},
+        {"answers": [{"item_id": 1, "objects": [], "label": "a"}]},
+        {"answers": [{"item_id": 1, "labels": [""]}]},
+        {"answers": [{"item_id": 1, "labels": "a"}]},
+        {"answers": [{"item_id": 1, "labels": ["a"] * 201}]},
     ],
 )
 def test_submit_bodies_the_short_way_leaves_to_the_schema(body: Any) -> None:
     assert hot.submit_answers(body) is None
     assert hot.submit_answers({"answers": [{"item_id": 1, "label": "a"}, {"item_id": 2, "label": "b"}]}) is not None
+
+
+def test_annotation_answers_take_the_short_way_to_the_pools_checks() -> None:
+    objects = [{"item_id": 1, "objects": [{"label": "a", "bbox": [1, 2, 3, 4]}]}, {"item_id": 2, "objects": []}]
+    assert hot.submit_answers({"answers": objects}) == objects
+    labels = [{"item_id": 1, "labels": ["a", "b"]}, {"item_id": 2, "labels": []}]
+    assert hot.submit_answers({"answers": labels}) == labels
 
 
 def test_an_unexpected_error_on_the_short_way_is_a_json_500_without_detail(

@@ -2,8 +2,9 @@
 `marketplace serve` on PostgreSQL. Screenshots of each state go to the test's tmp folder (and
 to $WORKER_PAGE_SCREENSHOTS when set, e.g. docs/worker-page to refresh the README's pictures).
 
-Box, polygon and keypoint tasks do not exist on the server yet: their tests fulfil the lease
-and the submit in the browser (the page's code runs for real, the server is mocked).
+Box, polygon, keypoint and multi-label tasks run against the server too: what the page draws
+is checked by the server (a refused box is shown beside it) and stored. The lease's pay fields
+and a countdown to a short lease are shown from a task fulfilled in the browser.
 """
 
 from __future__ import annotations
@@ -301,6 +302,45 @@ def mocked_task(kind: str, annotation: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def drawing_job(live: LiveServer, annotation: dict[str, Any], items: list[dict[str, Any]] | None = None) -> None:
+    """A job on the server: one 320x200 picture (or the given items), one answer each."""
+    boss = Client(live.url, live.key("requester", "req"))
+    live.fund(boss.me()["id"], 100_000)
+    items = items or [{"data": {"image_url": picture("cat", 0), "width": 320, "height": 200}}]
+    job = boss.create_job(
+        {
+            "title": f"Draw: {annotation['type']}",
+            "instructions": "Outline every animal.",
+            "annotation": annotation,
+            "overlap": 1,
+            "golden_ratio": 0.0,
+            "items_per_task": len(items),
+            "reward_cents": 4,
+            "budget_cents": 10_000,
+        }
+    )
+    boss.add_items(job["id"], items)
+    boss.launch(job["id"])
+
+
+def take_task(page: Any, live: LiveServer, annotation: dict[str, Any], **job: Any) -> tuple[str, list[dict[str, Any]]]:
+    """Post a job, sign a new worker in and lease its task on the page; (the worker's key, the
+    submits the page sends: body and Idempotency-Key, on their way to the server)."""
+    drawing_job(live, annotation, **job)
+    sent: list[dict[str, Any]] = []
+
+    def record(route: Any) -> None:
+        sent.append({"body": json.loads(route.request.post_data), "key": route.request.headers.get("idempotency-key")})
+        route.continue_()
+
+    page.route("**/v1/assignments/*/submit", record)
+    key = live.key("worker", "drawer")
+    sign_in(page, live, key)
+    page.get_by_role("button", name="Next task").click()
+    page.get_by_role("heading", name=f"Draw: {annotation['type']}").wait_for()
+    return key, sent
+
+
 def with_mocked_task(
     page: Any, live: LiveServer, task: dict[str, Any], refusals: list[dict[str, Any]] | None = None
 ) -> list[dict[str, Any]]:
@@ -359,18 +399,12 @@ def near(got: list[float], wanted: list[float]) -> bool:
 
 
 OUTSIDE = "outside the image (x + w = 330 > width 320)"
-REFUSED_BOX = {
-    "code": 422,
-    "status": "Unprocessable Entity",
-    "message": f"answers.0.objects.1.bbox: {OUTSIDE}",
-    "errors": {"json": {"answers": {"0": {"objects": {"1": {"bbox": [OUTSIDE]}}}}}},
-}
 
 
-def test_boxes_drawn_on_the_page_are_sent_with_their_labels(page: Any, live: LiveServer, shots: Shots) -> None:
-    task = mocked_task("boxes", {"type": "bbox", "labels": ["cat", "dog"]})
-    sent = with_mocked_task(page, live, task, refusals=[REFUSED_BOX])
-    assert "per item 0.04 USD" in page.locator("#task-pay").inner_text()  # the lease's pay fields
+def test_boxes_drawn_on_the_page_are_checked_and_stored_by_the_server(
+    page: Any, live: LiveServer, shots: Shots
+) -> None:
+    key, sent = take_task(page, live, {"type": "bbox", "labels": ["cat", "dog"]})
     drag(page, (10, 20), (110, 90))
     page.keyboard.press("2")  # the label for the next box
     drag(page, (150, 60), (300, 180))
@@ -382,21 +416,27 @@ def test_boxes_drawn_on_the_page_are_sent_with_their_labels(page: Any, live: Liv
     refused = page.get_by_role("list", name="Boxes drawn").get_by_role("listitem").nth(1)
     refused.get_by_text(OUTSIDE).wait_for()  # the server's reason, beside the box it names
     shots(page, "8-boxes-refused")
+    assert live.values_of(key) == []  # nothing of the refused submit was stored
     page.get_by_label("width of box 2").fill("140")
     page.get_by_label("width of box 2").press("Tab")
     page.get_by_role("button", name="Submit").click()
     page.get_by_text("No work for you right now").wait_for()
     assert [s["body"]["answers"][0]["objects"][1]["bbox"][2] for s in sent] == [180, 140]
     assert sent[0]["key"] and sent[1]["key"] and sent[0]["key"] != sent[1]["key"]  # other answers, another key
-    (answer,) = sent[1]["body"]["answers"]
-    assert answer["item_id"] == 41 and [o["label"] for o in answer["objects"]] == ["cat", "dog"]
-    assert near(answer["objects"][0]["bbox"], [10, 20, 100, 70]) and near(
-        answer["objects"][1]["bbox"], [150, 60, 140, 120]
+    ((data, stored),) = live.values_of(key)
+    assert data["width"] == 320 and [o["label"] for o in stored["objects"]] == ["cat", "dog"]
+    assert near(stored["objects"][0]["bbox"], [10, 20, 100, 70]) and near(
+        stored["objects"][1]["bbox"], [150, 60, 140, 120]
     )
 
 
+def test_the_lease_pay_fields_are_shown(page: Any, live: LiveServer) -> None:
+    with_mocked_task(page, live, mocked_task("boxes", {"type": "bbox", "labels": ["cat", "dog"]}))
+    assert "per item 0.04 USD" in page.locator("#task-pay").inner_text()
+
+
 def test_a_deleted_box_is_gone_and_nothing_to_draw_is_an_answer(page: Any, live: LiveServer) -> None:
-    sent = with_mocked_task(page, live, mocked_task("boxes", {"type": "bbox", "labels": ["cat", "dog"]}))
+    key, sent = take_task(page, live, {"type": "bbox", "labels": ["cat", "dog"]})
     page.get_by_role("button", name="Add box").click()  # the keyboard's way to a box
     page.get_by_role("button", name="Delete box 1").click()
     page.get_by_role("button", name="Submit").click()
@@ -405,20 +445,21 @@ def test_a_deleted_box_is_gone_and_nothing_to_draw_is_an_answer(page: Any, live:
     assert page.get_by_role("button", name="Nothing to draw").get_attribute("aria-pressed") == "true"
     page.get_by_role("button", name="Submit").click()
     page.get_by_text("No work for you right now").wait_for()
-    assert sent[0]["body"] == {"answers": [{"item_id": 41, "objects": []}]}
+    assert sent[0]["body"]["answers"][0]["objects"] == []
+    assert [value for _, value in live.values_of(key)] == [{"objects": []}]  # stored as an answer
 
 
-def test_a_polygon_drawn_on_the_page_is_sent_with_its_corners(page: Any, live: LiveServer, shots: Shots) -> None:
-    sent = with_mocked_task(page, live, mocked_task("polygons", {"type": "polygon", "labels": ["cat", "dog"]}))
+def test_a_polygon_drawn_on_the_page_is_stored_with_its_corners(page: Any, live: LiveServer, shots: Shots) -> None:
+    key, _ = take_task(page, live, {"type": "polygon", "labels": ["cat", "dog"]})
     for x, y in ((20, 20), (200, 30), (150, 150), (20, 20)):  # back to the first corner closes it
         click_image(page, x, y)
     page.get_by_role("list", name="Polygons drawn").get_by_role("listitem").first.wait_for()
     shots(page, "9-polygon")
     page.get_by_role("button", name="Submit").click()
     page.get_by_text("No work for you right now").wait_for()
-    (answer,) = sent[0]["body"]["answers"]
+    ((_, answer),) = live.values_of(key)
     (polygon,) = answer["objects"]
-    assert answer["item_id"] == 41 and polygon["label"] == "cat" and len(polygon["points"]) == 3
+    assert polygon["label"] == "cat" and len(polygon["points"]) == 3
     assert all(near(g, w) for g, w in zip(polygon["points"], [[20, 20], [200, 30], [150, 150]], strict=True))
 
 
@@ -429,7 +470,7 @@ def test_keypoints_are_placed_in_order_with_occluded_and_absent(page: Any, live:
         "points": ["nose", "left_eye", "right_eye", "tail"],
         "skeleton": [["nose", "left_eye"], ["nose", "right_eye"]],
     }
-    sent = with_mocked_task(page, live, mocked_task("keypoints", annotation))
+    key, _ = take_task(page, live, annotation)
     click_image(page, 100, 50)
     click_image(page, 80, 40)
     page.get_by_role("button", name="Mark right_eye of object 1 occluded").click()
@@ -437,34 +478,37 @@ def test_keypoints_are_placed_in_order_with_occluded_and_absent(page: Any, live:
     page.get_by_role("button", name="Mark tail of object 1 absent").click()
     page.get_by_role("button", name="Submit").click()
     page.get_by_text("No work for you right now").wait_for()
-    (answer,) = sent[0]["body"]["answers"]
+    ((_, answer),) = live.values_of(key)
     (drawn,) = answer["objects"]
-    assert answer["item_id"] == 41 and drawn["label"] == "cat"
+    assert drawn["label"] == "cat"
     expected = [[100, 50, 2], [80, 40, 2], [120, 40, 1], [0, 0, 0]]
     for got, wanted in zip(drawn["keypoints"], expected, strict=True):  # within the pointer's 1-pixel rounding
         assert got[2] == wanted[2] and abs(got[0] - wanted[0]) <= 1 and abs(got[1] - wanted[1]) <= 1, (got, wanted)
 
 
 def test_multi_label_items_take_several_labels_or_none(page: Any, live: LiveServer) -> None:
-    task = mocked_task("multi-label", {"type": "multilabel", "labels": ["sunny", "people", "cars"]})
-    task["items"] = [
-        {"id": 51, "data": {"text": "A busy street at noon"}},
-        {"id": 52, "data": {"text": "An empty field"}},
-    ]
-    sent = with_mocked_task(page, live, task)
-    page.get_by_text("A busy street at noon").wait_for()
-    page.keyboard.press("1")
-    page.get_by_role("button", name="cars", exact=True).click()
-    page.keyboard.press("1")  # toggled off again
-    page.keyboard.press("2")
-    page.get_by_role("button", name="Next item").click()
-    page.get_by_text("An empty field").wait_for()
-    page.get_by_role("button", name="None of these").click()
+    annotation = {"type": "multilabel", "labels": ["sunny", "people", "cars"]}
+    items = [{"data": {"text": "A busy street at noon"}}, {"data": {"text": "An empty field"}}]
+    key, _ = take_task(page, live, annotation, items=items)
+    texts = ["A busy street at noon", "An empty field"]
+    first = next(t for t in texts if t in page.locator("#item").inner_text())  # the task's order is random
+    for step, text in enumerate([first, *(t for t in texts if t != first)]):
+        page.get_by_text(text).wait_for()
+        if text == texts[0]:
+            page.keyboard.press("1")
+            page.get_by_role("button", name="cars", exact=True).click()
+            page.keyboard.press("1")  # toggled off again
+            page.keyboard.press("2")
+        else:
+            page.get_by_role("button", name="None of these").click()
+        if step == 0 and page.get_by_role("button", name="Next item").is_enabled():  # "None of these" moves on
+            page.get_by_role("button", name="Next item").click()
     page.get_by_role("button", name="Submit").click()
     page.get_by_text("No work for you right now").wait_for()
-    assert sent[0]["body"] == {
-        "answers": [{"item_id": 51, "labels": ["people", "cars"]}, {"item_id": 52, "labels": []}]
-    }
+    assert sorted((data["text"], value["labels"]) for data, value in live.values_of(key)) == [
+        ("A busy street at noon", ["people", "cars"]),
+        ("An empty field", []),
+    ]
 
 
 def test_the_lease_counts_down_and_a_task_past_it_is_not_sent(page: Any, live: LiveServer) -> None:

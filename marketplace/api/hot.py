@@ -34,7 +34,7 @@ from marketplace.db import get_hot_engine
 from marketplace.errors import ServiceError, error_body
 from marketplace.models import Role, utcnow
 from marketplace.pool import lease, submit
-from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL
+from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL, MAX_LABELS, MAX_OBJECTS
 from marketplace.services import submitted
 from marketplace.settings import LeaseLimits
 
@@ -62,6 +62,31 @@ def lease_body(body: Any) -> int | None | bool:
     return False
 
 
+def _plain_label(label: Any) -> bool:
+    # PostgreSQL text refuses NUL: the schema names the field
+    return type(label) is str and 1 <= len(label) <= MAX_LABEL and "\x00" not in label
+
+
+def _plain_answer(answer: Any) -> bool:
+    """One answer as `AnswerInSchema` takes it: a label, a list of labels or a list of objects
+    (checked in depth by the pool, whichever way the submit came)."""
+    if type(answer) is not dict or len(answer) != 2 or not _an_id(answer.get("item_id")):
+        return False
+    if "label" in answer:
+        return _plain_label(answer["label"])
+    if "labels" in answer:
+        labels = answer["labels"]
+        return type(labels) is list and len(labels) <= MAX_LABELS and all(_plain_label(x) for x in labels)
+    if "objects" in answer:
+        objects = answer["objects"]
+        return (
+            type(objects) is list
+            and len(objects) <= MAX_OBJECTS
+            and all(type(o) is dict and not any("\x00" in k for k in o) for o in objects)
+        )
+    return False
+
+
 def submit_answers(body: Any) -> list[dict[str, Any]] | None:
     """The answers of a submit body the schema takes as it is, or None when it is not that plain."""
     if type(body) is not dict or body.keys() != {"answers"}:
@@ -71,14 +96,9 @@ def submit_answers(body: Any) -> list[dict[str, Any]] | None:
         return None
     seen: set[int] = set()
     for answer in answers:
-        if type(answer) is not dict or answer.keys() != {"item_id", "label"}:
+        if not _plain_answer(answer) or answer["item_id"] in seen:
             return None
-        item_id, label = answer["item_id"], answer["label"]
-        if not _an_id(item_id) or type(label) is not str or not 1 <= len(label) <= MAX_LABEL or item_id in seen:
-            return None
-        if "\x00" in label:  # PostgreSQL text refuses it: the schema names the field
-            return None
-        seen.add(item_id)
+        seen.add(answer["item_id"])
     return answers  # type: ignore[no-any-return]
 
 

@@ -36,11 +36,12 @@ from marketplace.schemas import (
     ResultsQuerySchema,
     WorkerQualitySchema,
 )
+from marketplace.services import exports, qualification
 from marketplace.services import items as item_service
 from marketplace.services import jobs as job_service
-from marketplace.services import qualification
 from marketplace.services import results as result_service
 from marketplace.services.acceptance import Limits
+from marketplace.settings import AnnotationSpec
 
 blp = Blueprint("jobs", __name__, url_prefix="/v1/jobs", description="Requesters' jobs")
 
@@ -243,12 +244,17 @@ class Results(MethodView):
         """Aggregated results per real item: a page (`after`, `limit`), or all as CSV / JSON Lines."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id)
+        field = AnnotationSpec.load(job.annotation).answer_field
         if query["format"] == "json":
-            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"])
+            page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"], field)
             return {"results": page, "next_after": next_after}
-        rows = result_service.iter_results(session, job.id)
+        rows = result_service.iter_results(session, job.id, field)
+        if query["format"] in exports.FORMATS:
+            made = exports.export(query["format"], AnnotationSpec.load(job.annotation), rows)
+            disposition = f"attachment; filename=job-{job.id}-{made.extension}"
+            return Response(made.body, mimetype=made.mimetype, headers={"Content-Disposition": disposition})
         if query["format"] == "csv":
-            body, mimetype = result_service.export_csv(rows), "text/csv"
+            body, mimetype = result_service.export_csv(rows, field), "text/csv"
         else:
             body, mimetype = result_service.export_jsonl(rows), "application/x-ndjson"
         filename = f"job-{job.id}-results.{query['format']}"

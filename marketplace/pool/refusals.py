@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from marketplace import answer_checks
 from marketplace.errors import Conflict, Invalid
 from marketplace.models import AssignmentState
+from marketplace.settings import CLASSIFICATION, AnnotationSpec
+
+ANSWER_FIELDS = ("label", "labels", "objects")
 
 
 @dataclass(frozen=True)
@@ -18,19 +22,20 @@ class TaskEntry:
     item_id: int
     round: int | None  # None for golden items
     is_golden: bool
-    answer: str | None  # golden items only
+    answer: str | None  # golden classification items only
+    data: dict[str, Any]  # the item's data (its image's size)
 
 
 @dataclass(frozen=True)
 class LockedTask:
-    """An assignment, locked for this transaction, with its entries and the job's labels."""
+    """An assignment, locked for this transaction, with its entries and the job's annotation."""
 
     job_id: int
     state: str
     expires_at: datetime
     idempotency_key: str | None
     finished_at: datetime | None
-    labels: list[str]
+    spec: AnnotationSpec
     entries: dict[int, TaskEntry]
 
 
@@ -47,9 +52,10 @@ class Replay:
 class AnswerRow:
     item_id: int
     round: int | None
-    label: str
+    label: str | None  # a classification's answer
+    value: dict[str, Any] | None  # any other type's (`answer_checks.check_value`)
     is_golden: bool
-    correct: bool | None
+    correct: bool | None  # golden classification answers; annotation answers are scored later
 
 
 def replay_or_refuse(
@@ -70,20 +76,34 @@ def replay_or_refuse(
 
 
 def checked_answers(task: LockedTask, answers: list[dict[str, Any]]) -> list[AnswerRow]:
-    """The rows to store, once every answer names an entry of the task with one of the job's
-    labels and every entry has one; otherwise an Invalid naming the first bad field."""
-    allowed = set(task.labels)
+    """The rows to store, once every answer names an entry of the task, answers it the way the
+    job's annotation asks (a label of the job's; a label set or objects passing
+    `answer_checks`) and every entry has one; otherwise an Invalid naming the first bad place."""
+    spec = task.spec
+    allowed = set(spec.labels)
+    values: list[dict[str, Any] | None] = []
     for index, answer in enumerate(answers):
         if answer["item_id"] not in task.entries:
             raise Invalid(f"answers.{index}.item_id", "not an item of this task")
-        if answer["label"] not in allowed:
-            raise Invalid(f"answers.{index}.label", "not one of the labels in the task's annotation")
+        field = next(name for name in ANSWER_FIELDS if name in answer)
+        if field != spec.answer_field:
+            raise Invalid(
+                f"answers.{index}.{field}", f"the items of a {spec.kind} job are answered with {spec.answer_field}"
+            )
+        if spec.kind == CLASSIFICATION:
+            if answer["label"] not in allowed:
+                raise Invalid(f"answers.{index}.label", "not one of the labels in the task's annotation")
+            values.append(None)
+        else:
+            size = answer_checks.image_size(task.entries[answer["item_id"]].data)
+            values.append(answer_checks.check_value(spec, {field: answer[field]}, size, f"answers.{index}"))
     missing = sorted(set(task.entries) - {a["item_id"] for a in answers})
     if missing:
         raise Invalid("answers", f"every item of the task needs an answer; missing {missing}")
     rows = []
-    for answer in answers:
+    for answer, value in zip(answers, values, strict=True):
         entry = task.entries[answer["item_id"]]
-        correct = (answer["label"] == entry.answer) if entry.is_golden else None
-        rows.append(AnswerRow(entry.item_id, entry.round, answer["label"], entry.is_golden, correct))
+        label = answer.get("label") if value is None else None
+        correct = (label == entry.answer) if entry.is_golden and value is None else None
+        rows.append(AnswerRow(entry.item_id, entry.round, label, value, entry.is_golden, correct))
     return rows

@@ -1,13 +1,21 @@
 """Submit a task's answers once, or skip it; read one's own task back.
 
-A submit in order is one statement (`SUBMIT`, autocommit). Anything else (a retry, a late or bad
-submit) stores nothing there and takes the checking path, in one transaction with the
-assignment row locked, for the first result or the precise refusal (`refusals.py`). A submit
-counts as in time when it arrives before the deadline; reclaiming waits a grace period past it.
+A classification submit in order is one statement (`SUBMIT`, autocommit). Anything else (a
+retry, a late or bad submit) stores nothing there and takes the checking path, in one
+transaction with the assignment row locked, for the first result or the precise refusal
+(`refusals.py`). Annotation answers (label sets, boxes, polygons, keypoints) always take the
+checking path: each object is checked against the item's image size in Python (shapely for
+polygons) before anything is stored. A submit counts as in time when it arrives before the
+deadline; reclaiming waits a grace period past it.
+
+Golden answers of a classification are marked `correct` as they are stored; golden annotation
+answers are stored unscored, like every other answer, and scored off the submit
+(`services/scoring.py`), so a submit does the same work whether it holds golden items or not.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +27,7 @@ from marketplace.models import AssignmentState, utcnow
 from marketplace.pool import refusals
 from marketplace.pool.connection import Statement, autocommit, fetch_all, fetch_one, transaction
 from marketplace.pool.refusals import TaskEntry
+from marketplace.settings import AnnotationSpec
 
 
 @dataclass(frozen=True)
@@ -59,6 +68,7 @@ WITH closed AS (
       AND NOT EXISTS (
           SELECT 1 FROM unnest(%(refs)s::bigint[]) AS u(ref)
           WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai WHERE ai.id = u.ref AND ai.assignment_id = a.id))
+      AND j.annotation ->> 'type' = 'classification'
       AND %(labels)s::text[] <@ ARRAY(SELECT json_array_elements_text(j.annotation -> 'labels'))
     RETURNING a.id, a.job_id
 ), stored AS (
@@ -90,7 +100,7 @@ class SubmitRow:
 
 LOCK_TASK = Statement.of("""
 SELECT a.worker_id, a.job_id, a.state, a.expires_at, a.idempotency_key, a.finished_at, j.annotation,
-       ai.id AS ref, ai.item_id, ai.round, i.is_golden, i.answer
+       ai.id AS ref, ai.item_id, ai.round, i.is_golden, i.answer, i.data
 FROM assignment a
 JOIN job j ON j.id = a.job_id
 JOIN assignmentitem ai ON ai.assignment_id = a.id
@@ -114,16 +124,18 @@ class LockedEntryRow:
     round: int | None
     is_golden: bool
     answer: str | None
+    data: dict[str, Any]
 
 
 # The checking path's store: the answers (checked in Python), and the assignment closed.
 STORE_SUBMIT = Statement.of("""
 WITH stored AS (
-    INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, is_golden, correct, excluded,
-                        created_at)
-    SELECT %(job)s, e.item_id, %(worker)s, %(assignment)s, e.round, e.label, e.is_golden, e.correct, false, %(now)s
-    FROM unnest(%(items)s::bigint[], %(rounds)s::int[], %(labels)s::varchar[], %(golden)s::bool[],
-                %(correct)s::bool[]) AS e(item_id, round, label, is_golden, correct)
+    INSERT INTO answer (job_id, item_id, worker_id, assignment_id, round, label, value, is_golden, correct,
+                        excluded, created_at)
+    SELECT %(job)s, e.item_id, %(worker)s, %(assignment)s, e.round, e.label, e.value::json, e.is_golden, e.correct,
+           false, %(now)s
+    FROM unnest(%(items)s::bigint[], %(rounds)s::int[], %(labels)s::varchar[], %(values)s::text[], %(golden)s::bool[],
+                %(correct)s::bool[]) AS e(item_id, round, label, value, is_golden, correct)
     RETURNING id
 ), closed AS (
     UPDATE assignment SET state = 'submitted', finished_at = %(now)s, idempotency_key = %(key)s
@@ -180,19 +192,20 @@ def submit(
 ) -> SubmitResult:
     """Store one answer per task item, once; a retry with the same key returns the first result."""
     received_at = received_at or utcnow()
-    params = {
-        "assignment": assignment_id,
-        "worker": worker_id,
-        "now": received_at,
-        "key": idempotency_key,
-        "refs": [a["item_id"] for a in answers],
-        "labels": [a["label"] for a in answers],
-    }
-    with autocommit(engine) as cur:
-        row: SubmitRow | None = fetch_one(cur, SubmitRow, SUBMIT, params)
-    if row is not None:
-        finished = not row.pool_has_slots and _job_finished_apart(engine, row.job_id)
-        return _stored(assignment_id, received_at, row.answer_ids, row.job_id, finished, row.golden)
+    if all("label" in a for a in answers):  # a classification's: one statement when in order
+        params = {
+            "assignment": assignment_id,
+            "worker": worker_id,
+            "now": received_at,
+            "key": idempotency_key,
+            "refs": [a["item_id"] for a in answers],
+            "labels": [a["label"] for a in answers],
+        }
+        with autocommit(engine) as cur:
+            row: SubmitRow | None = fetch_one(cur, SubmitRow, SUBMIT, params)
+        if row is not None:
+            finished = not row.pool_has_slots and _job_finished_apart(engine, row.job_id)
+            return _stored(assignment_id, received_at, row.answer_ids, row.job_id, finished, row.golden)
     with transaction(engine) as cur:
         task = _lock_task(cur, worker_id, assignment_id)
         replay = refusals.replay_or_refuse(task, assignment_id, idempotency_key, received_at)
@@ -220,6 +233,7 @@ def submit(
                 "items": [r.item_id for r in rows],
                 "rounds": [r.round for r in rows],
                 "labels": [r.label for r in rows],
+                "values": [None if r.value is None else json.dumps(r.value, separators=(",", ":")) for r in rows],
                 "golden": [r.is_golden for r in rows],
                 "correct": [r.correct for r in rows],
             },
@@ -241,8 +255,8 @@ def _lock_task(cur: Any, worker_id: int, assignment_id: int) -> refusals.LockedT
         expires_at=head.expires_at,
         idempotency_key=head.idempotency_key,
         finished_at=head.finished_at,
-        labels=head.annotation["labels"],
-        entries={r.ref: TaskEntry(r.ref, r.item_id, r.round, r.is_golden, r.answer) for r in rows},
+        spec=AnnotationSpec.load(head.annotation),
+        entries={r.ref: TaskEntry(r.ref, r.item_id, r.round, r.is_golden, r.answer, r.data) for r in rows},
     )
 
 

@@ -32,6 +32,7 @@ from marketplace.models import (
     Assignment,
     AssignmentState,
     Decision,
+    Item,
     Job,
     JobState,
     LedgerKind,
@@ -39,7 +40,7 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.pool import decisions
-from marketplace.services import budget, ledger
+from marketplace.services import budget, ledger, pricing, scoring
 from marketplace.services.ledger import budget_account, holds_account, requester_account, worker_account
 from marketplace.settings import AcceptanceRules, Bonus, Pricing
 
@@ -101,6 +102,7 @@ def decide_job(
     if job is None:
         return counts
     rules = AcceptanceRules.load(job.acceptance)
+    scoring.score_pending(session, job_id)  # failed golden annotation answers are known by their score
     delay = timedelta(seconds=rules.auto_accept_seconds or limits.auto_accept_default_seconds)
     after = 0
     latest = now - delay if only_overdue else now + timedelta(days=36500)
@@ -126,9 +128,9 @@ def decide_job(
         after = tasks[-1].id
         _lock_money(session, job, tasks)
         answers = _answers_of(session, job_id, [t.id for t in tasks])
-        aggregates = _aggregates(session, job_id, answers)
+        agreeing = _agreement(session, job, answers)
         for task in tasks:
-            verdict = judge(rules, answers.get(task.id, []), aggregates, overdue=task.finished_at + delay <= now)
+            verdict = judge(rules, answers.get(task.id, []), agreeing, overdue=task.finished_at + delay <= now)
             if verdict is None:
                 counts["waiting"] += 1
             elif settle(session, job, task, verdict, now):
@@ -155,18 +157,37 @@ def _answers_of(session: Session, job_id: int, assignment_ids: list[int]) -> dic
     return grouped
 
 
-def _aggregates(session: Session, job_id: int, answers: dict[int, list[Answer]]) -> dict[int, str]:
-    items = {a.item_id for group in answers.values() for a in group if not a.is_golden}
-    if not items:
+def _agreement(session: Session, job: Job, answers: dict[int, list[Answer]]) -> dict[tuple[int, int], bool]:
+    """Per real answer whose item is aggregated (by worker and item): does it agree with the aggregate?
+    A label when it is the aggregate's; an annotation answer when its score against the fused
+    value reaches `scoring.PASS_SCORE`."""
+    real = [a for group in answers.values() for a in group if not a.is_golden]
+    if not real:
         return {}
     rows = session.execute(
-        select(Aggregate.item_id, Aggregate.label).where(Aggregate.job_id == job_id, Aggregate.item_id.in_(items))
+        select(Aggregate.item_id, Aggregate.label, Aggregate.value, Item.data)
+        .join(Item, Item.id == Aggregate.item_id)
+        .where(Aggregate.job_id == job.id, Aggregate.item_id.in_({a.item_id for a in real}))
     ).all()
-    return dict(rows)  # type: ignore[arg-type]
+    aggregates = {row.item_id: row for row in rows}
+    agreeing: dict[tuple[int, int], bool] = {}
+    for answer in real:
+        aggregate = aggregates.get(answer.item_id)
+        if aggregate is None:
+            continue
+        if answer.value is None or aggregate.value is None:
+            agreeing[answer.worker_id, answer.item_id] = answer.label == aggregate.label
+        else:
+            fit = scoring.score(job.annotation, answer.value, aggregate.value, aggregate.data)
+            agreeing[answer.worker_id, answer.item_id] = fit >= scoring.PASS_SCORE
+    return agreeing
 
 
-def judge(rules: AcceptanceRules, answers: list[Answer], aggregates: dict[int, str], overdue: bool) -> Verdict | None:
-    """The verdict on one task, or None to wait for aggregation."""
+def judge(
+    rules: AcceptanceRules, answers: list[Answer], agreeing: dict[tuple[int, int], bool], overdue: bool
+) -> Verdict | None:
+    """The verdict on one task, or None to wait for aggregation (`agreeing`: per worker and item
+    aggregated, whether the answer agrees with the aggregate)."""
     if any(a.excluded for a in answers):
         return Verdict(Decision.REJECTED, DROPPED)
     failed = sum(1 for a in answers if a.is_golden and a.correct is False)
@@ -174,11 +195,11 @@ def judge(rules: AcceptanceRules, answers: list[Answer], aggregates: dict[int, s
     if limit is not None and failed >= limit:
         return Verdict(Decision.REJECTED, FAILED_CHECKS)
     real = [a for a in answers if not a.is_golden]
-    judged = [a for a in real if a.item_id in aggregates]
+    judged = [a for a in real if (a.worker_id, a.item_id) in agreeing]
     if len(judged) < len(real):
         return Verdict(Decision.ACCEPTED, LATE) if overdue else None
     floor = rules.min_agreement
-    agreed = sum(1 for a in judged if aggregates[a.item_id] == a.label)
+    agreed = sum(1 for a in judged if agreeing[a.worker_id, a.item_id])
     if floor is not None and judged and agreed / len(judged) < floor:
         return Verdict(Decision.REJECTED, FAR)
     return Verdict(Decision.ACCEPTED, AGREES if judged else ACCEPTED)
@@ -189,10 +210,10 @@ def settle(session: Session, job: Job, task: Assignment, verdict: Verdict, now: 
     rest, or return the whole hold. False when another run decided it first."""
     pay = bonus = 0
     if verdict.decision == Decision.ACCEPTED:
-        entries = session.execute(select(Answer.id).where(Answer.assignment_id == task.id)).all()
+        entries = session.execute(select(Answer.value).where(Answer.assignment_id == task.id)).scalars().all()
         kind = job.annotation["type"]
         prices = Pricing.load(job.pricing, job.reward_cents)
-        pay = sum(prices.item_pay(kind) for _ in entries)
+        pay = sum(prices.item_pay(kind, 1 if value is None else pricing.objects_in(value)) for value in entries)
         bonus_rule = Bonus.load(job.bonus)
         if bonus_rule is not None:
             bonus = len(entries) * bonus_rule.per_item(_golden_accuracy(session, job.id, task.worker_id))

@@ -1,7 +1,10 @@
 """Aggregate a job: read its answers in bulk, run `aggregation`, store results and quality.
 
 Answers are read and results written with COPY (`bulk.py`). Results are replaced for the job in
-one transaction, so a reader sees either the old or the new run.
+one transaction, so a reader sees either the old or the new run. Classification answers go to
+`aggregation.aggregate` here; every other annotation type to `aggregation.geometry`
+(`fusing.py`). Each run records how much the workers agreed (`AggregationRun.agreement`):
+Krippendorff's alpha for labels (`aggregation.alpha`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,14 @@ from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
 import aggregation
-from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, WorkerQuality, utcnow
-from marketplace.services.bulk import copy_answers, copy_rows
+from aggregation.alpha import label_alpha
+from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, utcnow
+from marketplace.services import fusing
+from marketplace.services.bulk import copy_answers, copy_rows, replace_quality
 from marketplace.services.dynamic_overlap import extend_unsure
+from marketplace.services.fusing import Run
 from marketplace.services.skills import known_workers
+from marketplace.settings import CLASSIFICATION
 
 
 def load_golden(session: Session, job_id: int) -> pd.Series:
@@ -41,6 +48,35 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     if _unchanged(session, job):
         session.commit()
         return {"job_id": job_id, "skipped": "no change since the last run"}
+    labels = job.annotation["type"] == CLASSIFICATION
+    run = _aggregate_labels(session, job) if labels else fusing.fuse_job(session, job)
+    seconds = time.perf_counter() - started
+    session.add(
+        AggregationRun(
+            job_id=job_id,
+            method=run.method,
+            version=run.version,
+            answers_used=run.answers_used,
+            last_answer_id=run.last_answer_id,
+            items=run.items,
+            seconds=round(seconds, 4),
+            agreement=run.agreement,
+        )
+    )
+    session.commit()
+    return {
+        "job_id": job_id,
+        "items": run.items,
+        "answers": run.answers_used,
+        "method": run.method,
+        "seconds": round(seconds, 3),
+        "answers_added": run.extended,
+    }
+
+
+def _aggregate_labels(session: Session, job: Job) -> Run:
+    """A classification: aggregates, worker quality and dynamic overlap from the labels."""
+    job_id = job.id
     answers, last_id = copy_answers(session, job_id)
     golden = load_golden(session, job_id)
     method, labels = job.aggregation, job.annotation["labels"]
@@ -64,33 +100,17 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     copy_rows(session, Aggregate.__tablename__, list(rows.columns), rows)
     _store_quality(session, job_id, answers, golden, result.labels[real])
     extended = extend_unsure(session, job, result.confidence[real], result.answers_used[real])
-    seconds = time.perf_counter() - started
-    session.add(
-        AggregationRun(
-            job_id=job_id,
-            method=result.method,
-            version=result.version,
-            answers_used=len(answers),
-            last_answer_id=last_id,
-            items=len(rows),
-            seconds=round(seconds, 4),
-        )
-    )
-    session.commit()
-    return {
-        "job_id": job_id,
-        "items": len(rows),
-        "answers": len(answers),
-        "method": result.method,
-        "seconds": round(seconds, 3),
-        "answers_added": extended,
-    }
+    on_real = answers[~answers["task"].isin(golden.index)]
+    agreement = {"krippendorff_alpha": label_alpha(on_real)}
+    return Run(result.method, result.version, len(answers), last_id, len(rows), agreement, extended)
 
 
 def _unchanged(session: Session, job: Job) -> bool:
     run = last_run(session, job.id)
-    if run is None or run.method.split(":")[0] != job.aggregation:
+    if run is None:
         return False
+    if job.annotation["type"] == CLASSIFICATION and run.method.split(":")[0] != job.aggregation:
+        return False  # annotation types have one method each
     latest, included = session.execute(
         select(func.coalesce(func.max(Answer.id), 0), func.count()).where(
             Answer.job_id == job.id, Answer.excluded.is_(False)
@@ -105,23 +125,9 @@ def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden:
     frame = pd.DataFrame({"answers": counts}).join(scores[["golden_seen", "golden_correct", "golden_accuracy"]])
     frame["agreement"] = aggregation.agreement(answers, labels)
     frame[["golden_seen", "golden_correct"]] = frame[["golden_seen", "golden_correct"]].fillna(0).astype(np.int64)
+    frame["golden_score"] = frame["golden_correct"].astype(float)
     frame.loc[frame["golden_seen"] == 0, "golden_accuracy"] = np.nan
-    frame = frame.astype({"golden_accuracy": float, "agreement": float})
-    frame["worker_id"] = frame.index.astype(np.int64)
-    frame["job_id"] = job_id
-    frame["updated_at"] = utcnow()
-    session.execute(delete(WorkerQuality).where(WorkerQuality.job_id == job_id))
-    columns = [
-        "job_id",
-        "worker_id",
-        "answers",
-        "golden_seen",
-        "golden_correct",
-        "golden_accuracy",
-        "agreement",
-        "updated_at",
-    ]
-    copy_rows(session, WorkerQuality.__tablename__, columns, frame[columns].reset_index(drop=True))
+    replace_quality(session, job_id, frame.astype({"golden_accuracy": float, "agreement": float}))
 
 
 def last_run(session: Session, job_id: int) -> AggregationRun | None:

@@ -69,10 +69,11 @@ def _stored_keys(session: Session, job_id: int, keys: Iterable[str]) -> Iterator
 
 
 def _view(row: Any) -> dict[str, Any]:
-    return {"id": row.id, "key": row.key, "data": row.data, "golden": row.is_golden, "answer": row.answer}
+    answer = row.gold if row.gold is not None else row.answer
+    return {"id": row.id, "key": row.key, "data": row.data, "golden": row.is_golden, "answer": answer}
 
 
-_COLUMNS = (Item.id, Item.key, Item.data, Item.is_golden, Item.answer)
+_COLUMNS = (Item.id, Item.key, Item.data, Item.is_golden, Item.answer, Item.gold)
 
 
 def items_page(session: Session, job_id: int, after: int, limit: int) -> tuple[list[dict[str, Any]], int | None]:

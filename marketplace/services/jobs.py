@@ -10,6 +10,7 @@ from marshmallow import ValidationError
 from sqlalchemy import and_, exists, func, or_, select
 from sqlmodel import Session
 
+from marketplace import answer_checks
 from marketplace.auth import Principal
 from marketplace.config import DEFAULTS
 from marketplace.errors import Conflict, Invalid, NotFound
@@ -35,12 +36,12 @@ from marketplace.models import (
 )
 from marketplace.pool import slots
 from marketplace.pool.release import release_assignments
-from marketplace.schemas import check_dynamic_overlap
+from marketplace.schemas import check_dynamic_overlap, check_method
 from marketplace.services import acceptance, budget, pricing
 from marketplace.services import items as item_service
 from marketplace.services.bulk import copy_rows
 from marketplace.services.golden import supply as golden_supply
-from marketplace.settings import AcceptanceRules, Bonus, Pricing, QualificationSettings
+from marketplace.settings import CLASSIFICATION, AcceptanceRules, AnnotationSpec, Bonus, Pricing, QualificationSettings
 
 DEFAULT_MAX_ANSWERS = int(DEFAULTS["MAX_JOB_ANSWERS"])
 TRANSITIONS = {
@@ -95,11 +96,7 @@ def add_items(
         raise Conflict(f"cannot add items to a {job.state} job")
     real = sum(1 for item in items if "answer" not in item)
     slots.check_size(session, job, max_answers, new_items=real, field="_body")
-    labels = set(job.annotation["labels"])
-    for index, item in enumerate(items):
-        answer = item.get("answer")
-        if answer is not None and answer not in labels:
-            raise Invalid(f"{index}.answer", "not one of the job's labels")
+    golden = check_items(AnnotationSpec.load(job.annotation), items)
     keys: list[str | None] = [item.get("key") for item in items]
     item_service.check_new_keys(session, job.id, keys)
     ids = item_service.new_ids(session, len(items))
@@ -111,7 +108,8 @@ def add_items(
             "key": item_service.final_keys(session, job.id, keys, ids),
             "data": [json.dumps(item["data"], separators=(",", ":")) for item in items],
             "is_golden": ["answer" in item for item in items],
-            "answer": [item.get("answer") for item in items],
+            "answer": [g if isinstance(g, str) else None for g in golden],
+            "gold": [json.dumps(g, separators=(",", ":")) if isinstance(g, dict) else None for g in golden],
             "created_at": now,
         }
     )
@@ -128,6 +126,26 @@ def add_items(
             for item_id, key in zip(ids, keys, strict=True)
         ],
     }
+
+
+def check_items(spec: AnnotationSpec, items: list[dict[str, Any]]) -> list[str | dict[str, Any] | None]:
+    """Each item's known answer as stored (a label, or an annotation value), None for a real
+    item; Invalid naming the index of the first item that the job's annotation refuses: a
+    geometry item without its image's size, a golden answer a worker could not give."""
+    golden: list[str | dict[str, Any] | None] = []
+    for index, item in enumerate(items):
+        answer_checks.check_item_data(spec, item["data"], str(index))
+        answer = item.get("answer")
+        if answer is None:
+            golden.append(None)
+        elif spec.kind == CLASSIFICATION:
+            if answer not in spec.labels:
+                raise Invalid(f"{index}.answer", "not one of the job's labels")
+            golden.append(answer)
+        else:
+            size = answer_checks.image_size(item["data"])
+            golden.append(answer_checks.check_value(spec, answer, size, f"{index}.answer"))
+    return golden
 
 
 def change_state(session: Session, job: Job, action: str, actor_id: int | None = None) -> Job:
@@ -326,6 +344,7 @@ def tune_job(
             changes.get("overlap_max", job.overlap_max),
             changes.get("target_confidence", job.target_confidence),
         )
+        check_method(job.annotation["type"], changes.get("aggregation", job.aggregation))
     except ValidationError as error:
         field, reasons = next(iter(error.normalized_messages().items()))
         raise Invalid(str(field), str(reasons[0])) from None

@@ -4,7 +4,8 @@ get real tasks.
 The test is an ordinary assignment holding exactly `items` golden items of the job that the
 worker has never seen (leased by `pool/tests.py`; no real item, which is how a test is told from a
 task, whose every lease holds at least one real item). Its answers are stored like any other;
-the submit grades it here: `correct / total >= pass_mark` passes, anything else fails, and a
+the submit grades it here: a mean golden score (the share right, for labels; annotation answers
+are scored first, `services/scoring.py`) of at least `pass_mark` passes, anything else fails, and a
 failure is final for that job until an operator deletes the row (`reset`). A test that ends
 without a submit (skipped, expired, revoked) leaves no trace here: the worker may take another
 test, on golden items it has not seen yet, while the job has enough of them.
@@ -38,6 +39,8 @@ from marketplace.models import (
     utcnow,
 )
 from marketplace.pool.release import release_assignments
+from marketplace.services import scoring
+from marketplace.services.quality import golden_credit, golden_scored
 from marketplace.settings import QualificationSettings
 
 QUALIFIED = "qualified"  # passed (or carried over): real tasks
@@ -94,8 +97,9 @@ def grade(session: Session, job_id: int, worker_id: int, assignment_id: int, now
         return None
     if row.state != QualificationState.PENDING:
         return row.state
-    total, correct = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((Answer.correct.is_(True), 1), else_=0)), 0)).where(
+    scoring.score_pending(session, job_id, assignment_id)  # a test is all golden: no secret to keep
+    total, correct, credit = session.execute(
+        select(func.count(), *_right_and_credit()).where(
             Answer.job_id == job_id,
             Answer.worker_id == worker_id,
             Answer.assignment_id == assignment_id,
@@ -104,7 +108,7 @@ def grade(session: Session, job_id: int, worker_id: int, assignment_id: int, now
     ).one()
     stored = session.execute(select(Job.qualification).where(Job.id == job_id)).scalar_one()
     pass_mark = QualificationSettings.load(stored).pass_mark if stored else 0.0  # dropped meanwhile
-    passed = total and correct / total >= pass_mark
+    passed = total and credit / total >= pass_mark
     state = QualificationState.PASSED if passed else QualificationState.FAILED
     row.state, row.correct, row.total, row.decided_at = state, int(correct), int(total), now
     session.add(row)
@@ -147,15 +151,15 @@ def _carry_over(
 ) -> bool:
     """Qualify the worker from its golden answers on the requester's other jobs, if they meet the mark."""
     other_jobs = select(Job.id).where(Job.requester_id == requester_id, Job.id != job_id)
-    seen, correct = session.execute(
-        select(func.count(), func.coalesce(func.sum(case((Answer.correct.is_(True), 1), else_=0)), 0)).where(
+    seen, correct, credit = session.execute(
+        select(func.count(), *_right_and_credit()).where(
             Answer.worker_id == worker_id,
             Answer.job_id.in_(other_jobs),
-            Answer.is_golden.is_(True),
+            golden_scored(),
             Answer.excluded.is_(False),
         )
     ).one()
-    if seen < settings.items or correct / seen < settings.pass_mark:
+    if seen < settings.items or credit / seen < settings.pass_mark:
         return False
     row = Qualification(
         job_id=job_id,
@@ -171,6 +175,12 @@ def _carry_over(
     _audit(session, "qualification_passed", None, row, {"pass_mark": settings.pass_mark})
     session.flush()
     return True
+
+
+def _right_and_credit() -> tuple[Any, Any]:
+    """Golden answers right (or passing), and the sum of golden scores."""
+    right = func.coalesce(func.sum(case((Answer.correct.is_(True), 1), else_=0)), 0)
+    return right, func.coalesce(func.sum(golden_credit()), 0.0)
 
 
 def _audit(session: Session, action: str, actor_id: int | None, row: Qualification, extra: dict[str, Any]) -> None:

@@ -1,7 +1,12 @@
 """Worker quality over time: golden accuracy and agreement per day, with confidence intervals.
 
-Computed from stored answers (golden ones carry `correct`) and the latest aggregates, so it
-needs no state of its own. Requesters see only answers on their own jobs.
+Computed from stored answers (golden ones carry `correct`, annotation ones also a `score`) and
+the latest aggregates, so it needs no state of its own. Requesters see only answers on their
+own jobs.
+
+Golden accuracy is the mean golden score: 1 or 0 for a label, a score in [0, 1] for an
+annotation answer (`services/scoring.py`). `golden_correct` counts the golden answers that are
+right (a label) or pass (a score of at least 0.5).
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ import math
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, case, func, select
+from sqlalchemy import Float, Integer, and_, case, func, select
 from sqlmodel import Session
 
 from marketplace.models import Account, Aggregate, Answer, Job
@@ -29,7 +34,17 @@ def wilson(correct: int, seen: int, z: float = Z95) -> tuple[float | None, float
     return round(max(0.0, centre - margin), 4), round(min(1.0, centre + margin), 4)
 
 
-def raw_share(correct: int, seen: int) -> float | None:
+def golden_scored() -> Any:
+    """A golden answer with its score known (annotation answers are scored after the submit)."""
+    return and_(Answer.is_golden.is_(True), Answer.correct.is_not(None))
+
+
+def golden_credit() -> Any:
+    """What a golden answer adds to the golden accuracy: its score, or 1 for a right label."""
+    return func.coalesce(Answer.score, case((Answer.correct.is_(True), 1.0), else_=0.0))
+
+
+def raw_share(correct: float, seen: int) -> float | None:
     """What `golden_accuracy` means everywhere: the share right, 4 of 4 is 1.0 (the smoothed
     estimate has a field of its own, `golden_accuracy_smoothed`)."""
     return round(correct / seen, 4) if seen else None
@@ -44,14 +59,16 @@ def _scope(query: Any, requester_id: int | None, job_id: int | None) -> Any:
     return query
 
 
-def _figures(golden_seen: int, golden_correct: int, answers: int, agreed: int, compared: int) -> dict[str, Any]:
-    low, high = wilson(golden_correct, golden_seen)
+def _figures(
+    golden_seen: int, golden_correct: int, credit: float, answers: int, agreed: int, compared: int
+) -> dict[str, Any]:
+    low, high = wilson(credit, golden_seen)
     return {
         "answers": answers,
         "golden_seen": golden_seen,
         "golden_correct": golden_correct,
-        "golden_accuracy": raw_share(golden_correct, golden_seen),
-        "golden_accuracy_smoothed": round((golden_correct + 1) / (golden_seen + 2), 4) if golden_seen else None,
+        "golden_accuracy": raw_share(credit, golden_seen),
+        "golden_accuracy_smoothed": round((credit + 1) / (golden_seen + 2), 4) if golden_seen else None,
         "golden_ci_low": low,
         "golden_ci_high": high,
         "agreement": round(agreed / compared, 4) if compared else None,
@@ -59,11 +76,12 @@ def _figures(golden_seen: int, golden_correct: int, answers: int, agreed: int, c
 
 
 def _columns() -> tuple[Any, ...]:
-    golden = Answer.is_golden.is_(True)
+    golden = golden_scored()
     agree = and_(Answer.is_golden.is_(False), Aggregate.label.is_not(None))
     return (
         func.sum(case((golden, 1), else_=0)).cast(Integer),
         func.sum(case((and_(golden, Answer.correct.is_(True)), 1), else_=0)).cast(Integer),
+        func.sum(case((golden, golden_credit()), else_=0.0)).cast(Float),
         func.count(),
         func.sum(case((and_(agree, Aggregate.label == Answer.label), 1), else_=0)).cast(Integer),
         func.sum(case((agree, 1), else_=0)).cast(Integer),
@@ -83,7 +101,7 @@ def daily(
     day = func.date(Answer.created_at)
     query = _joined(select(day, *_columns())).where(Answer.worker_id == worker_id, Answer.excluded.is_(False))
     rows = session.execute(_scope(query, requester_id, job_id).group_by(day).order_by(day)).all()
-    return [{"day": str(r[0]), **_figures(r[1], r[2], r[3], r[4], r[5])} for r in rows]
+    return [{"day": str(r[0]), **_figures(*r[1:])} for r in rows]
 
 
 SORTABLE = ("golden_accuracy", "golden_accuracy_smoothed", "golden_ci_low", "agreement", "answers")
@@ -98,7 +116,7 @@ def ranking(
     status: dict[int, str] = dict(
         session.execute(select(Account.id, Account.status).where(Account.id.in_([r[0] for r in rows]))).tuples().all()
     )
-    workers = [{"worker_id": r[0], "status": status.get(r[0]), **_figures(r[1], r[2], r[3], r[4], r[5])} for r in rows]
+    workers = [{"worker_id": r[0], "status": status.get(r[0]), **_figures(*r[1:])} for r in rows]
     workers.sort(key=lambda w: (w[sort] is None, w[sort] if w[sort] is not None else 0.0, w["worker_id"]))
     return workers[:limit]
 
