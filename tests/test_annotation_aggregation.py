@@ -61,7 +61,7 @@ def boxes_of(data: dict[str, Any], dx: float = 0.0) -> dict[str, Any]:
 
 def test_a_box_job_is_fused_into_objects_with_scores(app: Flask, client: FlaskClient, requester: Headers) -> None:
     job = annotation_job(
-        client, requester, items=6, golden=2, overlap=3, items_per_task=3, golden_ratio=0.25, golden_max_views=10
+        client, requester, items=6, golden=2, overlap=3, items_per_task=3, golden_ratio=0.34, golden_max_views=10
     )
     for dx in (0, 2, -2):
         work(app, client, job["id"], lambda data, dx=dx: boxes_of(data, dx))
