@@ -298,13 +298,18 @@ def vacuum_loop(engine: Engine, every: float, stop: threading.Event) -> None:
 
 
 def run_level(
-    port: int, keys: list[str], job_id: int, cycles: int, accepted: Accepted, kind: str
+    ports: list[int], keys: list[str], job_id: int, cycles: int, accepted: Accepted, kind: str
 ) -> tuple[Level, float]:
+    """Client i talks to ports[i % len(ports)]."""
     level = Level()
     budget = [cycles]
     threads = [
-        threading.Thread(target=worker_loop, args=(port, key, job_id, budget, level, accepted, kind), daemon=True)
-        for key in keys
+        threading.Thread(
+            target=worker_loop,
+            args=(ports[i % len(ports)], key, job_id, budget, level, accepted, kind),
+            daemon=True,
+        )
+        for i, key in enumerate(keys)
     ]
     start = time.perf_counter()
     for thread in threads:
@@ -478,12 +483,12 @@ def main() -> int:
             threading.Thread(target=vacuum_loop, args=(engine, args.vacuum_every, stop), daemon=True).start()
         accepted = Accepted()
         if args.warmup:
-            run_level(port, keys[: min(10, len(keys))], job_id, args.warmup, accepted, args.kind)
+            run_level([port], keys[: min(10, len(keys))], job_id, args.warmup, accepted, args.kind)
         for concurrency in args.concurrency:
             groups = server_processes(server.pid, dbname)
             me = psutil.Process()
             before, client_before, machine_before = cpu_snapshot(groups), me.cpu_times(), psutil.cpu_times()
-            level, seconds = run_level(port, keys[:concurrency], job_id, args.tasks, accepted, args.kind)
+            level, seconds = run_level([port], keys[:concurrency], job_id, args.tasks, accepted, args.kind)
             groups = server_processes(server.pid, dbname)  # backends opened during the run count whole
             after, client_after, machine_after = cpu_snapshot(groups), me.cpu_times(), psutil.cpu_times()
             client_cpu = client_after.user + client_after.system - client_before.user - client_before.system
