@@ -10,18 +10,19 @@ without a deadlock.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from marketplace.db import get_engine, session_scope
-from marketplace.models import Assignment, LedgerEntry, LedgerTxn, utcnow
+from marketplace.models import Account, Assignment, LedgerEntry, LedgerTxn, utcnow
 from marketplace.pool.release import EXPIRY_GRACE, reclaim_apart, reclaim_expired
-from marketplace.services import acceptance, ledger
+from marketplace.services import acceptance, ledger, rules
 from marketplace.services.ledger import LockOrderError
 from tests.conftest import bearer, new_key, post_job
 
@@ -202,3 +203,63 @@ def test_leases_and_acceptance_batches_never_deadlock(app: Flask, client: FlaskC
         assert ledger.check(session) == []
         decided = session.execute(select(Assignment.decision).where(Assignment.job_id == job["id"])).scalars().all()
     assert decided and all(d == "accepted" for d in decided)
+
+
+def test_a_rules_pass_banning_two_workers_never_holds_balance_rows_while_it_waits_for_an_account(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    """A lease locks the worker's account, then the job's balance rows. A rules pass that
+    bans two workers must not hold the balance rows (taken by the first ban, which revoked an
+    open lease) while it waits for the second worker's account: it would deadlock with that
+    worker's lease (two RQ workers beside the API hit it under load). Here a transaction
+    stands in for the second worker's lease: it holds the account while the pass waits for it,
+    then must get the balance rows without waiting."""
+    job = post_job(client, requester, items=40, golden=20, overlap=2, golden_ratio=0.5, items_per_task=4)
+    first, second = (bearer(new_key(app, "worker", name)) for name in ("liar-a", "liar-b"))
+    for worker in (first, second):
+        for _ in range(4):  # golden answers are 'cat': every one of these is wrong
+            task = _lease(client, worker, job["id"])
+            answers = [{"item_id": i["id"], "label": "dog"} for i in task["items"]]
+            done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=worker)
+            assert done.status_code == 200, done.get_json()
+    _lease(client, first, job["id"])  # left open: banning the first worker revokes it
+    first_id, second_id = (client.get("/v1/me", headers=w).get_json()["id"] for w in (first, second))
+    assert first_id < second_id  # the pass bans in worker order
+    balances = [ledger.budget_account(job["id"]), ledger.holds_account(job["id"])]
+    engine = get_engine(app)
+    fired: list[Any] = []
+    with engine.connect() as lease_stand_in:
+        lease_stand_in.execute(select(Account.id).where(Account.id == second_id).with_for_update())
+        rules_pass = threading.Thread(target=lambda: fired.extend(_apply_rules(app, job["id"])))
+        rules_pass.start()
+        _wait_for_a_lock_wait(engine)  # the pass banned the first worker and waits for the second
+        rows = lease_stand_in.execute(
+            text("SELECT account FROM ledgerbalance WHERE account = ANY(:a) ORDER BY account FOR UPDATE NOWAIT"),
+            {"a": balances},
+        ).all()
+        assert len(rows) == 2
+        lease_stand_in.rollback()
+    rules_pass.join(timeout=30)
+    assert sorted(f["worker_id"] for f in fired) == [first_id, second_id]
+    with session_scope(engine) as session:
+        assert ledger.check(session) == []
+
+
+def _apply_rules(app: Flask, job_id: int) -> list[dict[str, Any]]:
+    with session_scope(get_engine(app)) as session:
+        return rules.apply_rules(session, job_id)
+
+
+def _wait_for_a_lock_wait(engine: Any) -> None:
+    for _ in range(300):
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the rules pass never waited for the second worker's account")

@@ -206,7 +206,12 @@ def _already_acted(session: Session, job_id: int, worker_id: int, action: dict[s
 
 def apply_rules(session: Session, job_id: int, worker_ids: list[int] | None = None) -> list[dict[str, Any]]:
     """Evaluate the job's rules for its workers (or the given ones) and act; commits. Golden
-    annotation answers not scored yet are scored first."""
+    annotation answers not scored yet are scored first.
+
+    Each action commits on its own: a ban locks the worker's account, then the balance rows
+    of the jobs whose leases it revokes, the order a lease takes them in. A second ban in the
+    same transaction would lock an account while holding balance rows, and deadlock with that
+    worker's lease (found with two RQ workers beside the API: `bench/capacity.py`)."""
     scoring.score_pending(session, job_id)
     subset = worker_ids
     if worker_ids is None:
@@ -225,6 +230,7 @@ def apply_rules(session: Session, job_id: int, worker_ids: list[int] | None = No
                 figures = {**base, **chance[condition["threshold"]].get(worker_id, {})}
             if fires(condition, figures) and not _already_acted(session, job_id, worker_id, action):
                 fired.append(_act(session, job_id, worker_id, rule_id, condition, action, figures))
+                session.commit()
                 break
     session.commit()
     return fired
