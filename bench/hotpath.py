@@ -149,8 +149,19 @@ def boxes(rng: random.Random) -> list[dict[str, Any]]:
     return drawn
 
 
-def answer(kind: str, rng: random.Random) -> dict[str, Any]:
-    return {"objects": boxes(rng)} if kind == "bbox" else {"label": rng.choice(LABELS)}
+def truth(data: dict[str, Any]) -> str:
+    """A classification item's true label (its golden answer too)."""
+    return LABELS[int(data["n"]) % len(LABELS)]
+
+
+def answer(kind: str, rng: random.Random, data: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A box answer, or a label right 85% of the time (an honest crowd: the quality rules, run
+    by RQ workers in bench.capacity, ban none of it)."""
+    if kind == "bbox":
+        return {"objects": boxes(rng)}
+    if data is not None and rng.random() < 0.85:
+        return {"label": truth(data)}
+    return {"label": rng.choice(LABELS)}
 
 
 def post_job(port: int, key: str, real: int, golden: int, kind: str = "classification") -> int:
@@ -168,8 +179,8 @@ def post_job(port: int, key: str, real: int, golden: int, kind: str = "classific
     rng = random.Random(7)
     items: list[dict[str, Any]] = [{"data": data[i]} for i in range(real)]
     for i in range(real, real + golden):
-        gold = answer(kind, rng)
-        items.append({"data": data[i], "answer": gold if kind == "bbox" else gold["label"]})
+        gold = answer(kind, rng) if kind == "bbox" else truth(data[i])
+        items.append({"data": data[i], "answer": gold})
     rng.shuffle(items)
     for start in range(0, len(items), 20_000):
         status, added = client.call("POST", f"/v1/jobs/{job['id']}/items", items[start : start + 20_000])
@@ -266,7 +277,7 @@ def worker_loop(
         submit_ms: float | None = None
         result: Any = None
         if status == 201:
-            answers = [{"item_id": item["id"], **answer(kind, rng)} for item in task["items"]]
+            answers = [{"item_id": item["id"], **answer(kind, rng, item["data"])} for item in task["items"]]
             path, key_header = f"/v1/assignments/{task['id']}/submit", {"Idempotency-Key": uuid.uuid4().hex}
             status, result, submit_ms = timed(client, path, {"answers": answers}, key_header)
         with level.lock:
