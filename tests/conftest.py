@@ -31,6 +31,8 @@ from marketplace.migrate import upgrade
 from marketplace.services import ledger
 from marketplace.services.accounts import create_account
 
+pytest_plugins = ["tests.faults"]  # own PostgreSQL and Redis servers for the fault tests
+
 TEMPLATE = f"mk_template_{os.getpid()}"
 _EMBEDDED = Path(tempfile.gettempdir()) / f"marketplace-tests-{os.getpid()}"
 

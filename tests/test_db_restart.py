@@ -15,7 +15,7 @@ from redis import Redis
 
 from marketplace.db import dispose
 from tests.conftest import bearer, make_app, new_key, post_job
-from tests.faults import OwnPostgres, own_pg_template, own_postgres, recovered  # noqa: F401
+from tests.faults import OwnPostgres, recovered
 
 
 @pytest.fixture
