@@ -27,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     # makes golden draws predictable. Unset: the system's randomness.
     "POOL_SEED": None,
     "QUEUE_NAME": "marketplace",
+    # The RQ workers' sweep (expiry, catch-up after faults; workers/schedule.py) runs this often.
+    "SWEEP_SECONDS": 10,
     # Money: the one currency of this deployment, and the operator's limits on how strictly a
     # requester may judge work (services/acceptance.py).
     "CURRENCY": "USD",

@@ -23,6 +23,7 @@ AGGREGATE_JOB = "workers.jobs.aggregate_job"
 SWEEP_JOB = "workers.jobs.sweep"
 RULES_JOB = "workers.jobs.apply_rules_job"
 PAYOUT_JOB = "workers.jobs.run_payouts"
+DECIDE_JOB = "workers.jobs.decide_job"
 _clients: list[Redis] = []
 _hooked: list[bool] = []
 

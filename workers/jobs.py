@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -17,7 +16,6 @@ from marketplace.pool.release import reclaim_expired
 from marketplace.services import acceptance, aggregating, payouts, rules
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY = timedelta(seconds=10)
 HOT_TABLES = ("slot", "assignment", "assignmentitem", "answer", "item")
 _apps: dict[int, Flask] = {}
 
@@ -77,6 +75,15 @@ def _apply_rules(app: Flask, job_id: int, worker_ids: list[int] | None) -> list[
     return fired
 
 
+def decide_job(job_id: int) -> dict[str, int]:
+    """Decide the job's submitted tasks that its last aggregation covers (queued by the sweep
+    when the decision step after an aggregation did not run to its end)."""
+    app = _app()
+    queue.get_redis(app).delete(queue.guard_key(queue.DECIDE_JOB, job_id))
+    with session_scope(get_engine(app)) as session:
+        return acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))
+
+
 def run_payouts(run_id: int) -> dict[str, Any]:
     """Pay out one run; safe to run again after a crash (each worker is paid once per run)."""
     app = _app()
@@ -87,13 +94,17 @@ def run_payouts(run_id: int) -> dict[str, Any]:
 
 
 def sweep() -> dict[str, Any]:
-    """Housekeeping no operator has to remember: expire leases, finish jobs, catch up on
-    aggregation that a lost Redis forgot. Reschedules itself."""
+    """Housekeeping no operator has to remember, and the catch-up after any fault: expire
+    leases, finish jobs, and enqueue again, from what the database says, the work a lost Redis
+    or a killed worker left undone: aggregations behind the answers, decisions an aggregation
+    did not get to, payout runs left open. Enqueued every `SWEEP_SECONDS` by every worker
+    process's heartbeat (`workers/schedule.py`), so one failed run or a lost schedule costs one
+    interval, never the sweep."""
     app = _app()
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.SWEEP_JOB))
     now = utcnow()
-    expired, due = 0, []
+    expired, due, undecided = 0, [], []
     live = (JobState.RUNNING, JobState.PAUSED, JobState.COMPLETED)
     with session_scope(get_engine(app)) as session:
         job_ids = session.execute(select(Job.id).where(Job.state.in_(live))).scalars().all()
@@ -104,18 +115,23 @@ def sweep() -> dict[str, Any]:
             latest = aggregating.latest_answer_id(session, job_id)
             if latest and (run is None or run.last_answer_id < latest):
                 due.append(job_id)
+            elif run is not None and acceptance.decisions_due(session, job_id, run.last_answer_id):
+                undecided.append(job_id)
     with session_scope(get_engine(app)) as session:
         decided = acceptance.decide_overdue(session, acceptance.Limits.from_config(app.config), now)
         stalled = session.execute(select(PayoutRun.id).where(PayoutRun.open.is_(True))).scalars().all()
-    for job_id in due:
-        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
+    name = app.config["QUEUE_NAME"]
+    for job_id in due:  # its decisions follow the aggregation
+        queue.enqueue_once(redis, name, queue.AGGREGATE_JOB, job_id)
+    for job_id in undecided:
+        queue.enqueue_once(redis, name, queue.DECIDE_JOB, job_id)
     for run_id in stalled:  # a run whose worker died: finish it (paying nobody twice)
-        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run_id, ttl=60)
+        queue.enqueue_once(redis, name, queue.PAYOUT_JOB, run_id, ttl=60)
     maintained = maintain_tables(get_engine(app))
-    schedule_sweep(app)
     return {
         "expired": expired,
         "aggregations_due": due,
+        "decisions_due": undecided,
         "auto_decided": decided,
         "payout_runs_resumed": stalled,
         "maintained": maintained,
@@ -145,9 +161,3 @@ def maintain_tables(engine: Engine) -> list[str]:
                 connection.execute(text(f'ANALYZE "{name}"'))
                 done.append(f"analyze {name}")
     return done
-
-
-def schedule_sweep(app: Flask, delay: timedelta = SWEEP_EVERY) -> None:
-    redis = queue.get_redis(app)
-    if redis.set(queue.guard_key(queue.SWEEP_JOB), "1", nx=True, ex=int(delay.total_seconds() * 4)):
-        queue.get_queue(redis, app.config["QUEUE_NAME"]).enqueue_in(delay, queue.SWEEP_JOB)

@@ -1,21 +1,67 @@
-"""`marketplace worker`: an RQ worker with its scheduler, plus the periodic sweep."""
+"""`marketplace worker`: an RQ worker with its scheduler, plus the heartbeat that enqueues the
+periodic sweep (`workers/schedule.py`). It outlives Redis outages: RQ's worker stops on a lost
+connection at some points of its loop (e.g. recording a finished job), so it is started again,
+as a new worker, once Redis answers."""
 
 from __future__ import annotations
 
+import logging
+import time
+
+from redis import Redis
+from redis.exceptions import RedisError
 from rq import SimpleWorker, Worker
 
 from marketplace import create_app, queue
-from workers.jobs import schedule_sweep
+from workers.schedule import Heartbeat, arm_quietly
+
+log = logging.getLogger(__name__)
+# RQ's scheduler (delayed retries, `enqueue_in`) runs in one worker at a time, under a lock that
+# outlives a killed holder by 61 s; the others try to take it over at their maintenance, every
+# 10 minutes by default, and an idle worker looks only between two waits on the queue (worker
+# TTL - 15 s, 405 s by default). With these, another worker takes over within about 61 + 45 s.
+MAINTENANCE_SECONDS = 30
+WORKER_TTL_SECONDS = 60
+REDIS_RETRY_SECONDS = 1.0
 
 
 def run(burst: bool = False, fork: bool = True) -> None:
     """Work the queue. `fork`: each job in a child process of its own (RQ's default: a job
     that crashes or leaks leaves the worker as it was); without, in this process (RQ's
     SimpleWorker: no fork and no new app per job, ~0.3 s saved on each short job, what
-    `marketplace demo` wants for its many rule checks)."""
+    `marketplace demo` wants for its many rule checks). `burst`: work what is queued (a sweep
+    included) and stop."""
     app = create_app()
     redis = queue.get_redis(app)
-    schedule_sweep(app)
+    arm_quietly(app)  # on start (a burst works this sweep too)
+    heartbeat = Heartbeat(app)
+    heartbeat.start()
     kind = Worker if fork else SimpleWorker
-    worker = kind([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis)
-    worker.work(with_scheduler=True, burst=burst)
+    try:
+        while True:
+            try:
+                worker = kind(
+                    [queue.get_queue(redis, app.config["QUEUE_NAME"])],
+                    connection=redis,
+                    maintenance_interval=MAINTENANCE_SECONDS,
+                    worker_ttl=WORKER_TTL_SECONDS,
+                )
+                worker.work(with_scheduler=True, burst=burst)
+                return
+            except RedisError as error:
+                if burst:
+                    raise
+                log.warning("lost Redis (%s): a new worker once it answers", type(error).__name__)
+                _wait_for_redis(redis)
+    finally:
+        heartbeat.stop()
+
+
+def _wait_for_redis(redis: Redis) -> None:
+    while True:
+        time.sleep(REDIS_RETRY_SECONDS)
+        try:
+            if redis.ping():
+                return
+        except RedisError:
+            continue

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlmodel import Session
 
 from marketplace.errors import Invalid
@@ -224,6 +224,20 @@ def _golden_accuracy(session: Session, job_id: int, worker_id: int) -> float | N
             WorkerQuality.job_id == job_id, WorkerQuality.worker_id == worker_id
         )
     ).scalar()
+
+
+def decisions_due(session: Session, job_id: int, aggregated_up_to: int) -> bool:
+    """Whether the job has submitted tasks nobody decided although the aggregation up to answer
+    `aggregated_up_to` saw all their answers: the decision step after that aggregation did not
+    run or did not finish (a worker killed mid-acceptance). The sweep then decides them, instead
+    of leaving their money held until auto-accept, days later."""
+    statement = text(
+        "SELECT EXISTS (SELECT 1 FROM assignment a"
+        " WHERE a.job_id = :job AND a.state = 'submitted' AND a.decision IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM answer x"
+        "  WHERE x.job_id = :job AND x.id > :last AND x.assignment_id = a.id))"
+    )
+    return bool(session.execute(statement, {"job": job_id, "last": aggregated_up_to}).scalar_one())
 
 
 def decide_overdue(session: Session, limits: Limits, now: datetime | None = None) -> dict[int, dict[str, int]]:
