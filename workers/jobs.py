@@ -13,7 +13,7 @@ from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Job, JobState, PayoutRun, utcnow
 from marketplace.pool.release import reclaim_expired
-from marketplace.services import acceptance, aggregating, payouts, rules
+from marketplace.services import acceptance, aggregating, payouts, rules, webhooks
 
 log = logging.getLogger(__name__)
 HOT_TABLES = ("slot", "assignment", "assignmentitem", "answer", "item")
@@ -39,6 +39,7 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     summary["rules_fired"] = _apply_rules(app, job_id, None)
     with session_scope(get_engine(app)) as session:  # after the rules: a ban for cause rejects
         summary["decisions"] = acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))
+    summary["webhooks"] = _tell_webhooks(app, job_id=job_id)
     log.info("aggregated %s", summary)
     return summary
 
@@ -89,8 +90,44 @@ def run_payouts(run_id: int) -> dict[str, Any]:
     app = _app()
     queue.get_redis(app).delete(queue.guard_key(queue.PAYOUT_JOB, run_id))
     summary = payouts.execute_run(get_engine(app), run_id)
+    summary["webhooks"] = _tell_webhooks(app, payout_run_id=run_id)
     log.info("payout run %s", summary)
     return summary
+
+
+class DeliveryFailed(Exception):
+    """A webhook delivery to be tried again: raised so that RQ's `Retry` schedules it."""
+
+
+def deliver_webhook(delivery_id: int) -> dict[str, Any]:
+    """One attempt of a webhook delivery (`services/webhooks.py`)."""
+    app = _app()
+    queue.get_redis(app).delete(queue.guard_key(queue.WEBHOOK_JOB, delivery_id))
+    outcome = webhooks.attempt(get_engine(app), delivery_id, webhooks.Policy.from_config(app.config))
+    log.info(
+        "webhook delivery %s attempt %s: %s",
+        delivery_id,
+        outcome.attempts,
+        "skipped" if outcome.skipped else f"{outcome.state} ({outcome.status or outcome.error})",
+    )
+    if outcome.retry:
+        raise DeliveryFailed(f"delivery {delivery_id}: {outcome.error}")
+    return {"delivery_id": delivery_id, "state": outcome.state, "attempts": outcome.attempts}
+
+
+def _tell_webhooks(app: Flask, job_id: int | None = None, payout_run_id: int | None = None) -> int:
+    """Deliveries for the events the database shows (one job's, one run's, or all of the catch-up
+    window), queued once committed; how many."""
+    policy = webhooks.Policy.from_config(app.config)
+    with session_scope(get_engine(app)) as session:
+        created = webhooks.record_events(session, utcnow(), policy, job_id=job_id, payout_run_id=payout_run_id)
+    _enqueue_deliveries(app, created)
+    return len(created)
+
+
+def _enqueue_deliveries(app: Flask, delivery_ids: list[int]) -> None:
+    waits = webhooks.Policy.from_config(app.config).retry_seconds
+    queue.enqueue_deliveries(queue.get_redis(app), app.config["QUEUE_NAME"], delivery_ids, list(waits))
 
 
 def sweep() -> dict[str, Any]:
@@ -127,6 +164,10 @@ def sweep() -> dict[str, Any]:
         queue.enqueue_once(redis, name, queue.DECIDE_JOB, job_id)
     for run_id in stalled:  # a run whose worker died: finish it (paying nobody twice)
         queue.enqueue_once(redis, name, queue.PAYOUT_JOB, run_id, ttl=60)
+    events = _tell_webhooks(app)  # events whose deliveries a killed job never recorded
+    with session_scope(get_engine(app)) as session:
+        lost = webhooks.lost_deliveries(session, utcnow())
+    _enqueue_deliveries(app, lost)
     maintained = maintain_tables(get_engine(app))
     return {
         "expired": expired,
@@ -134,6 +175,7 @@ def sweep() -> dict[str, Any]:
         "decisions_due": undecided,
         "auto_decided": decided,
         "payout_runs_resumed": stalled,
+        "webhook_deliveries": {"new": events, "resumed": len(lost)},
         "maintained": maintained,
     }
 
