@@ -224,11 +224,11 @@ def record_events(
     since = now - timedelta(seconds=policy.catch_up_seconds)
     found: list[tuple[int, str, str, dict[str, Any]]] = []
     if payout_run_id is None:
-        params = {"since": since, "job": job_id}
-        for row in session.execute(text(_AGGREGATIONS), params).mappings():
+        window: dict[str, Any] = {"since": since, "job": job_id}
+        for row in session.execute(text(_AGGREGATIONS), window).mappings():
             data = {k: row[k] for k in ("job_id", "run_id", "method", "version", "items", "answers_used")}
             found.append((row["hook_id"], row["event_id"], WebhookEvent.AGGREGATION_DONE, _event(row, data)))
-        for row in session.execute(text(_FINISHED), params).mappings():
+        for row in session.execute(text(_FINISHED), window).mappings():
             data = {
                 "job_id": row["job_id"],
                 "state": "completed",
@@ -245,8 +245,8 @@ def record_events(
     created = []
     for hook_id, event_id, kind, envelope in found:
         body = json.dumps({"id": event_id, "type": str(kind), **envelope}, separators=(",", ":"))
-        params = {"hook": hook_id, "event": event_id, "type": str(kind), "body": body, "now": now}
-        new_id = session.execute(text(_NEW_DELIVERY), params).scalar()
+        values = {"hook": hook_id, "event": event_id, "type": str(kind), "body": body, "now": now}
+        new_id = session.execute(text(_NEW_DELIVERY), values).scalar()
         if new_id is not None:
             created.append(int(new_id))
     return created
