@@ -177,9 +177,7 @@ def test_hooks_are_their_owners_and_bad_ones_are_refused(
     assert_error(client.get(f"/v1/webhooks/{hook['id']}", headers=requester), 404)
 
 
-def test_a_finished_job_is_told_signed_once_per_event(
-    hook_app: Flask, receiver: Receiver, redis: Redis
-) -> None:
+def test_a_finished_job_is_told_signed_once_per_event(hook_app: Flask, receiver: Receiver, redis: Redis) -> None:
     client = hook_app.test_client()
     requester = bearer(new_key(hook_app, "requester", "req"))
     hook = _register(client, requester, receiver.url)

@@ -1,7 +1,8 @@
 """`marketplace worker`: an RQ worker with its scheduler, plus the heartbeat that enqueues the
-periodic sweep (`workers/schedule.py`). It outlives Redis outages: RQ's worker stops on a lost
-connection at some points of its loop (e.g. recording a finished job), so it is started again,
-as a new worker, once Redis answers."""
+periodic sweep (`workers/schedule.py`). It outlives Redis outages: RQ's worker stops when it
+loses Redis at some points of its loop (recording a finished job, say), either raising or
+returning as if done; unless it was asked to stop (SIGTERM, SIGINT) or works a burst, a new one
+is started once Redis answers."""
 
 from __future__ import annotations
 
@@ -25,6 +26,24 @@ WORKER_TTL_SECONDS = 60
 REDIS_RETRY_SECONDS = 1.0
 
 
+class _Stoppable:
+    """Remembers a stop request (RQ's warm shutdown) apart from a stop on a lost Redis."""
+
+    stop_asked = False
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+
+class MarketplaceWorker(_Stoppable, Worker):
+    pass
+
+
+class MarketplaceSimpleWorker(_Stoppable, SimpleWorker):
+    pass
+
+
 def run(burst: bool = False, fork: bool = True) -> None:
     """Work the queue. `fork`: each job in a child process of its own (RQ's default: a job
     that crashes or leaks leaves the worker as it was); without, in this process (RQ's
@@ -36,23 +55,26 @@ def run(burst: bool = False, fork: bool = True) -> None:
     arm_quietly(app)  # on start (a burst works this sweep too)
     heartbeat = Heartbeat(app)
     heartbeat.start()
-    kind = Worker if fork else SimpleWorker
+    kind = MarketplaceWorker if fork else MarketplaceSimpleWorker
     try:
         while True:
+            worker = kind(
+                [queue.get_queue(redis, app.config["QUEUE_NAME"])],
+                connection=redis,
+                maintenance_interval=MAINTENANCE_SECONDS,
+                worker_ttl=WORKER_TTL_SECONDS,
+            )
             try:
-                worker = kind(
-                    [queue.get_queue(redis, app.config["QUEUE_NAME"])],
-                    connection=redis,
-                    maintenance_interval=MAINTENANCE_SECONDS,
-                    worker_ttl=WORKER_TTL_SECONDS,
-                )
                 worker.work(with_scheduler=True, burst=burst)
-                return
+                lost = "its loop ended"
             except RedisError as error:
                 if burst:
                     raise
-                log.warning("lost Redis (%s): a new worker once it answers", type(error).__name__)
-                _wait_for_redis(redis)
+                lost = type(error).__name__
+            if burst or worker.stop_asked:
+                return
+            log.warning("RQ's worker stopped (%s): a new one once Redis answers", lost)
+            _wait_for_redis(redis)
     finally:
         heartbeat.stop()
 

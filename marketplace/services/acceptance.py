@@ -46,6 +46,7 @@ from marketplace.settings import AcceptanceRules, Bonus, Pricing
 # Tasks decided per transaction: each settles with ~15 statements and holds the job's budget
 # and holds rows, which every lease of the job also updates; 50 keeps each transaction short.
 BATCH = 50
+DECISION_LOCK = 7_301  # advisory lock (space, job id modulo 2**31 - 1): one decision run per job
 ACCEPTED = "accepted"
 AGREES = "accepted: agrees with the consensus"
 LATE = "auto-accepted: not aggregated in time"
@@ -105,6 +106,8 @@ def decide_job(
     after = 0
     latest = now - delay if only_overdue else now + timedelta(days=36500)
     while True:
+        if not _deciding_alone(session, job_id):
+            break  # another run decides this job now: it goes on where this one stops
         tasks = (
             session.execute(
                 select(Assignment)
@@ -135,6 +138,16 @@ def decide_job(
                 counts[verdict.decision] += 1
         session.commit()
     return counts
+
+
+def _deciding_alone(session: Session, job_id: int) -> bool:
+    """Take the job's decision lock for this batch's transaction, without waiting: False when
+    another decision run holds it. Runs come from each aggregation and from the sweep (which
+    also catches up after a run that died), and a big job's decisions take a while; without it
+    they would pile up on the job's money rows, each deciding what another decides. A killed
+    run's lock goes with its connection."""
+    statement = text("SELECT pg_try_advisory_xact_lock(:space, CAST(:job % 2147483647 AS INTEGER))")
+    return bool(session.execute(statement, {"space": DECISION_LOCK, "job": job_id}).scalar())
 
 
 def _lock_money(session: Session, job: Job, tasks: list[Assignment]) -> None:
