@@ -26,7 +26,9 @@ import httpx
 import psycopg
 import pytest
 from redis import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from marketplace.db import make_engine, session_scope
 from marketplace.migrate import upgrade
@@ -243,7 +245,7 @@ def wait_for(condition: Callable[[], Any], timeout: float, every: float = 0.1, w
         try:
             if condition():
                 return time.monotonic() - started
-        except Exception:  # a store still coming back
+        except (OSError, RedisError, SQLAlchemyError, psycopg.Error):  # a store still coming back
             pass
         if time.monotonic() - started > timeout:
             raise AssertionError(f"{what}: not within {timeout} s")
@@ -262,9 +264,24 @@ class Crowd:
 
     acknowledged: dict[int, int] = field(default_factory=dict)  # assignment id -> answers stored
     statuses: dict[str, int] = field(default_factory=dict)  # "lease 201", "submit 503", ...
+    served: list[float] = field(default_factory=list)  # when each 2xx arrived (time.monotonic)
 
     def count(self, what: str) -> None:
         self.statuses[what] = self.statuses.get(what, 0) + 1
+        if what.endswith((" 200", " 201", " 204")):
+            self.served.append(time.monotonic())
+
+    def first_served_after(self, moment: float) -> float | None:
+        """Seconds from `moment` to the first 2xx after it."""
+        later = [t for t in self.served if t > moment]
+        return min(later) - moment if later else None
+
+    def gap_around(self, moment: float) -> float:
+        """The seconds without any 2xx around `moment` (from the last before to the first after)."""
+        before = [t for t in self.served if t <= moment]
+        after = [t for t in self.served if t > moment]
+        assert before and after
+        return min(after) - max(before)
 
 
 def work_one(client: httpx.Client, key: str, job_id: int, crowd: Crowd, label: str = "cat") -> bool:
