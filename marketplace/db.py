@@ -14,7 +14,7 @@ import psycopg
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InvalidatePoolError
+from sqlalchemy.exc import InvalidatePoolError, SQLAlchemyError
 from sqlmodel import Session, create_engine
 
 # The lease/submit services get an engine of their own on PostgreSQL (`get_hot_engine`), whose
@@ -101,7 +101,17 @@ def init_app(app: Flask) -> None:
     def _close_session(_exc: BaseException | None) -> None:
         session = g.pop("db_session", None)
         if session is not None:
-            session.close()
+            close_quietly(session)
+
+
+def close_quietly(session: Session) -> None:
+    """Close a request's session; a connection that died meanwhile (a server restarting) is
+    dropped instead of raising after the response was chosen (a teardown that raises reaches
+    gunicorn: an HTML 500 where the request had its answer, often a 503)."""
+    try:
+        session.close()
+    except SQLAlchemyError:
+        session.invalidate()
 
 
 def get_engine(app: Flask | None = None) -> Engine:

@@ -12,8 +12,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session
 
-from marketplace.db import dispose
+from marketplace.db import close_quietly, dispose, make_engine
 from tests.conftest import bearer, make_app, new_key, post_job
 from tests.faults import OwnPostgres, recovered
 
@@ -83,3 +86,27 @@ def test_a_restart_costs_no_request_and_an_outage_is_503_with_retry_after(
     assert first_ok is not None
     assert submit is None or submit.status_code == 200
     recovered("postgres restarted (in-process API)", first_ok, outage_s=round(outage, 2))
+
+
+def test_a_session_whose_server_went_away_closes_without_raising(database_url: str) -> None:
+    """A request's session is closed at teardown, after its answer was chosen: when the server
+    cut its connection meanwhile (a restart), closing must not raise (gunicorn would send an
+    HTML 500 in place of the answer)."""
+    engine = make_engine(database_url)
+    try:
+        for close in (close_quietly, Session.close):
+            session = Session(engine)
+            pid = session.execute(text("SELECT pg_backend_pid()")).scalar_one()  # a transaction is open
+            with engine.connect() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                admin.commit()
+            time.sleep(0.2)
+            if close is Session.close:
+                with pytest.raises(OperationalError):  # what the teardown used to do
+                    close(session)
+            else:
+                close(session)
+        with Session(engine) as fresh:  # the pool gives a working connection after that
+            assert fresh.execute(text("SELECT 1")).scalar_one() == 1
+    finally:
+        engine.dispose()
