@@ -288,43 +288,37 @@ def work_one(client: httpx.Client, key: str, job_id: int, crowd: Crowd, label: s
     """One lease and its submit, as a careful client does: a 503 or a cut connection is retried
     (a submit with the same Idempotency-Key, so it is stored once); False when there is no work."""
     headers = {"Authorization": f"Bearer {key}"}
+    lease = _answered(client, crowd, "lease", "/v1/assignments", {"job_id": job_id}, headers)
+    if lease.status_code == 204:
+        return False
+    assert lease.status_code == 201, lease.text
+    task = lease.json()
+    body = {"answers": [{"item_id": item["id"], "label": label} for item in task["items"]]}
+    submit_headers = {**headers, "Idempotency-Key": f"submit-{task['id']}"}
+    done = _answered(client, crowd, "submit", f"/v1/assignments/{task['id']}/submit", body, submit_headers)
+    if done.status_code == 200:
+        crowd.acknowledged[task["id"]] = int(done.json()["answers"])
+    else:
+        assert done.status_code == 409, done.text  # expired meanwhile: its items went back
+    return True
+
+
+def _answered(client: httpx.Client, crowd: Crowd, what: str, path: str, body: Any, headers: dict[str, str]) -> Any:
+    """POST until an answer other than "try again" (429, 503 with Retry-After, a cut
+    connection); every answer counted in `crowd.statuses`."""
     for _ in range(400):
         try:
-            lease = client.post("/v1/assignments", json={"job_id": job_id}, headers=headers)
+            response = client.post(path, json=body, headers=headers)
         except httpx.HTTPError as error:
-            crowd.count(f"lease {type(error).__name__}")
+            crowd.count(f"{what} {type(error).__name__}")
             time.sleep(0.05)
             continue
-        crowd.count(f"lease {lease.status_code}")
-        if lease.status_code == 204:
-            return False
-        if lease.status_code in (429, 503):
-            assert lease.headers.get("Retry-After"), lease.text
-            time.sleep(0.05)
-            continue
-        assert lease.status_code == 201, lease.text
-        task = lease.json()
-        body = {"answers": [{"item_id": item["id"], "label": label} for item in task["items"]]}
-        submit_headers = {**headers, "Idempotency-Key": f"submit-{task['id']}"}
-        for _ in range(400):
-            try:
-                done = client.post(f"/v1/assignments/{task['id']}/submit", json=body, headers=submit_headers)
-            except httpx.HTTPError as error:
-                crowd.count(f"submit {type(error).__name__}")
-                time.sleep(0.05)
-                continue
-            crowd.count(f"submit {done.status_code}")
-            if done.status_code == 200:
-                crowd.acknowledged[task["id"]] = int(done.json()["answers"])
-                return True
-            if done.status_code in (429, 503):
-                assert done.headers.get("Retry-After"), done.text
-                time.sleep(0.05)
-                continue
-            assert done.status_code == 409, done.text  # expired meanwhile: its items went back
-            return True
-        raise AssertionError("a submit never got through")
-    raise AssertionError("a lease never got through")
+        crowd.count(f"{what} {response.status_code}")
+        if response.status_code not in (429, 503):
+            return response
+        assert response.headers.get("Retry-After"), response.text
+        time.sleep(0.05)
+    raise AssertionError(f"a {what} never got through")
 
 
 def check_invariants(engine: Engine, job_ids: list[int], crowd: Crowd | None = None) -> dict[str, Any]:
