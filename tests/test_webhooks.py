@@ -334,3 +334,20 @@ def test_backoff_grows_between_attempts_until_the_delivery_fails(
         assert delivery["next_attempt_at"] is None
     finally:
         dispose(app)
+
+
+def test_an_account_keeps_a_bounded_number_of_hooks(database_url: str, redis: Redis) -> None:
+    app = make_app(database_url, WEBHOOKS_PER_ACCOUNT=2)
+    try:
+        client = app.test_client()
+        requester, other = (bearer(new_key(app, "requester", name)) for name in ("a", "b"))
+        for n in range(2):
+            _register(client, requester, f"https://example.com/{n}")
+        refused = assert_error(
+            client.post("/v1/webhooks", json={"url": "https://example.com/3"}, headers=requester), 409
+        )
+        assert "at most 2 webhooks" in refused["message"]
+        _register(client, other, "https://example.com/other")  # per account
+        assert count_rows(app, Webhook) == 3
+    finally:
+        dispose(app)

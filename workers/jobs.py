@@ -104,14 +104,17 @@ def deliver_webhook(delivery_id: int) -> dict[str, Any]:
     app = _app()
     queue.get_redis(app).delete(queue.guard_key(queue.WEBHOOK_JOB, delivery_id))
     outcome = webhooks.attempt(get_engine(app), delivery_id, webhooks.Policy.from_config(app.config))
+    # The status, or the error's kind only: an error's text may quote the hook's URL, which the
+    # logs must not hold (a receiver may carry a token in it); the delivery log keeps the text.
+    answer = outcome.status or (outcome.error or "").split(":")[0]
     log.info(
         "webhook delivery %s attempt %s: %s",
         delivery_id,
         outcome.attempts,
-        "skipped" if outcome.skipped else f"{outcome.state} ({outcome.status or outcome.error})",
+        "skipped" if outcome.skipped else f"{outcome.state} ({answer})",
     )
     if outcome.retry:
-        raise DeliveryFailed(f"delivery {delivery_id}: {outcome.error}")
+        raise DeliveryFailed(f"delivery {delivery_id} attempt {outcome.attempts}: {answer}")
     return {"delivery_id": delivery_id, "state": outcome.state, "attempts": outcome.attempts}
 
 

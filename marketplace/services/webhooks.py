@@ -43,7 +43,7 @@ from sqlalchemy import Engine, func, select, text
 from sqlmodel import Session
 
 from marketplace.auth import Principal
-from marketplace.errors import Invalid, NotFound
+from marketplace.errors import Conflict, Invalid, NotFound
 from marketplace.models import DeliveryState, Role, Webhook, WebhookDelivery, WebhookEvent, utcnow
 
 EVENTS_BY_ROLE: dict[str, tuple[str, ...]] = {
@@ -99,7 +99,7 @@ def register(
     check_url(url, policy.allow_private_addresses)
     count = session.execute(select(func.count()).where(Webhook.account_id == principal.id)).scalar_one()
     if count >= policy.hooks_per_account:
-        raise Invalid("url", f"at most {policy.hooks_per_account} webhooks per account; delete one first")
+        raise Conflict(f"at most {policy.hooks_per_account} webhooks per account; delete one first")
     secret = SECRET_PREFIX + secrets.token_urlsafe(32)
     hook = Webhook(account_id=principal.id, url=url, secret=secret, events=wanted, description=description)
     session.add(hook)
