@@ -190,8 +190,7 @@ def print_summary(records: list[dict[str, object]]) -> None:
     for (real, setting), part in frame.groupby(["real", "setting"]):
         kind = "real" if real else "synthetic"
         print(
-            f"  {kind:9s} {setting:8s} mean {part.points.mean():+.2f}  worst {part.points.min():+.2f}  "
-            f"sets {len(part)}"
+            f"  {kind:9s} {setting:8s} mean {part.points.mean():+.2f}  worst {part.points.min():+.2f}  sets {len(part)}"
         )
 
 

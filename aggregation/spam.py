@@ -42,9 +42,7 @@ def chance_evidence(right: FloatArray, n_labels: int, honest: float) -> FloatArr
     return np.asarray(np.log(1.0 / n_labels) - np.log(np.maximum(likely, 1e-12)))
 
 
-def right_probability(
-    answers: pd.DataFrame, golden: pd.Series, labels: Sequence[str] | None = None
-) -> pd.DataFrame:
+def right_probability(answers: pd.DataFrame, golden: pd.Series, labels: Sequence[str] | None = None) -> pd.DataFrame:
     """q per answer (columns task, worker, label, right): exact on golden tasks, else the
     posterior of the answer's label given the other answers on its task."""
     enc = encode(answers, golden if len(golden) else None, labels)

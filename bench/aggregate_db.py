@@ -84,12 +84,14 @@ def main() -> None:
         seconds = time.perf_counter() - started
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         with psycopg.connect(url) as conn:
-            right, total = conn.execute(
+            row = conn.execute(
                 "SELECT sum(CASE WHEN a.label = ("
                 + TRUTH.format(i="a.item_id")
                 + ")::text THEN 1 ELSE 0 END), count(*)"
                 " FROM aggregate a WHERE job_id = 1"
             ).fetchone()
+            assert row is not None
+            right, total = row
         print(
             f"aggregated {summary['answers']:,} answers into {summary['items']:,} stored results with "
             f"{summary['method']} in {seconds:.1f} s; peak RSS {peak:.0f} MB (before: {rss_before:.0f} MB); "

@@ -91,7 +91,11 @@ def run(url: str, cycles: int) -> int:
 
     def call(env: dict[str, Any]) -> tuple[str, bytes]:
         status: list[str] = []
-        out = b"".join(app.wsgi_app(env, lambda s, _h, *_: status.append(s)))
+
+        def start_response(line: str, _headers: Any, *_: Any) -> Any:
+            status.append(line)
+
+        out = b"".join(app.wsgi_app(env, start_response))
         return status[0], out
 
     def http_cycle(index: int) -> None:

@@ -35,6 +35,8 @@ DEFAULTS: dict[str, Any] = {
     # makes golden draws predictable. Unset: the system's randomness.
     "POOL_SEED": None,
     "QUEUE_NAME": "marketplace",
+    # The RQ workers' sweep (expiry, catch-up after faults; workers/schedule.py) runs this often.
+    "SWEEP_SECONDS": 10,
     # Money: the one currency of this deployment, and the operator's limits on how strictly a
     # requester may judge work (services/acceptance.py).
     "CURRENCY": "USD",
@@ -42,6 +44,15 @@ DEFAULTS: dict[str, Any] = {
     "ACCEPTANCE_MIN_REJECT_FAILED_GOLDEN": 1,
     "AUTO_ACCEPT_MAX_SECONDS": 14 * 24 * 3600,
     "AUTO_ACCEPT_DEFAULT_SECONDS": 3 * 24 * 3600,
+    # Webhooks (services/webhooks.py): the waits between attempts (exponential: 7 attempts over
+    # ~5.8 h), each attempt's timeout, whether URLs may point at loopback or private addresses
+    # (tests, a private network; never where requesters are strangers), how far back the sweep
+    # looks for events without deliveries, and how many hooks an account may keep.
+    "WEBHOOK_RETRY_SECONDS": [15, 60, 240, 960, 3840, 15360],
+    "WEBHOOK_TIMEOUT_SECONDS": 10,
+    "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": False,
+    "WEBHOOK_CATCH_UP_SECONDS": 3600,
+    "WEBHOOKS_PER_ACCOUNT": 20,
     # How many reverse proxies (nginx, a load balancer) stand in front and set X-Forwarded-For:
     # the client's address (rate limits per address) is taken from that far back. 0: none.
     "TRUSTED_PROXIES": 0,

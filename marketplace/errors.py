@@ -8,9 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import psycopg
 from flask import Flask, jsonify
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 from werkzeug.http import HTTP_STATUS_CODES
+
+# How long a client should wait before retrying while the database cannot be reached.
+RETRY_AFTER_SECONDS = 2
+UNAVAILABLE = f"the database is unavailable; retry after {RETRY_AFTER_SECONDS} s"
 
 
 class ServiceError(Exception):
@@ -76,6 +82,29 @@ def error_body(status: int, message: str | None = None, errors: Any = None) -> d
     return body
 
 
+def database_unavailable(error: BaseException) -> bool:
+    """Whether `error` says the database could not serve the request now but may soon: the
+    server is down, starting or stopping, a connection was lost, the pool is exhausted, or a
+    transaction lost a deadlock or a serialization race. The client should retry: 503 with
+    `Retry-After` (the hot path's and the Flask app's answer), never a 500. psycopg's own
+    errors come raw from the hot path, wrapped by SQLAlchemy elsewhere."""
+    if isinstance(error, sa_exc.DBAPIError) and error.orig is not None:
+        error = error.orig
+    transient = (
+        psycopg.OperationalError,
+        psycopg.InterfaceError,
+        sa_exc.DisconnectionError,
+        sa_exc.TimeoutError,
+        sa_exc.OperationalError,
+        sa_exc.InterfaceError,
+    )
+    return isinstance(error, transient)
+
+
+def unavailable_body() -> dict[str, Any]:
+    return error_body(503, UNAVAILABLE)
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(ServiceError)
     def _service_error(error: ServiceError) -> Any:
@@ -98,5 +127,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Any:
+        if database_unavailable(error):
+            app.logger.warning("database unavailable: %s", type(error).__name__)
+            return jsonify(unavailable_body()), 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         app.logger.exception("unhandled error: %s", type(error).__name__)
         return jsonify(error_body(500, "internal error")), 500

@@ -3,15 +3,15 @@
 
 Two kinds of figures:
 - counted by the process that sees the event (requests and their latency, leases, 204s,
-  submits, answers, refusals for rate limits, webhook deliveries). Under gunicorn these
+  submits, answers, refusals for rate limits). Under gunicorn these
   go through `prometheus_client`'s multiprocess mode: `PROMETHEUS_MULTIPROC_DIR` names a
   folder every process of one host writes to (`marketplace serve` sets one), and any process
   answers `/metrics` with the sum.
 - read from the stores at scrape time, because the truth is there and some of it happens in RQ
   work horses that live for one job: bans, aggregation runs and their seconds, payout runs and
-  their amounts, queue depths, free slots and open leases per running job. These are the
-  same from every API process: when Prometheus scrapes each pod, aggregate them with `max`,
-  not `sum` (deploy/README.md).
+  their amounts, webhook deliveries and attempts, queue depths, free slots and open leases per
+  running job. These are the same from every API process: when Prometheus scrapes each pod,
+  aggregate them with `max`, not `sum` (deploy/README.md).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ EMPTY_LEASES = Counter("marketplace_leases_empty", "lease requests that found no
 SUBMITS = Counter("marketplace_submits", "submits answered 200 (a retry replayed by its Idempotency-Key included)")
 ANSWERS = Counter("marketplace_answers", "answers in the submits answered 200")
 RATE_LIMITED = Counter("marketplace_rate_limited", "requests refused with 429", ["limit"])
-WEBHOOK_DELIVERIES = Counter("marketplace_webhook_deliveries", "webhook delivery attempts", ["outcome"])
 
 
 def request_done(method: str, route: str, status: int, seconds: float) -> None:
@@ -76,10 +75,6 @@ def submit_answered(answers: int) -> None:
 
 def rate_limited(limit: str) -> None:
     RATE_LIMITED.labels(limit).inc()
-
-
-def webhook_delivery(outcome: str) -> None:
-    WEBHOOK_DELIVERIES.labels(outcome).inc()
 
 
 class StoreCollector(Collector):
@@ -130,6 +125,14 @@ class StoreCollector(Collector):
             leased.add_metric([str(job_id)], open_leases)
         yield free
         yield leased
+        deliveries = GaugeMetricFamily(
+            "marketplace_webhook_deliveries", "webhook deliveries by state", labels=["state"]
+        )
+        for state, count in rows["webhooks"]:
+            deliveries.add_metric([state], count)
+        yield deliveries
+        ((attempts,),) = rows["webhook_attempts"]
+        yield CounterMetricFamily("marketplace_webhook_attempts", "webhook delivery attempts", value=attempts)
 
     def _queues(self) -> Iterator[Metric]:
         depth = GaugeMetricFamily("marketplace_queue_jobs", "RQ jobs by state", labels=["queue", "state"])
@@ -158,6 +161,8 @@ _STORE_QUERIES = {
     "aggregations": "SELECT count(*), coalesce(sum(seconds), 0) FROM aggregationrun",
     "payouts": "SELECT count(*), coalesce(sum(workers), 0), coalesce(sum(total_cents), 0)"
     " FROM payoutrun WHERE state = 'done'",
+    "webhooks": "SELECT state, count(*) FROM webhookdelivery GROUP BY state ORDER BY state",
+    "webhook_attempts": "SELECT coalesce(sum(attempts), 0) FROM webhookdelivery",
     "pool": "SELECT j.id,"
     " (SELECT count(*) FROM slot s WHERE s.job_id = j.id),"
     " (SELECT count(*) FROM assignment a WHERE a.job_id = j.id AND a.state = 'leased')"

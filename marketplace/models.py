@@ -15,7 +15,19 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Column, Index, Integer, Text, UniqueConstraint, text
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Column,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 BigId = BigInteger()
@@ -71,6 +83,20 @@ class QualificationState(StrEnum):
 class PayoutState(StrEnum):
     PENDING = "pending"
     DONE = "done"
+
+
+class WebhookEvent(StrEnum):
+    """What a webhook can be told (`services/webhooks.py`)."""
+
+    JOB_FINISHED = "job.finished"
+    AGGREGATION_DONE = "aggregation.done"
+    PAYOUT_RUN_DONE = "payout_run.done"
+
+
+class DeliveryState(StrEnum):
+    PENDING = "pending"  # to be sent, or sent again after a failure
+    DELIVERED = "delivered"  # the receiver answered 2xx
+    FAILED = "failed"  # every attempt failed
 
 
 class LedgerKind(StrEnum):
@@ -298,7 +324,10 @@ class Aggregate(SQLModel, table=True):
 class AggregationRun(SQLModel, table=True):
     """One aggregation of a job: what it used and what it produced."""
 
-    __table_args__ = (Index("ix_aggregation_run_job", "job_id", "id"),)
+    __table_args__ = (
+        Index("ix_aggregation_run_job", "job_id", "id"),
+        Index("ix_aggregation_run_created", "created_at"),  # webhooks: the runs of the last hour
+    )
     id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
     job_id: int = Field(sa_type=BigInteger)
     method: str = Field(max_length=60)
@@ -434,5 +463,46 @@ class PayoutRun(SQLModel, table=True):
     currency: str = Field(default="USD", max_length=3)
     workers: int = 0
     total_cents: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    created_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class Webhook(SQLModel, table=True):
+    """A URL an account registered to be told of `events` (requesters: their jobs'; operators:
+    payout runs). Deliveries are signed with `secret`, which the API shows once, at registration;
+    it is kept as it is (not hashed) because signing needs it."""
+
+    __table_args__ = (Index("ix_webhook_account", "account_id", "id"),)
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    account_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=80)
+    events: list[str] = Field(sa_column=Column(ARRAY(String(40)), nullable=False))
+    description: str = Field(default="", max_length=200)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one hook: the exact body every attempt sends (same event id, so a receiver
+    dedupes by it), its state and the log of its attempts. `UNIQUE (webhook_id, event_key)`: an
+    event found twice is still one delivery."""
+
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_key", name="uq_delivery_hook_event"),
+        Index("ix_delivery_hook", "webhook_id", "id"),
+        Index("ix_delivery_due", "next_attempt_at", postgresql_where=text("state = 'pending'")),
+    )
+    id: int | None = Field(default=None, sa_column=Column(BigId, primary_key=True, autoincrement=True))
+    webhook_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    event_key: str = Field(max_length=120)  # the event's id (`aggregation-17`): what receivers dedupe by
+    event_type: str = Field(max_length=40)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="pending", max_length=16)  # pending | delivered | failed
+    attempts: int = 0
+    next_attempt_at: datetime | None = None  # when the next attempt is due (pending ones)
+    claimed_until: datetime | None = None  # an attempt in flight until then
+    last_status: int | None = None  # the receiver's last HTTP status (None: no answer)
+    last_error: str | None = Field(default=None, max_length=300)
+    log: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

@@ -13,7 +13,7 @@ from typing import Any
 from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Retry
 
 from marketplace import config
 
@@ -23,6 +23,8 @@ AGGREGATE_JOB = "workers.jobs.aggregate_job"
 SWEEP_JOB = "workers.jobs.sweep"
 RULES_JOB = "workers.jobs.apply_rules_job"
 PAYOUT_JOB = "workers.jobs.run_payouts"
+DECIDE_JOB = "workers.jobs.decide_job"
+WEBHOOK_JOB = "workers.jobs.deliver_webhook"
 _clients: list[Redis] = []
 _hooked: list[bool] = []
 
@@ -64,22 +66,32 @@ def get_queue(connection: Redis, name: str = "marketplace") -> Queue:
     return Queue(name, connection=connection)
 
 
-def enqueue_once(connection: Redis, queue_name: str, func: str, *args: Any, ttl: int = 120) -> bool:
+def enqueue_once(
+    connection: Redis, queue_name: str, func: str, *args: Any, ttl: int = 120, retry: Retry | None = None
+) -> bool:
     """Enqueue `func(*args)` unless the same call is already waiting.
 
     A guard key (`SET NX` with a TTL) stands for the waiting job; the job deletes it when it
     starts, so work that arrives while it runs is picked up by the next one. Redis errors are
     logged, never raised: the database is the truth and the sweep enqueues due work again.
+    `retry`: RQ runs the job again after each failure, after the waits it names.
     """
     guard = guard_key(func, *args)
     try:
         if not connection.set(guard, "1", nx=True, ex=ttl):
             return False
-        get_queue(connection, queue_name).enqueue(func, *args, job_timeout=3600)
+        get_queue(connection, queue_name).enqueue(func, *args, job_timeout=3600, retry=retry)
         return True
     except RedisError as error:
         log.warning("could not enqueue %s: %s", func, type(error).__name__)
         return False
+
+
+def enqueue_deliveries(connection: Redis, queue_name: str, delivery_ids: list[int], waits: list[int]) -> None:
+    """Queue webhook deliveries, each retried by RQ after `waits` (seconds) while it fails."""
+    retry = Retry(max=len(waits), interval=list(waits)) if waits else None
+    for delivery_id in delivery_ids:
+        enqueue_once(connection, queue_name, WEBHOOK_JOB, delivery_id, ttl=600, retry=retry)
 
 
 def guard_key(func: str, *args: Any) -> str:

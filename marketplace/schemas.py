@@ -810,3 +810,64 @@ class PayoutFileQuerySchema(Schema):
 class LedgerCheckSchema(Schema):
     ok = fields.Boolean()
     problems = fields.List(String())
+
+
+WEBHOOK_EVENTS = ("job.finished", "aggregation.done", "payout_run.done")
+
+
+class WebhookCreateSchema(Schema):
+    url = String(
+        required=True,
+        validate=validate.Length(1, 2000),
+        metadata={"description": "http(s) URL that receives a signed POST per event"},
+    )
+    events = fields.List(
+        String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+        validate=validate.Length(1, len(WEBHOOK_EVENTS)),
+        metadata={
+            "description": "requesters: job.finished, aggregation.done; operators: payout_run.done (default: all)"
+        },
+    )
+    description = String(load_default="", validate=validate.Length(0, 200))
+
+
+class WebhookSchema(Schema):
+    id = fields.Integer()
+    url = String()
+    events = fields.List(String())
+    description = String()
+    created_at = fields.DateTime()
+
+
+class WebhookCreatedSchema(WebhookSchema):
+    secret = String(metadata={"description": "signs every delivery; shown here only, once"})
+
+
+class DeliveryQuerySchema(Schema):
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 500))
+    before = fields.Integer(
+        validate=validate.Range(1, MAX_ID),
+        metadata={"description": "deliveries with smaller ids (the next page: the last id seen)"},
+    )
+
+
+class DeliveryAttemptSchema(Schema):
+    at = String()
+    attempt = fields.Integer()
+    status = fields.Integer(allow_none=True)
+    error = String(allow_none=True)
+    ms = fields.Integer()
+
+
+class DeliverySchema(Schema):
+    id = fields.Integer()
+    event_id = String(attribute="event_key", metadata={"description": "the event's id, as in its body"})
+    event_type = String()
+    state = String(metadata={"description": "pending, delivered or failed"})
+    attempts = fields.Integer()
+    last_status = fields.Integer(allow_none=True)
+    last_error = String(allow_none=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    finished_at = fields.DateTime(allow_none=True)
+    log = fields.List(fields.Nested(DeliveryAttemptSchema))

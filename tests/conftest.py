@@ -25,11 +25,13 @@ from flask.testing import FlaskClient
 from redis import Redis
 from sqlalchemy.engine import make_url
 
-from marketplace import auth, create_app, embedded
+from marketplace import auth, create_app, embedded, queue
 from marketplace.db import dispose, get_engine, session_scope
 from marketplace.migrate import upgrade
 from marketplace.services import ledger
 from marketplace.services.accounts import create_account
+
+pytest_plugins = ["tests.faults"]  # own PostgreSQL and Redis servers for the fault tests
 
 TEMPLATE = f"mk_template_{os.getpid()}"
 _EMBEDDED = Path(tempfile.gettempdir()) / f"marketplace-tests-{os.getpid()}"
@@ -51,6 +53,7 @@ PG_ADMIN, REDIS_URL = _servers()
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Stop the embedded servers of this session (if any) and remove their folder."""
     if _EMBEDDED.exists():
+        queue.close_clients()  # the apps' connections: with one open, the embedded Redis would not stop
         embedded.stop(_EMBEDDED)
         shutil.rmtree(_EMBEDDED, ignore_errors=True)
 

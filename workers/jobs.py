@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import timedelta
 from typing import Any
 
 from flask import Flask
@@ -14,10 +13,9 @@ from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Job, JobState, PayoutRun, utcnow
 from marketplace.pool.release import reclaim_expired
-from marketplace.services import acceptance, aggregating, payouts, rules
+from marketplace.services import acceptance, aggregating, payouts, rules, webhooks
 
 log = logging.getLogger(__name__)
-SWEEP_EVERY = timedelta(seconds=10)
 HOT_TABLES = ("slot", "assignment", "assignmentitem", "answer", "item")
 _apps: dict[int, Flask] = {}
 
@@ -41,6 +39,7 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     summary["rules_fired"] = _apply_rules(app, job_id, None)
     with session_scope(get_engine(app)) as session:  # after the rules: a ban for cause rejects
         summary["decisions"] = acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))
+    summary["webhooks"] = _tell_webhooks(app, job_id=job_id)
     log.info("aggregated %s", summary)
     return summary
 
@@ -77,23 +76,75 @@ def _apply_rules(app: Flask, job_id: int, worker_ids: list[int] | None) -> list[
     return fired
 
 
+def decide_job(job_id: int) -> dict[str, int]:
+    """Decide the job's submitted tasks that its last aggregation covers (queued by the sweep
+    when the decision step after an aggregation did not run to its end)."""
+    app = _app()
+    queue.get_redis(app).delete(queue.guard_key(queue.DECIDE_JOB, job_id))
+    with session_scope(get_engine(app)) as session:
+        return acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))
+
+
 def run_payouts(run_id: int) -> dict[str, Any]:
     """Pay out one run; safe to run again after a crash (each worker is paid once per run)."""
     app = _app()
     queue.get_redis(app).delete(queue.guard_key(queue.PAYOUT_JOB, run_id))
     summary = payouts.execute_run(get_engine(app), run_id)
+    summary["webhooks"] = _tell_webhooks(app, payout_run_id=run_id)
     log.info("payout run %s", summary)
     return summary
 
 
+class DeliveryFailed(Exception):
+    """A webhook delivery to be tried again: raised so that RQ's `Retry` schedules it."""
+
+
+def deliver_webhook(delivery_id: int) -> dict[str, Any]:
+    """One attempt of a webhook delivery (`services/webhooks.py`)."""
+    app = _app()
+    queue.get_redis(app).delete(queue.guard_key(queue.WEBHOOK_JOB, delivery_id))
+    outcome = webhooks.attempt(get_engine(app), delivery_id, webhooks.Policy.from_config(app.config))
+    # The status, or the error's kind only: an error's text may quote the hook's URL, which the
+    # logs must not hold (a receiver may carry a token in it); the delivery log keeps the text.
+    answer = outcome.status or (outcome.error or "").split(":")[0]
+    log.info(
+        "webhook delivery %s attempt %s: %s",
+        delivery_id,
+        outcome.attempts,
+        "skipped" if outcome.skipped else f"{outcome.state} ({answer})",
+    )
+    if outcome.retry:
+        raise DeliveryFailed(f"delivery {delivery_id} attempt {outcome.attempts}: {answer}")
+    return {"delivery_id": delivery_id, "state": outcome.state, "attempts": outcome.attempts}
+
+
+def _tell_webhooks(app: Flask, job_id: int | None = None, payout_run_id: int | None = None) -> int:
+    """Deliveries for the events the database shows (one job's, one run's, or all of the catch-up
+    window), queued once committed; how many."""
+    policy = webhooks.Policy.from_config(app.config)
+    with session_scope(get_engine(app)) as session:
+        created = webhooks.record_events(session, utcnow(), policy, job_id=job_id, payout_run_id=payout_run_id)
+    _enqueue_deliveries(app, created)
+    return len(created)
+
+
+def _enqueue_deliveries(app: Flask, delivery_ids: list[int]) -> None:
+    waits = webhooks.Policy.from_config(app.config).retry_seconds
+    queue.enqueue_deliveries(queue.get_redis(app), app.config["QUEUE_NAME"], delivery_ids, list(waits))
+
+
 def sweep() -> dict[str, Any]:
-    """Housekeeping no operator has to remember: expire leases, finish jobs, catch up on
-    aggregation that a lost Redis forgot. Reschedules itself."""
+    """Housekeeping no operator has to remember, and the catch-up after any fault: expire
+    leases, finish jobs, and enqueue again, from what the database says, the work a lost Redis
+    or a killed worker left undone: aggregations behind the answers, decisions an aggregation
+    did not get to, payout runs left open. Enqueued every `SWEEP_SECONDS` by every worker
+    process's heartbeat (`workers/schedule.py`), so one failed run or a lost schedule costs one
+    interval, never the sweep."""
     app = _app()
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.SWEEP_JOB))
     now = utcnow()
-    expired, due = 0, []
+    expired, due, undecided = 0, [], []
     live = (JobState.RUNNING, JobState.PAUSED, JobState.COMPLETED)
     with session_scope(get_engine(app)) as session:
         job_ids = session.execute(select(Job.id).where(Job.state.in_(live))).scalars().all()
@@ -104,20 +155,30 @@ def sweep() -> dict[str, Any]:
             latest = aggregating.latest_answer_id(session, job_id)
             if latest and (run is None or run.last_answer_id < latest):
                 due.append(job_id)
+            elif run is not None and acceptance.decisions_due(session, job_id, run.last_answer_id):
+                undecided.append(job_id)
     with session_scope(get_engine(app)) as session:
         decided = acceptance.decide_overdue(session, acceptance.Limits.from_config(app.config), now)
         stalled = session.execute(select(PayoutRun.id).where(PayoutRun.open.is_(True))).scalars().all()
-    for job_id in due:
-        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.AGGREGATE_JOB, job_id)
+    name = app.config["QUEUE_NAME"]
+    for job_id in due:  # its decisions follow the aggregation
+        queue.enqueue_once(redis, name, queue.AGGREGATE_JOB, job_id)
+    for job_id in undecided:
+        queue.enqueue_once(redis, name, queue.DECIDE_JOB, job_id)
     for run_id in stalled:  # a run whose worker died: finish it (paying nobody twice)
-        queue.enqueue_once(redis, app.config["QUEUE_NAME"], queue.PAYOUT_JOB, run_id, ttl=60)
+        queue.enqueue_once(redis, name, queue.PAYOUT_JOB, run_id, ttl=60)
+    events = _tell_webhooks(app)  # events whose deliveries a killed job never recorded
+    with session_scope(get_engine(app)) as session:
+        lost = webhooks.lost_deliveries(session, utcnow())
+    _enqueue_deliveries(app, lost)
     maintained = maintain_tables(get_engine(app))
-    schedule_sweep(app)
     return {
         "expired": expired,
         "aggregations_due": due,
+        "decisions_due": undecided,
         "auto_decided": decided,
         "payout_runs_resumed": stalled,
+        "webhook_deliveries": {"new": events, "resumed": len(lost)},
         "maintained": maintained,
     }
 
@@ -145,9 +206,3 @@ def maintain_tables(engine: Engine) -> list[str]:
                 connection.execute(text(f'ANALYZE "{name}"'))
                 done.append(f"analyze {name}")
     return done
-
-
-def schedule_sweep(app: Flask, delay: timedelta = SWEEP_EVERY) -> None:
-    redis = queue.get_redis(app)
-    if redis.set(queue.guard_key(queue.SWEEP_JOB), "1", nx=True, ex=int(delay.total_seconds() * 4)):
-        queue.get_queue(redis, app.config["QUEUE_NAME"]).enqueue_in(delay, queue.SWEEP_JOB)

@@ -39,7 +39,7 @@ def init_app(app: Flask) -> Api:
         },
     )
     api.register_converter(IdConverter, lambda _c: {"type": "integer", "minimum": 1, "maximum": MAX_ID})
-    from marketplace.api import accounts, assignments, jobs, money, operators, rules
+    from marketplace.api import accounts, assignments, jobs, money, operators, rules, webhooks
 
     api.register_blueprint(accounts.blp)
     api.register_blueprint(jobs.blp)
@@ -48,4 +48,5 @@ def init_app(app: Flask) -> Api:
     api.register_blueprint(operators.audit_blp)
     api.register_blueprint(rules.blp)
     api.register_blueprint(money.blp)
+    api.register_blueprint(webhooks.blp)
     return api

@@ -31,7 +31,7 @@ from werkzeug.http import HTTP_STATUS_CODES
 from marketplace import auth, queue
 from marketplace.api import idempotency_key
 from marketplace.db import get_hot_engine
-from marketplace.errors import ServiceError, error_body
+from marketplace.errors import RETRY_AFTER_SECONDS, ServiceError, database_unavailable, error_body, unavailable_body
 from marketplace.models import Role, utcnow
 from marketplace.pool import lease, submit
 from marketplace.schemas import MAX_ANSWERS, MAX_ID, MAX_LABEL, MAX_LABELS, MAX_OBJECTS
@@ -156,9 +156,13 @@ class HotPath:
                     served = self._serve(environ, body, assignment_id)
                 except ServiceError as error:
                     served = error.status, error_body(error.status, error.message, error.errors)
-                except Exception:  # as the Flask app's handler does: logged, a JSON 500, no detail
-                    log.exception("unhandled error on the hot path")
-                    served = 500, error_body(500, "internal error")
+                except Exception as error:  # as the Flask app's handlers do (`errors.register`)
+                    if not database_unavailable(error):
+                        log.exception("unhandled error on the hot path")
+                        return _respond(start_response, 500, error_body(500, "internal error"))
+                    log.warning("database unavailable: %s", type(error).__name__)
+                    retry = [("Retry-After", str(RETRY_AFTER_SECONDS))]
+                    return _respond(start_response, 503, unavailable_body(), retry)
             if served is not None:
                 return _respond(start_response, *served)
         if raw is not None:
@@ -232,11 +236,13 @@ class HotPath:
         return 200, submit_json(result)
 
 
-def _respond(start_response: StartResponse, status: int, body: Any) -> list[bytes]:
+def _respond(
+    start_response: StartResponse, status: int, body: Any, headers: list[tuple[str, str]] | None = None
+) -> list[bytes]:
     if body is None:
         start_response(f"{status} {HTTP_STATUS_CODES[status]}", [])
         return []
     data = json.dumps(body, separators=(",", ":")).encode() + b"\n"
     reason = HTTP_STATUS_CODES.get(status, "Error")
-    start_response(f"{status} {reason}", [*_JSON, ("Content-Length", str(len(data)))])
+    start_response(f"{status} {reason}", [*_JSON, ("Content-Length", str(len(data))), *(headers or [])])
     return [data]

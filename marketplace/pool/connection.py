@@ -78,7 +78,8 @@ def _cursor(pooled: Any) -> Any:
 @contextmanager
 def transaction(engine: Engine) -> Iterator[Any]:
     """A cursor in a transaction of its own: committed when the block ends, rolled back when it
-    raises; the connection always goes back to the pool (or is dropped when broken)."""
+    raises; the connection goes back to the pool, or is dropped when it broke (a server restart,
+    a lost connection: SQLAlchemy never sees these raw errors, so it would pool it again)."""
     pooled = engine.raw_connection()
     try:
         cur = _cursor(pooled)
@@ -88,6 +89,9 @@ def transaction(engine: Engine) -> Iterator[Any]:
             _rollback(pooled)
             raise
         pooled.commit()
+    except BaseException:
+        _drop_if_broken(pooled)
+        raise
     finally:
         pooled.close()
 
@@ -95,7 +99,8 @@ def transaction(engine: Engine) -> Iterator[Any]:
 @contextmanager
 def autocommit(engine: Engine) -> Iterator[Any]:
     """A cursor in autocommit mode: each statement is a transaction of its own (no BEGIN or
-    COMMIT round trips). The connection goes back to the pool as it came, or is dropped."""
+    COMMIT round trips). The connection goes back to the pool as it came, or is dropped when it
+    broke."""
     pooled = engine.raw_connection()
     try:
         conn: Any = pooled.driver_connection
@@ -104,10 +109,11 @@ def autocommit(engine: Engine) -> Iterator[Any]:
         try:
             yield cur
         finally:
-            try:
-                conn.autocommit = False
-            except psycopg.Error:  # a broken connection: not for the pool
-                pooled.invalidate()
+            if not _drop_if_broken(pooled):
+                try:
+                    conn.autocommit = False
+                except psycopg.Error:  # a broken connection: not for the pool
+                    pooled.invalidate()
     finally:
         pooled.close()
 
@@ -117,6 +123,19 @@ def _rollback(pooled: Any) -> None:
         pooled.rollback()
     except psycopg.Error:  # a broken connection: not for the pool
         pooled.invalidate()
+
+
+def _drop_if_broken(pooled: Any) -> bool:
+    """Invalidate the pooled connection when psycopg saw it break (closed by the server, cut);
+    True when it did. psycopg marks a connection `broken` on such an error, not on a refusal
+    such as a constraint violation, after which the connection stays good."""
+    conn = pooled.driver_connection
+    if conn is None:  # already invalidated
+        return True
+    if conn.closed or conn.broken:
+        pooled.invalidate()
+        return True
+    return False
 
 
 @cache

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlmodel import Session
 
 from marketplace.errors import Invalid
@@ -47,6 +47,7 @@ from marketplace.settings import AcceptanceRules, Bonus, Pricing
 # Tasks decided per transaction: each settles with ~15 statements and holds the job's budget
 # and holds rows, which every lease of the job also updates; 50 keeps each transaction short.
 BATCH = 50
+DECISION_LOCK = 7_301  # advisory lock (space, job id modulo 2**31 - 1): one decision run per job
 ACCEPTED = "accepted"
 AGREES = "accepted: agrees with the consensus"
 LATE = "auto-accepted: not aggregated in time"
@@ -107,6 +108,8 @@ def decide_job(
     after = 0
     latest = now - delay if only_overdue else now + timedelta(days=36500)
     while True:
+        if not _deciding_alone(session, job_id):
+            break  # another run decides this job now: it goes on where this one stops
         tasks = (
             session.execute(
                 select(Assignment)
@@ -137,6 +140,16 @@ def decide_job(
                 counts[verdict.decision] += 1
         session.commit()
     return counts
+
+
+def _deciding_alone(session: Session, job_id: int) -> bool:
+    """Take the job's decision lock for this batch's transaction, without waiting: False when
+    another decision run holds it. Runs come from each aggregation and from the sweep (which
+    also catches up after a run that died), and a big job's decisions take a while; without it
+    they would pile up on the job's money rows, each deciding what another decides. A killed
+    run's lock goes with its connection."""
+    statement = text("SELECT pg_try_advisory_xact_lock(:space, CAST(:job % 2147483647 AS INTEGER))")
+    return bool(session.execute(statement, {"space": DECISION_LOCK, "job": job_id}).scalar())
 
 
 def _lock_money(session: Session, job: Job, tasks: list[Assignment]) -> None:
@@ -245,6 +258,20 @@ def _golden_accuracy(session: Session, job_id: int, worker_id: int) -> float | N
             WorkerQuality.job_id == job_id, WorkerQuality.worker_id == worker_id
         )
     ).scalar()
+
+
+def decisions_due(session: Session, job_id: int, aggregated_up_to: int) -> bool:
+    """Whether the job has submitted tasks nobody decided although the aggregation up to answer
+    `aggregated_up_to` saw all their answers: the decision step after that aggregation did not
+    run or did not finish (a worker killed mid-acceptance). The sweep then decides them, instead
+    of leaving their money held until auto-accept, days later."""
+    statement = text(
+        "SELECT EXISTS (SELECT 1 FROM assignment a"
+        " WHERE a.job_id = :job AND a.state = 'submitted' AND a.decision IS NULL"
+        " AND NOT EXISTS (SELECT 1 FROM answer x"
+        "  WHERE x.job_id = :job AND x.id > :last AND x.assignment_id = a.id))"
+    )
+    return bool(session.execute(statement, {"job": job_id, "last": aggregated_up_to}).scalar_one())
 
 
 def decide_overdue(session: Session, limits: Limits, now: datetime | None = None) -> dict[int, dict[str, int]]:

@@ -137,6 +137,11 @@ def last_run(session: Session, job_id: int) -> AggregationRun | None:
 
 
 def latest_answer_id(session: Session, job_id: int) -> int:
+    """The newest answer an aggregation would read (excluded ones it leaves out: comparing with a
+    run's `last_answer_id` must not count them, or a job whose newest answer was excluded would
+    look due for ever)."""
     return int(
-        session.execute(select(func.coalesce(func.max(Answer.id), 0)).where(Answer.job_id == job_id)).scalar_one()
+        session.execute(
+            select(func.coalesce(func.max(Answer.id), 0)).where(Answer.job_id == job_id, Answer.excluded.is_(False))
+        ).scalar_one()
     )
