@@ -29,7 +29,7 @@ LEASE_ROUTE = "/v1/assignments"
 SUBMIT_ROUTE = "/v1/assignments/<id:assignment_id>/submit"
 _SUBMIT_PATH = re.compile(r"/v1/assignments/[0-9]+/submit")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_log = logs.get("marketplace.access")
+_log = logs.lines_logger("marketplace.access")
 
 
 def request_id(environ: dict[str, Any]) -> str:
