@@ -26,7 +26,8 @@ from tests.test_readme import (
     parse_curl,
 )
 
-SECTION = README[README.index("## Image annotation\n") : README.index("## Performance")]
+_START = README.index("## Image annotation\n")
+SECTION = README[_START : README.index("\n## ", _START)]  # to the next section
 
 
 def steps() -> list[tuple[str, tuple[str, str] | None]]:
