@@ -1,7 +1,7 @@
 """What one PostgreSQL primary carries: several API processes and RQ workers against it.
 
     python -m bench.capacity --database-url postgresql://postgres@127.0.0.1:5432/test \
-        [--servers 2] [--rq-workers 2] [--concurrency 40] [--tasks 5000] [--json]
+        [--servers 2] [--rq-workers 2] [--no-rq-fork] [--concurrency 40] [--tasks 5000] [--json]
 
 As bench.hotpath (a database of its own, one job posted through the API, client threads doing
 lease + submit cycles, the invariants checked at the end), but with `--servers` gunicorn
@@ -51,10 +51,10 @@ from marketplace.gunicorn_conf import THREADS as SERVE_THREADS
 Snapshot = dict[str, float]
 
 
-def start_rq_worker(url: str, redis_url: str, data_dir: Path) -> subprocess.Popen[bytes]:
+def start_rq_worker(url: str, redis_url: str, data_dir: Path, fork: bool) -> subprocess.Popen[bytes]:
     env = dict(os.environ, DATABASE_URL=url, REDIS_URL=redis_url, MARKETPLACE_DATA_DIR=str(data_dir))
     log = (data_dir / "rq.log").open("ab")
-    command = [sys.executable, "-m", "marketplace", "worker"]
+    command = [sys.executable, "-m", "marketplace", "worker", "--fork" if fork else "--no-fork"]
     return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
@@ -112,6 +112,9 @@ def main() -> int:
     parser.add_argument("--gunicorn-workers", type=int, default=1, help="processes per server")
     parser.add_argument("--gunicorn-threads", type=int, default=SERVE_THREADS)
     parser.add_argument("--rq-workers", type=int, default=2)
+    parser.add_argument(
+        "--rq-fork", action=argparse.BooleanOptionalAction, default=True, help="a child per RQ job (the default)"
+    )
     parser.add_argument("--concurrency", type=int, default=40, help="client threads")
     parser.add_argument("--tasks", type=int, default=5000, help="lease+submit cycles measured")
     parser.add_argument("--warmup", type=int, default=200)
@@ -139,7 +142,7 @@ def main() -> int:
             servers.append(start_server(args, url, ports[-1], root / f"api{n}"))
         for n in range(args.rq_workers):
             (root / f"rq{n}").mkdir()
-            rq_workers.append(start_rq_worker(url, args.redis_url, root / f"rq{n}"))
+            rq_workers.append(start_rq_worker(url, args.redis_url, root / f"rq{n}", args.rq_fork))
         total = args.warmup + args.tasks
         real = math.ceil(total * 5 / 3 * 1.25) + 100
         job_id = post_job(ports[0], requester, real, max(300, real // 9))
@@ -167,6 +170,7 @@ def main() -> int:
             "servers": args.servers,
             "gunicorn_workers_each": args.gunicorn_workers,
             "rq_workers": args.rq_workers,
+            "rq_fork": args.rq_fork,
             "concurrency": args.concurrency,
             "machine_cores": psutil.cpu_count(),
             "cycles": level.cycles,
