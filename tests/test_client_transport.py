@@ -80,15 +80,21 @@ def test_reads_are_retried_on_5xx_and_connection_errors() -> None:
     assert len(seen) == 4
 
 
-def test_a_lease_is_not_repeated_once_it_may_have_reached_the_server() -> None:
-    client, seen = scripted(error(503, "busy"))
-    with pytest.raises(ServerError):
-        client.lease()
-    assert len(seen) == 1
-    client, seen = scripted(httpx.ReadTimeout("slow"))
+def test_a_lease_is_retried_with_one_idempotency_key() -> None:
+    """A lease whose answer was lost is asked again under the same key (the server then hands
+    back the task it leased: tests/test_pool_limits.py), never as a second, different lease."""
+    client, seen = scripted(httpx.ReadTimeout("lost"), error(503, "busy"), lease_answer())
+    task = client.lease()
+    assert task is not None and task.id == 7
+    keys = {request.headers.get("Idempotency-Key") for request in seen}
+    assert len(seen) == 3 and len(keys) == 1 and all(keys)
+    client, seen = scripted(httpx.Response(204), httpx.Response(204))
+    assert client.lease() is None and client.lease() is None
+    assert seen[0].headers["Idempotency-Key"] != seen[1].headers["Idempotency-Key"]  # one key a lease
+    client, seen = scripted(*[httpx.ReadTimeout("lost")] * 5)
     with pytest.raises(ConnectionFailed):
         client.lease()
-    assert len(seen) == 1
+    assert len(seen) == 5 and len({request.headers["Idempotency-Key"] for request in seen}) == 1
 
 
 def test_any_call_is_repeated_when_it_never_left() -> None:

@@ -235,6 +235,36 @@ def test_a_submit_lost_on_the_network_is_sent_again_with_the_same_key(page: Any,
     assert len(live.answers_of(key)) == 3  # stored once
 
 
+def test_a_lease_lost_on_the_network_is_asked_again_and_gets_the_same_task(page: Any, live: LiveServer) -> None:
+    """The first lease reaches the server (which leases the job's only task) and its answer is
+    lost; the page asks again with the same key and gets that task (a new lease would find
+    nothing: the job's 3 items are held by the first)."""
+    image_job(live)
+    key = live.key("worker", "lee")
+    sign_in(page, live, key)
+    keys: list[str] = []
+    leased: list[int] = []
+
+    def lose_the_first_answer(route: Any) -> None:
+        keys.append(route.request.headers["idempotency-key"])
+        if len(keys) == 1:
+            leased.append(route.fetch().json()["id"])  # the server leased it...
+            route.abort("failed")  # ...and the answer never arrives
+        else:
+            route.continue_()
+
+    page.route("**/v1/assignments", lose_the_first_answer)
+    page.get_by_role("button", name="Next task").click()
+    for _ in range(3):
+        page.get_by_role("button", name=LABELS[shown_n(page) % 3], exact=True).click()
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_text("No work for you right now").wait_for(timeout=15_000)
+    assert len(keys) >= 2 and keys[0] == keys[1]
+    assert len(leased) == 1
+    assert Client(live.url, key).assignment(leased[0])["state"] == "submitted"  # the task lost on the way
+    assert len(live.answers_of(key)) == 3
+
+
 def test_a_banned_account_is_told_it_cannot_take_work(page: Any, live: LiveServer, shots: Shots) -> None:
     key = live.key("worker", "dee")
     operator = Client(live.url, live.key("operator", "ops"))

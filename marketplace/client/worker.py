@@ -81,10 +81,15 @@ class Task:
 class WorkerCalls:
     _http: Transport
 
-    def lease(self, job_id: int | None = None) -> Task | None:
-        """Lease the next task (of one job, or any); None when there is no work now (204)."""
+    def lease(self, job_id: int | None = None, *, idempotency_key: str | None = None) -> Task | None:
+        """Lease the next task (of one job, or any); None when there is no work now (204).
+
+        Sent with an `Idempotency-Key` (generated when not given), so a lease whose answer was
+        lost on the way is retried and the server hands back the task it leased, instead of
+        that task sitting leased to nobody until its deadline."""
         body = {"job_id": job_id} if job_id is not None else None
-        response = self._http.request("POST", "/v1/assignments", json=body)
+        headers = {"Idempotency-Key": idempotency_key or new_idempotency_key()}
+        response = self._http.request("POST", "/v1/assignments", json=body, headers=headers)
         return None if response.status_code == 204 else Task(self._http, response)
 
     def tasks(self, job_id: int | None = None, *, wait_for_work: bool = False) -> Generator[Task, None, None]:

@@ -105,7 +105,13 @@ async function nextTask() {
   status("Looking for a task…");
   let answer;
   try {
-    answer = await call("POST", "/v1/assignments");
+    // With an Idempotency-Key, a lease whose answer is lost is asked again and the server hands
+    // back the task it leased (else that task sits leased to nobody until its deadline).
+    answer = await call("POST", "/v1/assignments", {
+      idempotencyKey: newIdempotencyKey(),
+      retries: 2,
+      onRetry: (n, delay) => status(`The server did not answer; asking again in ${delay} s…`),
+    });
   } catch (error) {
     $("next-task").disabled = false;
     if (error instanceof ApiError && error.status === 401) return signOut(KEY_REFUSED);
