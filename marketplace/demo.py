@@ -11,8 +11,10 @@ the same bans and the same accuracy. What makes that hold under a concurrent cro
 - each simulated answer is a pure function of (seed, worker, item key);
 - the work goes in rounds: every worker leases one task, one after another in a fixed
   order; then the tasks are answered concurrently (submits do not change what the next lease
-  finds); then the demo waits until the background work (rules, bans, aggregation) has
-  settled, so a ban always lands between the same two rounds;
+  finds) while the demo's one RQ worker is held by a barrier job (`hold_worker`), so the
+  background work the submits queue (rules, bans, aggregation) runs after the round, against
+  all of its answers; the demo waits until that has settled, so a ban always lands between the
+  same two rounds, decided on the same answers; the periodic sweep is off;
 - the API runs in one process with `MARKETPLACE_POOL_SEED` set: its golden draws, task order
   and upload shuffle come from one seeded stream (`pool/randomness.py`), consumed in
   the order the leases arrive. Never set that in production: it makes golden draws predictable.
@@ -142,6 +144,10 @@ def _environment(data_dir: Path, seed: int) -> dict[str, str]:
             # Fewer aggregations under way (the default is every 200): each round waits for the
             # background work, and the report aggregates at the end anyway.
             "MARKETPLACE_AGGREGATE_EVERY_ANSWERS": "1000",
+            # No sweep during the run: its catch-up aggregation (and the bans that follow it)
+            # would land every 10 s, between whichever rounds the machine's speed puts there,
+            # and the same seed would not give the same run. The demo leaves nothing for it.
+            "MARKETPLACE_SWEEP_SECONDS": str(24 * 3600),
         }
     )
     return env
@@ -320,13 +326,16 @@ def _work(
     last_print = time.monotonic()
     with ThreadPoolExecutor(settings.concurrency) as answering:
         while True:
+            release = hold_worker(redis, stats.rounds)
             tasks = [(w, task) for w in workers if not w.banned and (task := _lease(client, w, stats)) is not None]
             if not tasks:
+                redis.set(release, 1)
                 break
             answers = [answering.submit(_submit, client, settings.seed, w, t, key_of, truth, stats) for w, t in tasks]
             for done in answers:
                 done.result()
             stats.rounds += 1
+            redis.set(release, 1)
             settle(redis)
             if time.monotonic() - last_print >= 2.0 or stats.rounds == 1:
                 last_print = time.monotonic()
@@ -377,6 +386,19 @@ def _submit(
             stats.answers += len(answers)
         else:
             stats.errors.append(f"submit {submit.status_code}")
+
+
+def hold_worker(redis: Any, round_number: int, seconds: float = 600) -> str:
+    """Occupy the demo's one RQ worker with a barrier job (`workers.jobs.hold`) until the key
+    returned is set: the work a round's submits queue waits behind it, so it runs after the
+    round, against all of the round's answers, on a fast machine or a slow one."""
+    from rq import Queue
+
+    from marketplace.queue import HOLD_JOB
+
+    key = f"marketplace:demo:round:{round_number}"
+    Queue(QUEUE_NAME, connection=redis).enqueue(HOLD_JOB, key, seconds, job_timeout=int(seconds) + 60)
+    return key
 
 
 def settle(redis: Any, queue_name: str = QUEUE_NAME, seconds: float = 300) -> None:

@@ -25,6 +25,7 @@ RULES_JOB = "workers.jobs.apply_rules_job"
 PAYOUT_JOB = "workers.jobs.run_payouts"
 DECIDE_JOB = "workers.jobs.decide_job"
 WEBHOOK_JOB = "workers.jobs.deliver_webhook"
+HOLD_JOB = "workers.jobs.hold"  # the demo's round barrier
 _clients: list[Redis] = []
 _hooked: list[bool] = []
 

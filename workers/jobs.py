@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from flask import Flask
@@ -42,6 +43,22 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     summary["webhooks"] = _tell_webhooks(app, job_id=job_id)
     log.info("aggregated %s", summary)
     return summary
+
+
+def hold(key: str, seconds: float) -> bool:
+    """Keep this worker busy until `key` appears in Redis (at most `seconds`; True if it did).
+
+    The demo's round barrier (`marketplace/demo.py`): with its one RQ worker held while a
+    round's answers arrive, the rules checks and aggregations those submits queue run after
+    the round, against all of its answers, instead of whenever the machine's speed lets one
+    start mid-round (a ban would then depend on which answers it happened to see)."""
+    redis = queue.get_redis(_app())
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if redis.delete(key):
+            return True
+        time.sleep(0.005)
+    return False
 
 
 def apply_rules_job(job_id: int) -> list[dict[str, Any]]:

@@ -258,11 +258,12 @@ def _golden_most(items_per_task: int, ratio: float) -> int:
 
 
 def _golden_pool(engine: Engine, job_id: int, loader: Callable[[], list[int]]) -> list[int]:
-    """The job's golden item ids, cached for a while per process."""
+    """The job's golden item ids, cached for a while per process (read on every lease when the
+    pool is seeded: a refresh timed by the clock would make a seeded run depend on its speed)."""
     now = time.monotonic()
     key = (database_key(engine), job_id)
     hit = _golden_ids.get(key)
-    if hit and hit[0] > now:
+    if hit and hit[0] > now and not randomness.seeded():
         return hit[1]
     ids = loader()
     _golden_ids[key] = (now + _GOLDEN_CACHE_SECONDS, ids)

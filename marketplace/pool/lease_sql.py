@@ -166,12 +166,15 @@ class IdRow:
 
 
 # The golden items a lease may draw: shown fewer times than the job's cap (the lease re-checks).
+# In id order: a seeded pool (`pool/randomness.py`) must draw from the same list every run,
+# whatever order a vacuum left the rows in.
 GOLDEN_POOL = Statement.of(
     """
 SELECT id FROM item
 WHERE job_id = %(job)s AND is_golden AND shown < (SELECT """
     + GOLDEN_CAP
     + """ FROM job WHERE id = %(job)s)
+ORDER BY id
 """
 )
 

@@ -25,6 +25,12 @@ def _source() -> random.Random:
     return current_app.extensions.setdefault("pool_random", random.Random(int(seed)))  # type: ignore[no-any-return]
 
 
+def seeded() -> bool:
+    """True under `POOL_SEED`: then what the draws read must not depend on timing either (no
+    cache refreshed by the clock)."""
+    return _source() is not _system
+
+
 def uniform() -> float:
     return _source().random()
 
