@@ -436,7 +436,9 @@ class AnswerInSchema(Schema):
         fields.Dict(keys=String()),
         validate=validate.Length(0, MAX_OBJECTS),
         metadata={
-            "description": 'bbox: {"label", "bbox": [x, y, w, h]}; polygon: {"label", "points": [[x, y], ...]}; '
+            "description": 'bbox: {"label", "bbox": [x, y, w, h]}; polygon: {"label", "points": [[x, y], ...]}, '
+            'or for an object in several disjoint parts {"label", "polygons": [[[x, y], ...], ...]} (exactly one '
+            "of points and polygons; each part is checked as a ring, and parts must not overlap); "
             'keypoints: {"label", "keypoints": [[x, y, v], ...]} (v: 0 not labelled, 1 occluded, 2 visible); '
             "pixels of the item's image"
         },
@@ -487,7 +489,8 @@ class ResultSchema(Schema):
         allow_none=True,
         metadata={
             "description": "bbox, polygon, keypoints: the fused objects, each with its geometry, label, score "
-            "(skill-weighted support in [0, 1]) and n (workers who drew it); [] when there is nothing"
+            "(skill-weighted support in [0, 1]) and n (workers who drew it); [] when there is nothing. A polygon "
+            "in one piece has points, one in several pieces polygons (a list of rings)"
         },
     )
     confidence = fields.Float(allow_none=True)
