@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_dump, post_load, validate, validates, validates_schema
 
 import aggregation
+from marketplace.services.exports.coco import MASKS as COCO_MASKS
 from marketplace.settings import ANNOTATION_DEFAULTS, ANNOTATION_KINDS, CLASSIFICATION
 
 MAX_ID = 2**63 - 1
@@ -506,6 +507,13 @@ class ResultsQuerySchema(Schema):
         metadata={
             "description": "json (pages), csv or jsonl (all rows); for annotation jobs also coco (bbox, polygon, "
             "keypoints), yolo (a zip: detect, segment or pose), voc (a zip of Pascal VOC XML: bbox), labelstudio"
+        },
+    )
+    masks = String(
+        validate=validate.OneOf(COCO_MASKS),
+        metadata={
+            "description": "coco of a polygon job only (elsewhere a 422): segmentation as polygons (the default: "
+            'one flat list per part) or rle (compressed COCO RLE {"size": [h, w], "counts"} per object)'
         },
     )
     after = fields.Integer(strict=False, load_default=0, validate=validate.Range(0, MAX_ID))
