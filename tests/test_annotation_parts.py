@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from pycocotools.coco import COCO
 
-from tests.annotation_jobs import BOX_LABELS, HEIGHT, WIDTH, annotation_job, box_polygon
-from tests.conftest import post_job
+from tests.annotation_jobs import BOX_LABELS, HEIGHT, WIDTH, annotation_job, box_polygon, image, lease, submit
+from tests.conftest import bearer, fund, new_key, post_job
 from tests.test_annotation_aggregation import aggregate, results, work
 from tests.test_annotation_exports import export, read_zip
+from tests.test_readme import README, _blocks
 
 Headers = dict[str, str]
 
@@ -127,3 +129,32 @@ def test_masks_are_refused_where_they_mean_nothing(
     assert refused.status_code == 422, refused.get_data(as_text=True)
     (messages,) = [where["masks"] for where in refused.get_json()["errors"].values()]  # json or query
     assert any(reason in message for message in messages), messages
+
+
+def readme_submit() -> dict[str, Any]:
+    """The submit body the README shows for an object in several polygons."""
+    start = README.index("**An object in several polygons.**")
+    ((language, text), *_) = _blocks(README[start:])
+    assert language == "json"
+    body: dict[str, Any] = json.loads(text)
+    return body
+
+
+def test_the_readme_s_two_part_submit_is_taken_and_its_overlap_refused(app: Flask) -> None:
+    client, requester = app.test_client(), bearer(new_key(app, "requester"))
+    job = annotation_job(client, requester, "polygon", items=0, golden=0, items_per_task=1, launch=False)
+    item = {"key": "street-001", "data": image(1, 1280, 720)}
+    assert client.post(f"/v1/jobs/{job['id']}/items", json=[item], headers=requester).status_code == 201
+    fund(client, requester, job["budget_cents"])
+    assert client.post(f"/v1/jobs/{job['id']}/launch", headers=requester).status_code == 200
+    worker = bearer(new_key(app, "worker"))
+    task = lease(client, worker, job["id"])
+    (answer,) = readme_submit()["answers"]
+    answer["item_id"] = task["items"][0]["id"]
+    car = answer["objects"][0]
+    overlapping = {**car, "polygons": [car["polygons"][0], [[800, 400], [900, 400], [900, 500]]]}
+    refused = submit(client, worker, task, [{**answer, "objects": [overlapping, *answer["objects"][1:]]}])
+    message = "answers.0.objects.0.polygons.1: overlaps part 0 (the parts of an object are disjoint)"
+    assert refused.status_code == 422 and refused.get_json()["message"] == message
+    assert f"`{message}`" in README.replace("\n", " ")
+    assert submit(client, worker, task, [answer]).status_code == 200
