@@ -8,7 +8,10 @@ pixels of the item's image (`data.width`, `data.height`):
 
 - `bbox`: `[x, y, w, h]`, positive sizes at least the job's `min_size`, inside the image;
 - `polygon`: `points` `[[x, y], ...]`, between `min_vertices` and `max_vertices` corners inside
-  the image, a valid ring with an area (not self-intersecting: shapely decides);
+  the image, a valid ring with an area (not self-intersecting: shapely decides); or `polygons`
+  `[[[x, y], ...], ...]`, the disjoint parts of one object (a car split by a pole), each checked
+  as a ring is, and no two overlapping (an overlap is one part drawn twice, and would count
+  twice in the object's area);
 - `keypoints`: `[[x, y, v], ...]`, one per named point, v as in COCO (0 not labelled, 1 occluded,
   2 visible); labelled points inside the image, at least one labelled.
 
@@ -28,6 +31,7 @@ from marketplace.errors import Invalid
 from marketplace.settings import CLASSIFICATION, MULTILABEL, AnnotationSpec
 
 EDGE_TOLERANCE = 1.0  # pixels past an edge still taken as inside
+MAX_PARTS = 100  # polygons of one object
 VISIBILITY = (0, 1, 2)
 
 
@@ -92,22 +96,32 @@ def _check_objects(spec: AnnotationSpec, objects: Any, size: tuple[float, float]
         raise Invalid(where, "a list of objects (empty: nothing to draw)")
     if len(objects) > spec.max_objects:
         raise Invalid(where, f"more objects than the job's max_objects ({len(objects)} > {spec.max_objects})")
-    shape = spec.shape_field
+    shapes = " or ".join(spec.shape_fields)
     allowed = set(spec.labels)
     for index, obj in enumerate(objects):
         place = f"{where}.{index}"
         if not isinstance(obj, dict):
-            raise Invalid(place, f"an object with a label and {shape!r}")
+            raise Invalid(place, f"an object with a label and {shapes!r}")
         for name in sorted(obj):
-            if name not in ("label", shape):
-                raise Invalid(f"{place}.{name}", f"not part of a {spec.kind} object (label and {shape})")
+            if name != "label" and name not in spec.shape_fields:
+                raise Invalid(f"{place}.{name}", f"not part of a {spec.kind} object (label and {shapes})")
         label = obj.get("label")
         if not isinstance(label, str) or label not in allowed:
             raise Invalid(f"{place}.label", "not one of the labels in the task's annotation")
-        if shape not in obj:
-            raise Invalid(f"{place}.{shape}", "missing")
-        check = {"bbox": _check_box, "polygon": _check_polygon, "keypoints": _check_keypoints}[spec.kind]
+        shape = _shape_field(spec, obj, place)
+        check = CHECKS[shape]
         check(spec, obj[shape], size, f"{place}.{shape}")
+
+
+def _shape_field(spec: AnnotationSpec, obj: dict[str, Any], place: str) -> str:
+    """The one field holding the object's geometry (a polygon has `points` or `polygons`)."""
+    given = [name for name in spec.shape_fields if name in obj]
+    if len(given) > 1:
+        raise Invalid(f"{place}.{given[1]}", f"give one of {' or '.join(given)}, not both")
+    if not given:
+        first, *others = spec.shape_fields
+        raise Invalid(f"{place}.{first}", "missing" + "".join(f" (or {name}: several parts)" for name in others))
+    return given[0]
 
 
 def _number(value: Any) -> bool:
@@ -154,7 +168,8 @@ def _check_box(spec: AnnotationSpec, box: Any, size: tuple[float, float], where:
         raise Invalid(where, reason)
 
 
-def _check_polygon(spec: AnnotationSpec, points: Any, size: tuple[float, float], where: str) -> None:
+def _check_polygon(spec: AnnotationSpec, points: Any, size: tuple[float, float], where: str) -> shapely.Polygon:
+    """One ring: the job's corner count, inside the image, an area, not crossing itself."""
     if not isinstance(points, list):
         raise Invalid(where, "a list of corners [x, y]")
     if not spec.min_vertices <= len(points) <= spec.max_vertices:
@@ -170,6 +185,20 @@ def _check_polygon(spec: AnnotationSpec, points: Any, size: tuple[float, float],
         raise Invalid(where, "no area (the corners lie on one line)")
     if not polygon.is_valid:  # a valid polygon has an area: its ring does not cross itself
         raise Invalid(where, f"not a simple polygon ({shapely.is_valid_reason(polygon)})")
+    return polygon
+
+
+def _check_polygons(spec: AnnotationSpec, parts: Any, size: tuple[float, float], where: str) -> None:
+    """Several disjoint parts of one object: each a ring as `points` is, none overlapping another
+    (touching along an edge or at a corner is allowed: the parts' union is the object)."""
+    if not isinstance(parts, list) or not parts or len(parts) > MAX_PARTS:
+        raise Invalid(where, f"a list of 1 to {MAX_PARTS} polygons, each a list of corners [x, y]")
+    rings = [_check_polygon(spec, part, size, f"{where}.{index}") for index, part in enumerate(parts)]
+    tree = shapely.STRtree(rings)
+    later, earlier = tree.query(rings, predicate="intersects")
+    for second, first in sorted(zip(later.tolist(), earlier.tolist(), strict=True)):
+        if first < second and shapely.intersection(rings[first], rings[second]).area > 0:
+            raise Invalid(f"{where}.{second}", f"overlaps part {first} (the parts of an object are disjoint)")
 
 
 def _check_keypoints(spec: AnnotationSpec, keypoints: Any, size: tuple[float, float], where: str) -> None:
@@ -188,3 +217,11 @@ def _check_keypoints(spec: AnnotationSpec, keypoints: Any, size: tuple[float, fl
             raise Invalid(place, f"{spec.points[index]} {reason}")
     if labelled == 0:
         raise Invalid(where, "no point labelled (v = 0 everywhere): leave the object out")
+
+
+CHECKS = {
+    "bbox": _check_box,
+    "points": _check_polygon,
+    "polygons": _check_polygons,
+    "keypoints": _check_keypoints,
+}

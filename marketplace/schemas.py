@@ -8,6 +8,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_dump, post_load, validate, validates, validates_schema
 
 import aggregation
+from marketplace.services.exports.coco import MASKS as COCO_MASKS
 from marketplace.settings import ANNOTATION_DEFAULTS, ANNOTATION_KINDS, CLASSIFICATION
 
 MAX_ID = 2**63 - 1
@@ -436,7 +437,9 @@ class AnswerInSchema(Schema):
         fields.Dict(keys=String()),
         validate=validate.Length(0, MAX_OBJECTS),
         metadata={
-            "description": 'bbox: {"label", "bbox": [x, y, w, h]}; polygon: {"label", "points": [[x, y], ...]}; '
+            "description": 'bbox: {"label", "bbox": [x, y, w, h]}; polygon: {"label", "points": [[x, y], ...]}, '
+            'or for an object in several disjoint parts {"label", "polygons": [[[x, y], ...], ...]} (exactly one '
+            "of points and polygons; each part is checked as a ring, and parts must not overlap); "
             'keypoints: {"label", "keypoints": [[x, y, v], ...]} (v: 0 not labelled, 1 occluded, 2 visible); '
             "pixels of the item's image"
         },
@@ -487,7 +490,8 @@ class ResultSchema(Schema):
         allow_none=True,
         metadata={
             "description": "bbox, polygon, keypoints: the fused objects, each with its geometry, label, score "
-            "(skill-weighted support in [0, 1]) and n (workers who drew it); [] when there is nothing"
+            "(skill-weighted support in [0, 1]) and n (workers who drew it); [] when there is nothing. A polygon "
+            "in one piece has points, one in several pieces polygons (a list of rings)"
         },
     )
     confidence = fields.Float(allow_none=True)
@@ -503,6 +507,13 @@ class ResultsQuerySchema(Schema):
         metadata={
             "description": "json (pages), csv or jsonl (all rows); for annotation jobs also coco (bbox, polygon, "
             "keypoints), yolo (a zip: detect, segment or pose), voc (a zip of Pascal VOC XML: bbox), labelstudio"
+        },
+    )
+    masks = String(
+        validate=validate.OneOf(COCO_MASKS),
+        metadata={
+            "description": "coco of a polygon job only (elsewhere a 422): segmentation as polygons (the default: "
+            'one flat list per part) or rle (compressed COCO RLE {"size": [h, w], "counts"} per object)'
         },
     )
     after = fields.Integer(strict=False, load_default=0, validate=validate.Range(0, MAX_ID))

@@ -71,9 +71,10 @@ class AnnotationSpec:
         return "labels" if self.kind == MULTILABEL else "objects"
 
     @property
-    def shape_field(self) -> str:
-        """The field of an object that holds its geometry."""
-        return {"bbox": "bbox", "polygon": "points", "keypoints": "keypoints"}[self.kind]
+    def shape_fields(self) -> tuple[str, ...]:
+        """The fields of an object that may hold its geometry (exactly one of them does): a
+        polygon is one ring (`points`) or several disjoint parts (`polygons`)."""
+        return {"bbox": ("bbox",), "polygon": ("points", "polygons"), "keypoints": ("keypoints",)}[self.kind]
 
 
 @dataclass(frozen=True)

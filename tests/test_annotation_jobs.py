@@ -178,6 +178,22 @@ BAD_GOLD = [
         "Self-intersection",
     ),
     (
+        "polygon",
+        {
+            "objects": [
+                {"label": "car", "polygons": [[[0, 0], [10, 0], [10, 10]], [[20, 0], [30, 10], [30, 0], [20, 10]]]}
+            ]
+        },
+        "1.answer.objects.0.polygons.1",
+        "Self-intersection",
+    ),
+    (
+        "polygon",
+        {"objects": [{"label": "car", "polygons": [[[0, 0], [10, 0], [10, 10]], [[5, 0], [15, 0], [15, 10]]]}]},
+        "1.answer.objects.0.polygons.1",
+        "overlaps part 0",
+    ),
+    (
         "keypoints",
         {"objects": [{"label": "person", "keypoints": [[1, 1, 2], [1, 1, 2]]}]},
         "1.answer.objects.0.keypoints",

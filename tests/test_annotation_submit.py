@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer
-from tests.annotation_jobs import WIDTH, annotation_job, lease, submit
+from tests.annotation_jobs import WIDTH, annotation_job, box_polygon, lease, submit
 from tests.conftest import bearer, new_key, post_job
 
 Headers = dict[str, str]
@@ -122,6 +122,35 @@ def test_a_polygon_that_crosses_itself_is_refused(either_app: Flask) -> None:
     answers[0]["objects"].pop()
     assert submit(client, worker, task, answers).status_code == 200
     assert [v["objects"] for _, v, _, _ in stored(either_app)] == [[{"label": "car", "points": square}]] * len(answers)
+
+
+def test_an_object_in_several_polygons_has_each_part_checked(either_app: Flask) -> None:
+    client, worker, _, task = setup(either_app, "polygon")
+    car = {"label": "car", "polygons": [box_polygon([10, 10, 100, 80]), box_polygon([130, 10, 60, 80])]}
+    answers = [
+        {"item_id": i["id"], "objects": [{"label": "car", "points": box_polygon([5, 5, 9, 9])}]} for i in task["items"]
+    ]
+    answers[0]["objects"].append({**car, "polygons": [*car["polygons"], [[0, 0], [100, 100], [100, 0], [0, 100]]]})
+    refused = submit(client, worker, task, answers)
+    reason = "not a simple polygon (Self-intersection[50 50])"
+    assert refused.status_code == 422, refused.get_json()
+    assert refused.get_json()["message"] == f"answers.0.objects.1.polygons.2: {reason}"
+    assert refused.get_json()["errors"] == {
+        "json": {"answers": {"0": {"objects": {"1": {"polygons": {"2": [reason]}}}}}}
+    }
+    answers[0]["objects"][1] = {**car, "polygons": [*car["polygons"], box_polygon([150, 50, 100, 100])]}
+    refused = submit(client, worker, task, answers)
+    assert (
+        refused.get_json()["message"]
+        == "answers.0.objects.1.polygons.2: overlaps part 1 (the parts of an object are disjoint)"
+    )
+    answers[0]["objects"][1] = {**car, "points": box_polygon([300, 10, 20, 20])}
+    refused = submit(client, worker, task, answers)
+    assert refused.get_json()["message"] == "answers.0.objects.1.polygons: give one of points or polygons, not both"
+    assert stored(either_app) == []
+    answers[0]["objects"][1] = car
+    assert submit(client, worker, task, answers).status_code == 200
+    assert [v["objects"] for _, v, _, _ in stored(either_app)][0][1] == car
 
 
 def test_keypoints_outside_the_image_are_refused_unless_not_labelled(either_app: Flask) -> None:

@@ -16,6 +16,9 @@ POLYGON = AnnotationSpec.load({"type": "polygon", "labels": ["road"], "min_verti
 KEYPOINTS = AnnotationSpec.load({"type": "keypoints", "labels": ["person"], "points": ["head", "hand"]})
 LABELS = AnnotationSpec.load({"type": "multilabel", "labels": ["sunny", "people"]})
 SQUARE = [[10, 10], [110, 10], [110, 110], [10, 110]]
+FAR = [[500, 500], [600, 500], [600, 600]]
+BESIDE = [[110, 10], [210, 10], [210, 110], [110, 110]]  # shares SQUARE's right edge
+BOWTIE = [[0, 0], [10, 10], [10, 0], [0, 10]]
 
 
 def refused(spec: AnnotationSpec, value: Any) -> tuple[str, str]:
@@ -32,6 +35,9 @@ GOOD = [
     (BOX, {"objects": [{"label": "car", "bbox": [3.5, 2.25, 4, 4.0]}]}),
     (POLYGON, {"objects": [{"label": "road", "points": SQUARE}]}),
     (POLYGON, {"objects": [{"label": "road", "points": [*SQUARE, SQUARE[0]]}]}),  # a closed ring
+    (POLYGON, {"objects": [{"label": "road", "polygons": [SQUARE, FAR]}]}),  # a car split by a pole
+    (POLYGON, {"objects": [{"label": "road", "polygons": [SQUARE, BESIDE]}]}),  # parts may touch
+    (POLYGON, {"objects": [{"label": "road", "polygons": [SQUARE]}]}),  # one part is an object too
     (KEYPOINTS, {"objects": [{"label": "person", "keypoints": [[5, 5, 2], [0, 0, 0]]}]}),
     (KEYPOINTS, {"objects": [{"label": "person", "keypoints": [[5, 5, 1], [5000, -30, 0]]}]}),  # v = 0: anywhere
     (LABELS, {"labels": []}),
@@ -143,11 +149,76 @@ BAD = [
     ),
     (
         POLYGON,
-        {"objects": [{"label": "road", "points": [[0, 0], [10, 10], [10, 0], [0, 10]]}]},
+        {"objects": [{"label": "road", "points": BOWTIE}]},
         "answers.0.objects.0.points",
         "not a simple polygon (Self-intersection[5 5])",
     ),
     (POLYGON, {"objects": [{"label": "road", "points": "0,0 1,1"}]}, "answers.0.objects.0.points", "a list of corners"),
+    # several polygons per object: each part checked as a ring, the parts disjoint
+    (POLYGON, {"objects": [{"label": "road"}]}, "answers.0.objects.0.points", "missing (or polygons: several"),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "points": SQUARE, "polygons": [FAR]}]},
+        "answers.0.objects.0.polygons",
+        "give one of points or polygons, not both",
+    ),
+    (POLYGON, {"objects": [{"label": "road", "polygons": []}]}, "answers.0.objects.0.polygons", "a list of 1 to"),
+    (POLYGON, {"objects": [{"label": "road", "polygons": SQUARE}]}, "answers.0.objects.0.polygons.0", "2 corners"),
+    (POLYGON, {"objects": [{"label": "road", "polygons": [FAR] * 101}]}, "answers.0.objects.0.polygons", "1 to 100"),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [SQUARE, BOWTIE]}]},
+        "answers.0.objects.0.polygons.1",
+        "not a simple polygon (Self-intersection[5 5])",
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [SQUARE, FAR[:2]]}]},
+        "answers.0.objects.0.polygons.1",
+        "2 corners; the job takes 3 to 5",
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [SQUARE, SQUARE + SQUARE[:2]]}]},
+        "answers.0.objects.0.polygons.1",
+        "6 corners; the job takes 3 to 5",
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [FAR, [[1, 1], [1282, 2], [3, 30]]]}]},
+        "answers.0.objects.0.polygons.1.1",
+        "outside the image (x = 1282 > width 1280)",
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [FAR, [[1, 1], [20, 20], [40, 40]]]}]},
+        "answers.0.objects.0.polygons.1",
+        "no area",
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [FAR, SQUARE, [[100, 100], [150, 100], [150, 150]]]}]},
+        "answers.0.objects.0.polygons.2",
+        "overlaps part 1 (the parts of an object are disjoint)",
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [SQUARE, [[20, 20], [30, 20], [30, 30]]]}]},
+        "answers.0.objects.0.polygons.1",
+        "overlaps part 0",  # inside another part
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [FAR, FAR]}]},
+        "answers.0.objects.0.polygons.1",
+        "overlaps part 0",  # the same part twice
+    ),
+    (
+        POLYGON,
+        {"objects": [{"label": "road", "polygons": [FAR], "holes": []}]},
+        "answers.0.objects.0.holes",
+        "not part of a polygon object (label and points or polygons)",
+    ),
     # keypoints
     (
         KEYPOINTS,

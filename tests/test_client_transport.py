@@ -205,3 +205,17 @@ def test_items_from_csv_and_json_lines(tmp_path: Path) -> None:
     bad.write_text('{"data": {}}\n{"data": \n')
     with pytest.raises(Exception, match="bad.jsonl:2: not valid JSON"):
         client.add_items(1, bad)
+
+
+def test_an_export_asks_for_rle_masks_and_a_refusal_names_them(tmp_path: Path) -> None:
+    client, seen = scripted(
+        httpx.Response(200, content=b'{"annotations": []}'),
+        error(422, "masks: only for format=coco of a polygon job", {"json": {"masks": ["only for"]}}),
+    )
+    written = client.export(7, "coco", tmp_path / "masks.json", masks="rle")
+    assert written.read_bytes() == b'{"annotations": []}'
+    assert seen[0].url.path == "/v1/jobs/7/results" and dict(seen[0].url.params) == {"format": "coco", "masks": "rle"}
+    with pytest.raises(Unprocessable, match="masks: only for"):
+        client.export(7, "json", tmp_path / "rows.json", masks="rle")  # sent as asked: the server says why not
+    assert dict(seen[1].url.params) == {"format": "json", "masks": "rle"}
+    assert not (tmp_path / "rows.json").exists()

@@ -493,6 +493,28 @@ def test_a_polygon_drawn_on_the_page_is_stored_with_its_corners(page: Any, live:
     assert all(near(g, w) for g, w in zip(polygon["points"], [[20, 20], [200, 30], [150, 150]], strict=True))
 
 
+def test_a_polygon_in_two_parts_is_sent_as_polygons(page: Any, live: LiveServer) -> None:
+    key, _ = take_task(page, live, {"type": "polygon", "labels": ["cat", "dog"]})
+    drawn = page.get_by_role("list", name="Polygons drawn").get_by_role("listitem")
+    for x, y in ((20, 20), (120, 20), (70, 120), (20, 20)):
+        click_image(page, x, y)
+    drawn.first.wait_for()
+    page.get_by_role("button", name="Add a part to polygon 1").click()
+    click_image(page, 300, 190)  # the first click leaves the selection of the part just drawn
+    for x, y in ((180, 30), (300, 30), (300, 150), (180, 30)):  # the part beyond the pole
+        click_image(page, x, y)
+    drawn.first.get_by_text("2 parts, 3 + 3 corners").wait_for()
+    assert drawn.count() == 1
+    page.get_by_role("button", name="Submit").click()
+    page.get_by_text("No work for you right now").wait_for()
+    ((_, answer),) = live.values_of(key)
+    (car,) = answer["objects"]
+    assert car["label"] == "cat" and "points" not in car and len(car["polygons"]) == 2
+    wanted_parts = [[[20, 20], [120, 20], [70, 120]], [[180, 30], [300, 30], [300, 150]]]
+    for got, wanted in zip(car["polygons"], wanted_parts, strict=True):
+        assert all(near(g, w) for g, w in zip(got, wanted, strict=True))
+
+
 def test_keypoints_are_placed_in_order_with_occluded_and_absent(page: Any, live: LiveServer) -> None:
     annotation = {
         "type": "keypoints",

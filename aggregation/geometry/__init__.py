@@ -2,7 +2,8 @@
 
 Answers and gold values are dicts as the marketplace stores them: classification
 `{"label"}`, multi-label `{"labels": [...]}`, boxes `{"objects": [{"label", "bbox": [x, y, w, h]}]}`,
-polygons `{"objects": [{"label", "points": [[x, y], ...]}]}`, keypoints
+polygons `{"objects": [{"label", "points": [[x, y], ...]}]}` (an object in several parts has
+`"polygons": [[[x, y], ...], ...]` instead of `points`), keypoints
 `{"objects": [{"label", "keypoints": [[x, y, v], ...]}]}`. An empty `objects` list is a real
 answer ("nothing to draw"); a missing value (None) is no answer and is left out.
 Imports nothing of the rest of the project.

@@ -94,7 +94,8 @@ def _result(
 
 def _order(obj: dict[str, Any]) -> tuple[float, ...]:
     """Highest support first, then top-left first (a stable, readable order)."""
-    anchor = obj.get("bbox") or (obj.get("points") or [[0.0, 0.0]])[0] or [0.0, 0.0]
+    ring = obj.get("points") or (obj.get("polygons") or [[[0.0, 0.0]]])[0]
+    anchor = obj.get("bbox") or (ring or [[0.0, 0.0]])[0] or [0.0, 0.0]
     if "keypoints" in obj:
         seen = [p for p in obj["keypoints"] if p[2] > 0] or [[0.0, 0.0, 0]]
         anchor = [min(p[0] for p in seen), min(p[1] for p in seen)]

@@ -3,9 +3,12 @@
 Exact, on vectors rather than a raster: the members' outlines are noded together into the
 faces of their overlay (shapely's `union_all` then `polygonize`), each face is kept when the
 members whose polygon contains it carry at least half of the cluster's skill, and the kept
-faces are merged. A merge in several pieces keeps its largest piece, holes are filled (an
-answer is one ring), and outlines longer than `max_vertices` are simplified until they fit.
-With no face kept (the members barely overlap), the most skilled member's polygon stands.
+faces are merged. An object drawn in several parts (`polygons`) is the union of its parts.
+A merge in several pieces keeps as many of its largest pieces as the members drew parts
+(the skill-weighted median of their part counts: one piece when they drew single rings),
+holes are filled (an answer is rings), and outlines longer than `max_vertices` are simplified
+until they fit. With no face kept (the members barely overlap), the most skilled member's
+polygon stands. A fused object in one piece is written as `points`, in several as `polygons`.
 """
 
 from __future__ import annotations
@@ -25,12 +28,35 @@ SNAP = 0.25
 """Pixels: vertices the overlay leaves within a quarter pixel of the outline are dropped."""
 
 
+def pieces(geometry: shapely.Geometry) -> list[shapely.Polygon]:
+    """The non-empty polygons of a polygonal geometry, largest first."""
+    parts = [g for g in shapely.get_parts(geometry) if isinstance(g, shapely.Polygon) and not g.is_empty]
+    return sorted(parts, key=lambda g: g.area, reverse=True)
+
+
+def largest_rings(geometry: shapely.Geometry, count: int) -> shapely.Geometry:
+    """The `count` largest polygons of a polygonal geometry, without holes: a Polygon for one
+    (empty if none), a MultiPolygon for several."""
+    rings = [shapely.Polygon(g.exterior) for g in pieces(geometry)[:count]]
+    if len(rings) > 1:
+        return shapely.MultiPolygon(rings)
+    return rings[0] if rings else shapely.Polygon()
+
+
 def largest_ring(geometry: shapely.Geometry) -> shapely.Polygon:
     """The largest polygon of a polygonal geometry, without holes (empty if none)."""
-    parts = [g for g in shapely.get_parts(geometry) if isinstance(g, shapely.Polygon) and not g.is_empty]
-    if not parts:
-        return shapely.Polygon()
-    return shapely.Polygon(max(parts, key=lambda g: g.area).exterior)
+    ring: shapely.Polygon = largest_rings(geometry, 1)
+    return ring
+
+
+def parts_to_keep(members: Sequence[shapely.Geometry], weight: FloatArray) -> int:
+    """How many pieces a fused object keeps: the skill-weighted (lower) median of its members'
+    part counts, so slivers of a majority region are dropped as before while an object that
+    most drew in two parts stays in two."""
+    counts = np.asarray([max(1, len(pieces(m))) for m in members])
+    order = np.argsort(counts, kind="stable")
+    cumulative = np.cumsum(weight[order])
+    return int(counts[order][np.searchsorted(cumulative, cumulative[-1] / 2.0 - 1e-12)])
 
 
 class Overlay:
@@ -129,14 +155,22 @@ class PolygonKind:
             members, weight = list(objects.geometry[rows]), skills[objects.worker[rows]]
             if cluster not in self._overlays:
                 self._overlays[cluster] = Overlay(members)
-            region = largest_ring(shapely.simplify(self._overlays[cluster].region(weight), SNAP))
+            count = parts_to_keep(members, weight)
+            region = largest_rings(shapely.simplify(self._overlays[cluster].region(weight), SNAP), count)
             if region.is_empty:
-                region = largest_ring(members[int(np.argmax(weight))])
+                region = largest_rings(members[int(np.argmax(weight))], count)
             result[cluster] = region
         return result
 
     def dump(self, geometry: shapely.Geometry, size: tuple[float, float] | None) -> dict[str, Any]:
-        return {"points": ring_points(geometry, self.max_vertices, size)}
+        """`points` for a shape in one piece (in the image), `polygons` for several."""
+        parts = pieces(geometry)
+        if size is not None:
+            image = shapely.box(0.0, 0.0, size[0], size[1])
+            parts = [part for part in parts if shapely.intersection(part, image).area > 0]
+        if len(parts) <= 1:
+            return {"points": ring_points(geometry, self.max_vertices, size)}
+        return {"polygons": [ring_points(part, self.max_vertices, size) for part in parts]}
 
 
 __all__ = ["PolygonKind", "majority_region"]

@@ -105,9 +105,17 @@ def as_polygon(points: Sequence[Sequence[float]]) -> shapely.Geometry:
     return polygon
 
 
+def object_polygon(obj: Mapping[str, Any]) -> shapely.Geometry:
+    """An object's region: its ring (`points`), or the union of its parts (`polygons`: an
+    object in several pieces, e.g. a car split by a pole), so IoU is that of the unions."""
+    if "polygons" in obj:
+        return shapely.union_all([as_polygon(part) for part in obj["polygons"]])
+    return as_polygon(obj["points"])
+
+
 def polygons_of(objects: Sequence[Mapping[str, Any]]) -> list[shapely.Geometry]:
-    """The objects' polygons (`points`), repaired where needed."""
-    return [as_polygon(o["points"]) for o in objects]
+    """The objects' regions (`points` or `polygons`), repaired where needed."""
+    return [object_polygon(o) for o in objects]
 
 
 def polygon_iou(a: Sequence[shapely.Geometry] | np.ndarray, b: Sequence[shapely.Geometry] | np.ndarray) -> FloatArray:

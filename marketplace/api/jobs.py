@@ -244,13 +244,16 @@ class Results(MethodView):
         """Aggregated results per real item: a page (`after`, `limit`), or all as CSV / JSON Lines."""
         session = get_session()
         job = job_service.get_job(session, current_principal(), job_id)
-        field = AnnotationSpec.load(job.annotation).answer_field
+        spec = AnnotationSpec.load(job.annotation)
+        field = spec.answer_field
+        if query["format"] not in exports.FORMATS:
+            exports.check_masks(query["format"], spec, query.get("masks"))
         if query["format"] == "json":
             page, next_after = result_service.results_page(session, job.id, query["after"], query["limit"], field)
             return {"results": page, "next_after": next_after}
         rows = result_service.iter_results(session, job.id, field)
         if query["format"] in exports.FORMATS:
-            made = exports.export(query["format"], AnnotationSpec.load(job.annotation), rows)
+            made = exports.export(query["format"], spec, rows, query.get("masks"))
             disposition = f"attachment; filename=job-{job.id}-{made.extension}"
             return Response(made.body, mimetype=made.mimetype, headers={"Content-Disposition": disposition})
         if query["format"] == "csv":

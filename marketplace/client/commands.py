@@ -145,11 +145,12 @@ def watch(
 @client_group.command("results")
 @click.argument("job_id", type=int)
 @click.option("--format", "format_", default="csv", show_default=True, help="csv, jsonl, json or another export")
+@click.option("--masks", help="coco of a polygon job: polygons (default) or rle")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="default: job-ID-results.FORMAT")
 @click.pass_context
-def results(context: click.Context, job_id: int, format_: str, output: Path | None) -> None:
+def results(context: click.Context, job_id: int, format_: str, masks: str | None, output: Path | None) -> None:
     """Download the job's results (one row per real item) into a file."""
     destination = output or Path(f"job-{job_id}-results.{format_}")
     with reported():
-        written = _client(context).export(job_id, format_, destination)
+        written = _client(context).export(job_id, format_, destination, masks)
     click.echo(f"wrote {written}")

@@ -169,12 +169,20 @@ class RequesterCalls:
 
         return pd.DataFrame.from_records(list(self.results(job_id)))
 
-    def export(self, job_id: int, format: str, path: str | Path) -> Path:  # noqa: A002 - the API's name
+    def export(
+        self,
+        job_id: int,
+        format: str,  # noqa: A002 - the API's name
+        path: str | Path,
+        masks: str | None = None,
+    ) -> Path:
         """Download the job's results in an export `format` the server offers (`csv`, `jsonl`,
-        ...) into `path`; `json` writes every result row as one JSON array."""
+        ...) into `path`; `json` writes every result row as one JSON array. `masks="rle"`: a
+        polygon job's COCO segmentations as RLE masks (the server refuses it elsewhere)."""
         destination = Path(path)
-        if format != "json":
-            return self._http.download(f"/v1/jobs/{job_id}/results", destination, {"format": format})
+        if format != "json" or masks is not None:
+            params = {"format": format, **({"masks": masks} if masks is not None else {})}
+            return self._http.download(f"/v1/jobs/{job_id}/results", destination, params)
         partial = destination.with_name(f".{destination.name}.partial")
         try:
             with partial.open("w", encoding="utf-8") as out:

@@ -196,6 +196,39 @@ def test_fused_polygons_are_valid_and_close() -> None:
     assert result.method == "polygon_fusion"
 
 
+def test_three_workers_drawing_two_parts_fuse_into_two_parts() -> None:
+    left, right = np.asarray(SQUARE) * 4 + 10, np.asarray(L_SHAPE) * 5 + [60, 10]  # a car split by a pole
+    rng = np.random.default_rng(7)
+    rows = []
+    for worker in ("a", "b", "c"):
+        drawn = [(shape + rng.normal(0, 0.8, shape.shape)).round(2).tolist() for shape in (left, right)]
+        rows.append(("car", worker, {"objects": [{"label": "roof", "polygons": drawn}]}))
+    rows.append(("one", "a", polygon_answer(left.tolist())))  # a single ring stays one
+    sizes = pd.DataFrame({"width": [200, 200], "height": [100, 100]}, index=["car", "one"])
+    result = aggregate_objects("polygon", answers(rows), {"labels": ["roof"]}, sizes=sizes)
+    (obj,) = result.values["car"]["objects"]
+    assert set(obj) == {"label", "polygons", "score", "n"} and obj["n"] == 3
+    fused = [shapely.Polygon(ring) for ring in obj["polygons"]]
+    assert len(fused) == 2 and all(part.is_valid and part.area > 0 for part in fused)
+    assert not fused[0].intersection(fused[1]).area
+    truth = {"objects": [{"label": "roof", "polygons": [left.tolist(), right.tolist()]}]}
+    assert score_answer("polygon", result.values["car"], truth, {}) > 0.9
+    assert set(result.values["one"]["objects"][0]) == {"label", "points", "score", "n"}
+
+
+def test_a_two_part_object_against_single_rings_follows_the_majority() -> None:
+    left, right = box_ring(0, 0, 40, 40), box_ring(60, 0, 30, 40)
+    rows = [("car", "a", {"objects": [{"label": "roof", "polygons": [left, right]}]})]
+    rows += [("car", w, polygon_answer(left)) for w in ("b", "c")]  # two of three saw one part only
+    result = aggregate_objects("polygon", answers(rows), {"labels": ["roof"]})
+    (obj,) = result.values["car"]["objects"]
+    assert "points" in obj and shapely.Polygon(obj["points"]).equals(shapely.Polygon(left))
+
+
+def box_ring(x: float, y: float, w: float, h: float) -> list[list[float]]:
+    return [[x, y], [x + w, y], [x + w, y + h], [x, y + h]]
+
+
 # ---- keypoints ------------------------------------------------------------------------------
 
 

@@ -104,3 +104,28 @@ def test_classification() -> None:
 def test_unknown_kind_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown annotation kind 'mask'"):
         score_answer("mask", {}, {}, {})
+
+
+# ---- objects in several polygons ------------------------------------------------------------
+
+BIG_PART = [[0, 0], [60, 0], [60, 10], [0, 10]]  # 600 px^2
+SMALL_PART = [[100, 0], [140, 0], [140, 10], [100, 10]]  # 400 px^2: 40 % of the object
+
+
+def parts(*rings: list[list[float]], label: str = "car") -> dict[str, object]:
+    return {"objects": [{"label": label, "polygons": list(rings)}]}
+
+
+def test_an_object_in_two_parts_scores_by_the_union_of_its_parts() -> None:
+    gold = parts(BIG_PART, SMALL_PART)
+    assert score_answer("polygon", parts(SMALL_PART, BIG_PART), gold, {}) == pytest.approx(1.0)
+    # One part of two: IoU = the part's share of the object, a match at 0.6 but not at 0.4.
+    assert score_answer("polygon", parts(BIG_PART), gold, {}) == pytest.approx(0.6)
+    assert score_answer("polygon", polygons(BIG_PART, label="car"), gold, {}) == pytest.approx(0.6)
+    assert score_answer("polygon", parts(SMALL_PART), gold, {}) == 0.0
+    assert score_answer("polygon", parts(SMALL_PART), gold, {"iou_threshold": 0.3}) == pytest.approx(0.4)
+
+
+def test_two_parts_that_touch_are_the_same_object_as_one_ring() -> None:
+    halves = parts([[0, 0], [5, 0], [5, 10], [0, 10]], [[5, 0], [10, 0], [10, 10], [5, 10]])
+    assert score_answer("polygon", halves, polygons(SQUARE, label="car"), {}) == pytest.approx(1.0)

@@ -42,9 +42,22 @@ FORMATS: dict[str, tuple[tuple[str, ...], Any, str, str]] = {
 }
 
 
-def export(name: str, spec: AnnotationSpec, rows: Iterable[dict[str, Any]]) -> Export:
-    """The job's results as the format `name`; Invalid (`format`) when it cannot hold the type."""
+def check_masks(name: str, spec: AnnotationSpec, masks: str | None) -> None:
+    """`masks` (how COCO writes polygon segmentations) is refused where it would change nothing
+    (another format, a job without polygons): a requester asking for RLE masks of a box job
+    learns it at once rather than from a file without them."""
+    if masks is None:
+        return
+    if name != "coco" or spec.kind != "polygon":
+        raise Invalid("masks", f"only for format=coco of a polygon job (this is format={name} of a {spec.kind} job)")
+
+
+def export(name: str, spec: AnnotationSpec, rows: Iterable[dict[str, Any]], masks: str | None = None) -> Export:
+    """The job's results as the format `name`; Invalid (`format`) when it cannot hold the type,
+    (`masks`) when masks are asked for where there are none (`check_masks`)."""
     kinds, write, mimetype, extension = FORMATS[name]
     if spec.kind not in kinds:
         raise Invalid("format", f"{name} holds the results of {', '.join(kinds)} jobs, not {spec.kind}")
-    return Export(write(spec, rows), mimetype, extension)
+    check_masks(name, spec, masks)
+    body = write(spec, rows) if masks is None else coco.write(spec, rows, masks)
+    return Export(body, mimetype, extension)

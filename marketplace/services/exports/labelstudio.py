@@ -2,7 +2,8 @@
 names its fields, e.g. `$image_url`), `meta.key` the item's key, and once aggregated a
 prediction (`model_version` the method's version, `score` the confidence) whose results use
 `from_name` "label" and `to_name` "image" (or "text" for label jobs without an image):
-`choices` for labels, `rectanglelabels` and `polygonlabels` in percent of the image,
+`choices` for labels, `rectanglelabels` and `polygonlabels` (one per part of an object drawn in
+several) in percent of the image,
 `keypointlabels` one per labelled point named by the point."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from marketplace.services.exports.names import size
+from marketplace.services.exports.names import rings, size
 from marketplace.settings import CLASSIFICATION, AnnotationSpec
 
 
@@ -43,15 +44,25 @@ def results(spec: AnnotationSpec, row: dict[str, Any]) -> list[dict[str, Any]]:
             }
             found.append({**region, "type": "rectanglelabels", "value": value})
         elif spec.kind == "polygon":
-            points = [[_percent(x, width), _percent(y, height)] for x, y in (p[:2] for p in obj["points"])]
-            found.append(
-                {**region, "type": "polygonlabels", "value": {"points": points, "polygonlabels": [obj["label"]]}}
-            )
+            found += polygon_results(region, obj, width, height)
         else:
             for name, (x, y, v) in zip(spec.points, obj["keypoints"], strict=True):
                 if v > 0:
                     value = {"x": _percent(x, width), "y": _percent(y, height), "width": 0.5, "keypointlabels": [name]}
                     found.append({**region, "id": f"{region['id']}-{name}", "type": "keypointlabels", "value": value})
+    return found
+
+
+def polygon_results(region: dict[str, Any], obj: dict[str, Any], width: float, height: float) -> list[dict[str, Any]]:
+    """A `polygonlabels` result per ring: Label Studio has no polygon in several parts, so an
+    object drawn in parts becomes a result per part (ids `<item>-<object>-<part>`)."""
+    parts = rings(obj)
+    found = []
+    for number, ring in enumerate(parts):
+        points = [[_percent(x, width), _percent(y, height)] for x, y in (p[:2] for p in ring)]
+        value = {"points": points, "polygonlabels": [obj["label"]]}
+        name = region["id"] if len(parts) == 1 else f"{region['id']}-{number}"
+        found.append({**region, "id": name, "type": "polygonlabels", "value": value})
     return found
 
 

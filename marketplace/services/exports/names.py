@@ -57,12 +57,18 @@ def labelled(keypoints: Sequence[Sequence[float]]) -> list[Sequence[float]]:
     return [p for p in keypoints if p[2] > 0]
 
 
+def rings(obj: dict[str, Any]) -> list[list[list[float]]]:
+    """A polygon object's rings: its one ring (`points`), or each of its parts (`polygons`)."""
+    return list(obj["polygons"]) if "polygons" in obj else [obj["points"]]
+
+
 def object_box(obj: dict[str, Any]) -> list[float]:
-    """[x, y, w, h] of any object: its box, the bounds of its polygon or of its labelled points."""
+    """[x, y, w, h] of any object: its box, the bounds of its polygon (of all its parts) or of
+    its labelled points."""
     if "bbox" in obj:
         return [float(v) for v in obj["bbox"]]
-    if "points" in obj:
-        return bounds(obj["points"])
+    if "points" in obj or "polygons" in obj:
+        return bounds([point for ring in rings(obj) for point in ring])
     return bounds(labelled(obj["keypoints"]))
 
 

@@ -3,7 +3,8 @@ detect, segment or pose; `kpt_shape` for pose), one `labels/<name>.txt` per imag
 ones) with a line per object, coordinates normalised to [0, 1] by the image's size:
 
 - detect: `class cx cy w h`;
-- segment: `class x1 y1 x2 y2 ...` (the polygon's corners);
+- segment: `class x1 y1 x2 y2 ...` (the polygon's corners; an object in several parts has a
+  line per part, all of its class: YOLO has no object of several polygons);
 - pose: `class cx cy w h px1 py1 v1 ...` (the box around the labelled points).
 
 `items.jsonl` names each label file's item: its key and data (images go in `images/` under the
@@ -18,7 +19,7 @@ import zipfile
 from collections.abc import Iterable
 from typing import Any
 
-from marketplace.services.exports.names import FileNames, answered, object_box, size
+from marketplace.services.exports.names import FileNames, answered, object_box, rings, size
 from marketplace.settings import AnnotationSpec
 
 TASKS = {"bbox": "detect", "polygon": "segment", "keypoints": "pose"}
@@ -45,12 +46,21 @@ def _unit(value: float) -> str:
     return f"{min(max(value, 0.0), 1.0):.6f}"
 
 
+def object_lines(spec: AnnotationSpec, obj: dict[str, Any], width: float, height: float) -> list[str]:
+    """The object's label line; for a polygon one line per part, each with the object's class."""
+    if spec.kind != "polygon":
+        return [line(spec, obj, width, height)]
+    klass = str(spec.labels.index(obj["label"]))
+    return [segment_line(klass, ring, width, height) for ring in rings(obj)]
+
+
+def segment_line(klass: str, ring: list[list[float]], width: float, height: float) -> str:
+    corners = [_unit(value) for x, y in (p[:2] for p in ring) for value in (x / width, y / height)]
+    return " ".join([klass, *corners])
+
+
 def line(spec: AnnotationSpec, obj: dict[str, Any], width: float, height: float) -> str:
     parts = [str(spec.labels.index(obj["label"]))]
-    if spec.kind == "polygon":
-        for x, y in (p[:2] for p in obj["points"]):
-            parts += [_unit(x / width), _unit(y / height)]
-        return " ".join(parts)
     x, y, w, h = object_box(obj)
     parts += [_unit((x + w / 2) / width), _unit((y + h / 2) / height), _unit(w / width), _unit(h / height)]
     if spec.kind == "keypoints":
@@ -69,7 +79,7 @@ def write(spec: AnnotationSpec, rows: Iterable[dict[str, Any]]) -> bytes:
         for row in answered(rows):
             width, height = size(row)
             name = names(row["key"], row["item_id"])
-            text = "".join(line(spec, obj, width, height) + "\n" for obj in row["objects"])
+            text = "".join(entry + "\n" for obj in row["objects"] for entry in object_lines(spec, obj, width, height))
             archive.writestr(f"labels/{name}.txt", text)
             index.append(json.dumps({"file": f"labels/{name}.txt", "key": row["key"], "data": row["data"]}))
         archive.writestr("items.jsonl", "".join(entry + "\n" for entry in index))
