@@ -6,7 +6,7 @@ from typing import Any
 
 from flask.testing import FlaskClient
 
-from tests.conftest import fund, job_body
+from tests.conftest import create_job, job_body
 
 WIDTH, HEIGHT = 640, 480
 BOX_LABELS = ["person", "car"]
@@ -59,19 +59,9 @@ def annotation_job(
 ) -> dict[str, Any]:
     """A job of `kind` with `items` real images and `golden` golden ones (answer `gold_for(kind)`)."""
     body = job_body(**{"annotation": annotation or ANNOTATIONS[kind], "aggregation": "auto", **overrides})
-    created = client.post("/v1/jobs", json=body, headers=headers)
-    assert created.status_code == 201, created.get_json()
-    job: dict[str, Any] = created.get_json()
     payload: list[dict[str, Any]] = [{"key": f"frame-{n}", "data": image(n)} for n in range(items)]
     payload += [{"key": f"gold-{n}", "data": image(f"g{n}"), "answer": gold or gold_for(kind)} for n in range(golden)]
-    if payload:
-        added = client.post(f"/v1/jobs/{job['id']}/items", json=payload, headers=headers)
-        assert added.status_code == 201, added.get_json()
-    if launch:
-        fund(client, headers, job["budget_cents"])
-        launched = client.post(f"/v1/jobs/{job['id']}/launch", headers=headers)
-        assert launched.status_code == 200, launched.get_json()
-    return job
+    return create_job(client, headers, body, payload, launch=launch)
 
 
 def lease(client: FlaskClient, worker: dict[str, str], job_id: int) -> dict[str, Any]:

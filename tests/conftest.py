@@ -78,26 +78,26 @@ def pg_template() -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE}" WITH (FORCE)')
 
 
-@pytest.fixture
-def database_url(pg_template: str) -> Iterator[str]:
-    """A fresh database for one test, cloned from the migrated template."""
-    name = f"mk_test_{uuid.uuid4().hex[:12]}"
+def _scratch_database(prefix: str, template: str | None) -> Iterator[str]:
+    """A database of one test's own (a copy of `template`, or empty), dropped after it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
     with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{pg_template}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     yield pg_database_url(name)
     with _admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_template: str) -> Iterator[str]:
+    """A fresh database for one test, cloned from the migrated template."""
+    yield from _scratch_database("mk_test", pg_template)
 
 
 @pytest.fixture
 def blank_database_url() -> Iterator[str]:
     """A fresh, empty database (no schema) for one test."""
-    name = f"mk_blank_{uuid.uuid4().hex[:12]}"
-    with _admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield pg_database_url(name)
-    with _admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    yield from _scratch_database("mk_blank", None)
 
 
 @pytest.fixture
@@ -207,18 +207,26 @@ def post_job(
     **overrides: Any,
 ) -> dict[str, Any]:
     """A job with `items` real items and `golden` golden ones (answer = 'cat')."""
-    response = client.post("/v1/jobs", json=job_body(**overrides), headers=headers)
-    assert response.status_code == 201, response.get_json()
-    job = response.get_json()
     payload = [{"data": {"url": f"img-{i}.jpg", "w": 10, "h": 10}} for i in range(items)]
     payload += [{"data": {"url": f"img-g{i}.jpg", "w": 10, "h": 10}, "answer": "cat"} for i in range(golden)]
-    added = client.post(f"/v1/jobs/{job['id']}/items", json=payload, headers=headers)
-    assert added.status_code == 201, added.get_json()
+    return create_job(client, headers, job_body(**overrides), payload, launch=launch)
+
+
+def create_job(
+    client: FlaskClient, headers: dict[str, str], body: dict[str, Any], items: list[dict[str, Any]], *, launch: bool
+) -> dict[str, Any]:
+    """Post a job, upload `items` (if any), and fund and launch it when asked; checked at each step."""
+    response = client.post("/v1/jobs", json=body, headers=headers)
+    assert response.status_code == 201, response.get_json()
+    job: dict[str, Any] = response.get_json()
+    if items:
+        added = client.post(f"/v1/jobs/{job['id']}/items", json=items, headers=headers)
+        assert added.status_code == 201, added.get_json()
     if launch:
         fund(client, headers, job["budget_cents"])
         launched = client.post(f"/v1/jobs/{job['id']}/launch", headers=headers)
         assert launched.status_code == 200, launched.get_json()
-    return job  # type: ignore[no-any-return]
+    return job
 
 
 def fund(client: FlaskClient, headers: dict[str, str], amount: int) -> int:

@@ -88,8 +88,9 @@ def normalised(value: Any) -> Any:
     return value
 
 
-@pytest.fixture
-def app(database_url: str, redis: Redis) -> Iterator[Flask]:
+@pytest.fixture(name="app")
+def readme_app(database_url: str, redis: Redis) -> Iterator[Flask]:
+    """The app the README's walk-throughs ran on (this one and the box walk's)."""
     application = make_app(database_url, POOL_SEED=2026)  # the walk's draws and shuffle, as printed
     yield application
     dispose(application)

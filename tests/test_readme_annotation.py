@@ -7,23 +7,20 @@ import io
 import json
 import re
 import zipfile
-from collections.abc import Iterator
 
-import pytest
 from flask import Flask
-from redis import Redis
 
-from marketplace.db import dispose, get_engine, session_scope
+from marketplace.db import get_engine, session_scope
 from marketplace.services import acceptance, ledger
 from marketplace.services.accounts import create_account
 from marketplace.services.aggregating import aggregate_job
 from marketplace.services.rules import apply_rules
-from tests.conftest import make_app
-from tests.test_readme import (
+from tests.test_readme import (  # noqa: F401 - readme_app: the `app` fixture, seeded as printed
     README,
     _blocks,
     normalised,
     parse_curl,
+    readme_app,
 )
 
 _START = README.index("## Image annotation\n")
@@ -42,13 +39,6 @@ def steps() -> list[tuple[str, tuple[str, str] | None]]:
         shown = following if following and following[0] == "json" else None
         found += [(command, shown if n == len(commands) - 1 else None) for n, command in enumerate(commands)]
     return found
-
-
-@pytest.fixture
-def app(database_url: str, redis: Redis) -> Iterator[Flask]:
-    application = make_app(database_url, POOL_SEED=2026)  # the walk's draws and shuffle, as printed
-    yield application
-    dispose(application)
 
 
 def test_the_box_walk_through_gets_the_answers_it_shows(app: Flask) -> None:
