@@ -244,8 +244,26 @@ def worker(burst: bool, fork: bool) -> None:
 @click.option(
     "--seed", default=7, show_default=True, type=int, help="the same seed gives the same crowd, bans and accuracy"
 )
+@click.option("--labels", default=4, show_default=True, type=click.IntRange(2, 10), help="labels of the job")
+@click.option(
+    "--lowest-accuracy",
+    default=0.55,
+    show_default=True,
+    type=click.FloatRange(0.0, 0.95),
+    help="honest workers' accuracies run evenly from this to 0.95",
+)
 @click.option("--keep", is_flag=True, help="keep the temporary data folder (database, logs) instead of deleting it")
-def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency: int, seed: int, keep: bool) -> None:
+def demo(
+    items: int,
+    crowd_size: int,
+    spammers: int,
+    golden: float,
+    concurrency: int,
+    seed: int,
+    labels: int,
+    lowest_accuracy: float,
+    keep: bool,
+) -> None:
     """Run the whole loop on a simulated crowd through the real HTTP API, then report."""
     from marketplace.demo import DemoSettings, run_demo
 
@@ -259,6 +277,8 @@ def demo(items: int, crowd_size: int, spammers: int, golden: float, concurrency:
         concurrency=concurrency,
         seed=seed,
         keep=keep,
+        labels=labels,
+        lowest_accuracy=lowest_accuracy,
     )
     run_demo(settings)
 

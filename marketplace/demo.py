@@ -9,12 +9,13 @@ as a requester would, from the API alone: results joined by key to the truth it 
 The same `--seed` gives the same run on a fresh database: the same crowd, the same answers,
 the same bans and the same accuracy. What makes that hold under a concurrent crowd:
 - each simulated answer is a pure function of (seed, worker, item key);
-- the work goes in rounds: every worker leases one task, one after another in a fixed
-  order; then the tasks are answered concurrently (submits do not change what the next lease
-  finds) while the demo's one RQ worker is held by a barrier job (`hold_worker`), so the
-  background work the submits queue (rules, bans, aggregation) runs after the round, against
-  all of its answers; the demo waits until that has settled, so a ban always lands between the
-  same two rounds, decided on the same answers; the periodic sweep is off;
+- the work goes in rounds: every worker leases one task, one after another, in an order
+  drawn from the seed each round (a crowd arrives in no fixed order); then the tasks are
+  answered concurrently (submits do not change what the next lease finds) while the demo's
+  one RQ worker is held by a barrier job (`hold_worker`), so the background work the submits
+  queue (rules, bans, aggregation) runs after the round, against all of its answers; the demo
+  waits until that has settled, so a ban always lands between the same two rounds, decided on
+  the same answers; the periodic sweep is off;
 - the API runs in one process with `MARKETPLACE_POOL_SEED` set: its golden draws, task order
   and upload shuffle come from one seeded stream (`pool/randomness.py`), consumed in
   the order the leases arrive. Never set that in production: it makes golden draws predictable.
@@ -46,7 +47,8 @@ from typing import Any
 import click
 import httpx
 
-LABELS = ["cat", "dog", "bird", "horse"]
+ANIMALS = ["cat", "dog", "bird", "horse", "fish", "cow", "sheep", "goat", "deer", "fox"]
+LABELS = ANIMALS[:4]  # the default job's labels (`--labels` takes the first N animals)
 QUEUE_NAME = "marketplace"
 
 
@@ -62,6 +64,12 @@ class DemoSettings:
     items_per_task: int = 5
     golden_ratio: float = 0.1  # of each task's entries
     keep: bool = False
+    labels: int = 4  # the first N of ANIMALS
+    lowest_accuracy: float = 0.55  # honest workers from this up to 0.95
+
+    @property
+    def label_set(self) -> list[str]:
+        return ANIMALS[: self.labels]
 
 
 @dataclass
@@ -71,6 +79,7 @@ class SimWorker:
     key: str = ""
     id: int = 0
     banned: bool = False  # everywhere: its leases are refused
+    answered: int = 0  # answers submitted (a banned worker's: those its ban was decided on)
 
 
 @dataclass
@@ -84,22 +93,22 @@ class Stats:
 
 
 def crowd(settings: DemoSettings) -> list[SimWorker]:
-    """Honest workers with accuracies evenly from 0.55 to 0.95, then the spammers."""
-    honest = settings.workers - settings.spammers
-    step = (0.95 - 0.55) / max(honest - 1, 1)
-    workers = [SimWorker(f"worker-{i + 1:02d}", round(0.55 + i * step, 3)) for i in range(honest)]
+    """Honest workers with accuracies evenly from `lowest_accuracy` to 0.95, then the spammers."""
+    honest, low = settings.workers - settings.spammers, settings.lowest_accuracy
+    step = (0.95 - low) / max(honest - 1, 1)
+    workers = [SimWorker(f"worker-{i + 1:02d}", round(low + i * step, 3)) for i in range(honest)]
     return workers + [SimWorker(f"spammer-{i + 1}", None) for i in range(settings.spammers)]
 
 
-def simulated_answer(seed: int, worker: SimWorker, key: str, truth: str) -> str:
+def simulated_answer(seed: int, worker: SimWorker, key: str, truth: str, labels: list[str] = LABELS) -> str:
     """What `worker` answers for the item `key`: the same on every run with this seed, whoever
     else is working and in whatever order the requests arrive."""
     rng = random.Random(f"{seed}:{worker.name}:{key}")
     if worker.accuracy is None:
-        return rng.choice(LABELS)
+        return rng.choice(labels)
     if rng.random() < worker.accuracy:
         return truth
-    return rng.choice([label for label in LABELS if label != truth])
+    return rng.choice([label for label in labels if label != truth])
 
 
 def demo_items(settings: DemoSettings) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -110,7 +119,7 @@ def demo_items(settings: DemoSettings) -> tuple[list[dict[str, Any]], dict[str, 
     truth: dict[str, str] = {}
     for index in range(settings.items):
         key = f"animal-{index:06d}"
-        truth[key] = rng.choice(LABELS)
+        truth[key] = rng.choice(settings.label_set)
         item: dict[str, Any] = {
             "key": key,
             "data": {"image_url": f"https://images.example/animals/{index:06d}.jpg", "width": 640, "height": 480},
@@ -273,7 +282,7 @@ def _with_client(settings: DemoSettings, client: httpx.Client, env: dict[str, st
             json={
                 "title": "Which animal is in the picture?",
                 "instructions": "Pick the animal you see in the image.",
-                "annotation": {"type": "classification", "labels": LABELS},
+                "annotation": {"type": "classification", "labels": settings.label_set},
                 "overlap": settings.overlap,
                 "golden_ratio": settings.golden_ratio,
                 "items_per_task": settings.items_per_task,
@@ -318,20 +327,23 @@ def _work(
     requester: dict[str, str],
     redis_url: str,
 ) -> None:
-    """Rounds until one leases nothing: every worker leases one task, in a fixed order; the
-    tasks are answered concurrently; the background work settles (see the module's docstring)."""
+    """Rounds until one leases nothing: every worker leases one task, in an order drawn from the
+    seed each round; the tasks are answered concurrently; the background work settles (see the
+    module's docstring)."""
     from redis import Redis
 
     redis = Redis.from_url(redis_url)
     last_print = time.monotonic()
+    arrivals = random.Random(f"{settings.seed}:arrivals")
     with ThreadPoolExecutor(settings.concurrency) as answering:
         while True:
             release = hold_worker(redis, stats.rounds)
-            tasks = [(w, task) for w in workers if not w.banned and (task := _lease(client, w, stats)) is not None]
+            order = arrivals.sample(workers, len(workers))  # a crowd arrives in no fixed order
+            tasks = [(w, task) for w in order if not w.banned and (task := _lease(client, w, stats)) is not None]
             if not tasks:
                 redis.set(release, 1)
                 break
-            answers = [answering.submit(_submit, client, settings.seed, w, t, key_of, truth, stats) for w, t in tasks]
+            answers = [answering.submit(_submit, client, settings, w, t, key_of, truth, stats) for w, t in tasks]
             for done in answers:
                 done.result()
             stats.rounds += 1
@@ -363,7 +375,7 @@ def _lease(client: httpx.Client, worker: SimWorker, stats: Stats) -> dict[str, A
 
 def _submit(
     client: httpx.Client,
-    seed: int,
+    settings: DemoSettings,
     worker: SimWorker,
     task: dict[str, Any],
     key_of: dict[str, str],
@@ -373,7 +385,8 @@ def _submit(
     answers = []
     for item in task["items"]:
         key = key_of[item["data"]["image_url"]]
-        answers.append({"item_id": item["id"], "label": simulated_answer(seed, worker, key, truth[key])})
+        label = simulated_answer(settings.seed, worker, key, truth[key], settings.label_set)
+        answers.append({"item_id": item["id"], "label": label})
     headers = {"Authorization": f"Bearer {worker.key}", "Idempotency-Key": f"demo-{task['id']}"}
     t0 = time.perf_counter()
     try:
@@ -384,6 +397,7 @@ def _submit(
         stats.submit_ms.append((time.perf_counter() - t0) * 1000)
         if submit.status_code == 200:
             stats.answers += len(answers)
+            worker.answered += len(answers)
         else:
             stats.errors.append(f"submit {submit.status_code}")
 

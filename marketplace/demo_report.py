@@ -50,7 +50,7 @@ def worker_rows(
 ) -> list[str]:
     """The per-worker table. A banned worker's answers are left out of its job's quality, so its
     golden figures are the ones its ban was decided on (the audit's): "golden seen" is then
-    the N of "banned after N golden"."""
+    the G of "banned after N answers (G golden)"; N counts the golden ones too."""
     lines = ["worker          true acc  golden seen  golden acc  agreement  banned by rule"]
     for worker in sorted(workers, key=lambda w: -1 if w.accuracy is None else w.accuracy):
         true_acc = "spam" if worker.accuracy is None else f"{worker.accuracy:.2f}"
@@ -67,7 +67,7 @@ def worker_rows(
             f"{worker.name:<15} {true_acc:>8}  {seen_text:>11}  "
             f"{'-' if golden_acc is None else f'{golden_acc:.2f}':>10}  "
             f"{'-' if agreement is None else f'{agreement:.2f}':>9}"
-            + (f"  yes, after {ban.get('golden_seen', '?')} golden" if ban is not None else "")
+            + ("" if ban is None else f"  yes, after {worker.answered} answers ({ban.get('golden_seen', '?')} golden)")
         )
     if bans:
         lines.append("* as the ban rule saw them: a banned worker's answers are left out of the job's figures")
@@ -124,6 +124,7 @@ def report(run: Run) -> dict[str, Any]:
             "majority_vote": round(accuracy(majority, run.truth), 4),
         },
         "banned_after_golden": {w.name: bans[w.id].get("golden_seen") for w in run.workers if w.id in bans},
+        "banned_after_answers": {w.name: w.answered for w in run.workers if w.id in bans},
         "workers": {w.name: scores.get(w.id) for w in run.workers},
     }
     click.echo("\n== report (read from the API, joined by item key) ==")

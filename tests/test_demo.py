@@ -34,14 +34,14 @@ def test_a_simulated_answer_depends_on_the_seed_the_worker_and_the_key_only() ->
     ]
 
 
-def test_a_banned_workers_golden_seen_is_the_n_of_banned_after_n_golden() -> None:
-    spammer, honest = SimWorker("spammer-1", None, id=5), SimWorker("worker-01", 0.9, id=6)
+def test_a_banned_workers_golden_seen_is_the_g_of_banned_after_n_answers_g_golden() -> None:
+    spammer, honest = SimWorker("spammer-1", None, id=5, answered=40), SimWorker("worker-01", 0.9, id=6, answered=120)
     scores = {6: {"golden_seen": 12, "golden_accuracy": 0.9167, "agreement": 0.91}}  # the banned one has none
     bans = {5: {"golden_seen": 9, "golden_correct": 1}}
     rows = worker_rows([honest, spammer], scores, bans)
     banned = next(row for row in rows if row.startswith("spammer-1"))
     seen = int(re.split(r"\s+", banned)[2].rstrip("*"))
-    assert seen == 9 and banned.endswith("yes, after 9 golden") and "0.11" in banned
+    assert seen == 9 and banned.endswith("yes, after 40 answers (9 golden)") and "0.11" in banned
     assert re.split(r"\s+", next(row for row in rows if row.startswith("worker-01")))[2:4] == ["12", "0.92"]
 
 

@@ -238,3 +238,50 @@ def test_golden_answers_trigger_the_rules_and_stop_a_spammer_within_a_few_tasks(
     assert tasks <= 8, f"the liar kept getting work for {tasks} tasks"
     event = client.get("/v1/audit", headers=bearer(new_key(app, "operator", "op"))).get_json()[-1]
     assert event["action"] == "ban_job" and event["details"]["figures"]["golden_correct"] == 0
+
+
+def test_the_model_rule_stops_a_spammer_from_its_real_answers_between_aggregations(
+    app: Flask, client: FlaskClient, requester: dict[str, str], redis: Any, monkeypatch: Any
+) -> None:
+    """No golden items and no aggregation under way: the rules check queued by each submit reads
+    the spammer's real answers against the others' on the same items, which arrive within the
+    round (the pool finishes items before it starts new ones), and bans it within a few tasks.
+    Before, the check looked only at workers with new golden answers, and the pool gave every
+    item its first answer before any its second (150 items: 30 tasks before a second answer)."""
+    from rq import SimpleWorker
+
+    import workers.jobs
+    from marketplace import queue
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
+    monkeypatch.setitem(app.config, "POOL_SEED", 5)  # the pool's draws repeat: one run, not a distribution
+    workers.jobs._apps.clear()
+    job = post_job(client, requester, items=150, golden=0, overlap=3, golden_ratio=0.0, items_per_task=5)
+    rng = random.Random(11)
+    crowd = {name: bearer(new_key(app, "worker", name)) for name in ("spammer", "h1", "h2", "h3", "h4")}
+
+    def answer(name: str, item: dict[str, Any]) -> str:
+        truth = LABELS[int(item["data"]["url"][4:-4]) % 3]
+        return rng.choice(LABELS) if name == "spammer" or rng.random() > 0.9 else truth
+
+    tasks = {name: 0 for name in crowd}
+    for _ in range(10):
+        for name, headers in crowd.items():
+            lease = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=headers)
+            if lease.status_code != 201:
+                continue
+            task = lease.get_json()
+            answers = [{"item_id": i["id"], "label": answer(name, i)} for i in task["items"]]
+            done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=headers)
+            assert done.status_code == 200, done.get_json()
+            tasks[name] += 1
+        SimpleWorker([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis).work(burst=True)
+    events = client.get("/v1/audit", headers=bearer(new_key(app, "operator", "op"))).get_json()
+    bans = [e for e in events if e["action"] == "ban_job"]
+    spammer_id = client.get("/v1/me", headers=crowd["spammer"]).get_json()["id"]
+    assert [e["subject_id"] for e in bans] == [spammer_id], "the spammer alone is banned"
+    assert "answers_at_chance" in bans[0]["reason"]
+    assert tasks["spammer"] <= 7, f"the spammer kept getting work for {tasks['spammer']} tasks"

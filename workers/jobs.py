@@ -62,9 +62,10 @@ def hold(key: str, seconds: float) -> bool:
 
 
 def apply_rules_job(job_id: int) -> list[dict[str, Any]]:
-    """Rules for the workers whose golden answers arrived since the last check (queued after
-    every submit, see `services/submitted.py`): spammers stop early. The last answer checked is
-    kept in Redis; with it lost, every worker of the job is checked again (rules act once)."""
+    """Rules for the workers whose answers arrived since the last check (queued after every
+    submit, see `services/submitted.py`): spammers stop early, on the evidence of their real
+    answers as well as their golden ones. The last answer checked is kept in Redis; with it
+    lost, every worker of the job is checked again (rules act once)."""
     app = _app()
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.RULES_JOB, job_id))
@@ -72,9 +73,7 @@ def apply_rules_job(job_id: int) -> list[dict[str, Any]]:
     since = int(redis.get(mark) or 0)
     with session_scope(get_engine(app)) as session:
         rows = session.execute(
-            select(Answer.id, Answer.worker_id).where(
-                Answer.job_id == job_id, Answer.is_golden.is_(True), Answer.id > since
-            )
+            select(Answer.id, Answer.worker_id).where(Answer.job_id == job_id, Answer.id > since)
         ).all()
     if not rows:
         return []

@@ -35,6 +35,7 @@ from marketplace.pool.lease_sql import (
     BY_KEY,
     GOLDEN_POOL,
     LEASE,
+    LOCK_WORKER,
     WORKER_AND_RUNNING_JOBS,
     IdRow,
     KeyedRow,
@@ -151,14 +152,15 @@ def _lease_from_job(
     shape = _job_shapes.get(cache_key)
     sample = randomness.sample(pool, (_golden_most(*shape) if shape else _GOLDEN_GUESS) * 8)
     draw, order = randomness.uniform(), randomness.order_bytes(MAX_ENTRIES)
-    reclaimed = False
+    reclaimed = serialised = False
     for attempt in range(_ATTEMPTS):
         try:
-            row = _run_lease(cur, job_id, worker_id, now, draw, sample, len(pool), order, key, limits)
+            row = _run_lease(cur, job_id, worker_id, now, draw, sample, len(pool), order, key, limits, serialised)
         except psycopg.errors.UniqueViolation as error:
             if error.diag.constraint_name != "uq_seen_once" or attempt == _ATTEMPTS - 1:
                 raise
-            continue  # a lease of the same worker committed while this one waited for its row
+            serialised = True  # a lease of the same worker committed while this one waited for its row
+            continue
         except psycopg.errors.CheckViolation as error:
             if error.diag.constraint_name != "ck_balance_not_negative":
                 raise
@@ -213,7 +215,13 @@ def _run_lease(
     order: bytes,
     key: str | None,
     limits: LeaseLimits,
+    serialised: bool = False,
 ) -> LeaseRow | None:
+    """The lease statement, on its own (autocommit), or `serialised`: in a transaction that
+    takes the worker's row lock first, so that the statement's snapshot, taken after the lock,
+    sees every lease of this worker that committed before. The first try needs no more than
+    one statement; a try that lost the race to another lease of the same worker (its snapshot
+    predated that lease's commit and it picked an item that lease took) cannot lose it again."""
     params = {
         "key": key,
         "cap": limits.open_leases,
@@ -228,7 +236,11 @@ def _run_lease(
         "budget": budget_account(job_id),
         "holds": holds_account(job_id),
     }
-    return fetch_one(cur, LeaseRow, LEASE, params)  # type: ignore[no-any-return]
+    if not serialised:
+        return fetch_one(cur, LeaseRow, LEASE, params)  # type: ignore[no-any-return]
+    with cur.connection.transaction():
+        fetch_one(cur, IdRow, LOCK_WORKER, {"worker": worker_id})
+        return fetch_one(cur, LeaseRow, LEASE, params)  # type: ignore[no-any-return]
 
 
 def _qualification(engine: Engine, job_id: int, worker_id: int, now: datetime) -> tuple[bool, LeasedTask | None]:

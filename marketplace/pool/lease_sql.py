@@ -13,7 +13,11 @@ from marketplace.services.ledger import LEASE_HOLD
 # The whole lease in one statement: lock the worker's row and read its status, read the job,
 # draw the golden count (the caller's uniform draw `r`), keep the first unseen of the caller's
 # random golden sample that has not been shown its job's `golden_max_views` times (and count
-# this showing), take slots of distinct unseen items (FOR UPDATE SKIP LOCKED, then deleted),
+# this showing), take slots of distinct unseen items (FOR UPDATE SKIP LOCKED, then deleted):
+# item by item, not round by round, so an item's answers arrive close together (its result, and
+# the rules' view of a spammer's answers against the others', come early), a random half of the
+# first 2n unseen items (hashed with `r`), so workers who lease one after another do not form
+# fixed groups answering the same items,
 # create the assignment, its hold (`ledger.LEASE_HOLD`) and its entries in an order given by the
 # caller's random bytes (4 per entry), and return the task with the items' data. It leases
 # nothing unless the worker is active, holds fewer open leases than the caps (`cap` in all,
@@ -37,6 +41,7 @@ WITH w AS (
     FROM assignment WHERE worker_id = %(worker)s AND state = 'leased'
 ), j AS (
     SELECT id, requester_id, state, title, instructions, annotation, items_per_task, golden_ratio, lease_seconds,
+           overlap,
            item_hold_cents, currency, pricing, bonus, reward_cents,
            """
     + GOLDEN_CAP
@@ -56,7 +61,7 @@ WITH w AS (
                      AND (b.job_id = j.id
                           OR (b.job_id IS NULL AND coalesce(b.requester_id, j.requester_id) = j.requester_id))) AS yes
 ), go AS (
-    SELECT j.id, j.items_per_task, j.golden_n, j.golden_cap, j.lease_seconds, j.item_hold_cents, j.currency
+    SELECT j.id, j.items_per_task, j.golden_n, j.golden_cap, j.lease_seconds, j.item_hold_cents, j.currency, j.overlap
     FROM j, w
     WHERE w.status = 'active' AND j.state = 'running'
       AND NOT (SELECT yes FROM blocked)
@@ -80,14 +85,15 @@ WITH w AS (
       AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
                       WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id
                       OFFSET 0)
-    ORDER BY s.round, s.item_id
-    LIMIT coalesce((SELECT 2 * n FROM wanted), 0)
+    ORDER BY s.item_id, s.round
+    LIMIT coalesce((SELECT 2 * n * overlap FROM wanted, go), 0)
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
     SELECT DISTINCT ON (item_id) id, item_id, round FROM picked ORDER BY item_id, round
 ), taken AS (
     DELETE FROM slot
-    WHERE id IN (SELECT id FROM chosen ORDER BY round, item_id LIMIT coalesce((SELECT n FROM wanted), 0))
+    WHERE id IN (SELECT id FROM chosen ORDER BY hashtext(item_id::text || %(r)s::text)
+                 LIMIT coalesce((SELECT n FROM wanted), 0))
     RETURNING item_id, round
 ), golden AS (  -- shown once more; the cap re-checked under the row's lock (a race shows one fewer)
     UPDATE item SET shown = shown + 1
@@ -177,6 +183,10 @@ WHERE job_id = %(job)s AND is_golden AND shown < (SELECT """
 ORDER BY id
 """
 )
+
+# The worker's row lock, taken before a lease statement that must see every lease of the worker
+# that committed before it (`lease._run_lease`, serialised).
+LOCK_WORKER = Statement.of("SELECT id FROM account WHERE id = %(worker)s FOR UPDATE")
 
 # A lease asked for again with the same Idempotency-Key: the task it made, as it is now.
 BY_KEY = Statement.of("""
