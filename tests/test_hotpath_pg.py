@@ -118,3 +118,37 @@ def test_only_the_hot_engine_forces_generic_plans(app: Flask) -> None:
     assert get_hot_engine(app) is not get_engine(app)
     assert mode(get_hot_engine(app)) == ("force_generic_plan", 2**62)
     assert mode(get_engine(app)) == ("auto", 5)
+
+
+def test_a_lease_does_not_answer_no_work_while_the_work_is_only_locked(app: Flask, monkeypatch: Any) -> None:
+    """A lease locks more slot rows than it takes, and another lease skips locked rows: near a
+    job's end it found nothing and answered 204 while the work was free a moment later, and a
+    worker told "no work" went away (a crowd test then left a job short of one answer). Here a
+    transaction holds every free slot when the lease starts and lets go when the lease looks
+    again: the lease takes the work."""
+    import psycopg
+
+    from marketplace.pool import lease as lease_module
+
+    client = app.test_client()
+    requester = bearer(new_key(app, "requester"))
+    job = post_job(client, requester, items=4, golden=0, overlap=1, golden_ratio=0.0, items_per_task=2)
+    worker = bearer(new_key(app, "worker", "late"))
+    holder = psycopg.connect(app.config["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://"))
+    holder.execute("SELECT id FROM slot WHERE job_id = %s FOR UPDATE", (job["id"],))
+    looked = []
+    original = lease_module._locked_work_left
+
+    def release_then_look(cur: Any, job_id: int, worker_id: int) -> bool:
+        looked.append(job_id)
+        holder.commit()  # the other lease is done: its rows are free again
+        return original(cur, job_id, worker_id)
+
+    monkeypatch.setattr(lease_module, "_locked_work_left", release_then_look)
+    try:
+        response = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker)
+    finally:
+        holder.close()
+    assert response.status_code == 201, response.get_data(as_text=True)
+    assert looked, "the first try found the rows locked"
+    assert len(response.get_json()["items"]) == 2

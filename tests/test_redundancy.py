@@ -98,3 +98,27 @@ def test_the_check_finds_answers_beyond_the_redundancy_ordered(
         session.execute(text("UPDATE job SET state = 'running' WHERE id = :job"), {"job": job["id"]})
     assert work_through(client, bearer(new_key(app, "worker", "two")), job["id"], "cat") == 1
     assert f"job {job['id']}: 5 answers beyond the 1 ordered, on 5 items" in _problems(app)
+
+
+def test_the_sweep_completes_a_job_left_running_with_nothing_pending(
+    app: Flask, client: FlaskClient, requester: Headers, redis: Any, monkeypatch: Any
+) -> None:
+    """Two last submits can each miss the job's end (one's statement began before the last lease
+    took the last slot and saw the slot; that lease's submit saw the first still open), leaving
+    the job running with nothing left: seen once in the Redis fault test. The sweep finds such a
+    job from the database, completes it and queues its final aggregation."""
+    import workers.jobs
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    workers.jobs._apps.clear()
+    job = post_job(client, requester, items=10, golden=0, overlap=1, golden_ratio=0.0, items_per_task=5)
+    assert work_through(client, bearer(new_key(app, "worker", "w")), job["id"], "cat") == 2
+    with session_scope(get_engine(app)) as session:  # as the race leaves it
+        session.execute(text("UPDATE job SET state = 'running' WHERE id = :j"), {"j": job["id"]})
+    redis.flushdb()  # and what the submits queued is gone
+    summary = workers.jobs.sweep()
+    assert summary["jobs_finished"] == [job["id"]] and job["id"] in summary["aggregations_due"]
+    assert client.get(f"/v1/jobs/{job['id']}", headers=requester).get_json()["state"] == "completed"
+    assert workers.jobs.sweep()["jobs_finished"] == []

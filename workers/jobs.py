@@ -14,6 +14,7 @@ from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Job, JobState, PayoutRun, utcnow
 from marketplace.pool.release import reclaim_expired
+from marketplace.pool.slots import finish_if_done
 from marketplace.services import acceptance, aggregating, payouts, rules, webhooks
 
 log = logging.getLogger(__name__)
@@ -160,16 +161,18 @@ def sweep() -> dict[str, Any]:
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.SWEEP_JOB))
     now = utcnow()
-    expired, due, undecided = 0, [], []
+    expired, due, undecided, finished = 0, [], [], []
     live = (JobState.RUNNING, JobState.PAUSED, JobState.COMPLETED)
     with session_scope(get_engine(app)) as session:
         job_ids = session.execute(select(Job.id).where(Job.state.in_(live))).scalars().all()
     for job_id in job_ids:  # a transaction per job: each locks that job's money rows only
         with session_scope(get_engine(app)) as session:
             expired += reclaim_expired(session, job_id, now)
+            if finish_if_done(session, job_id):
+                finished.append(job_id)
             run = aggregating.last_run(session, job_id)
             latest = aggregating.latest_answer_id(session, job_id)
-            if latest and (run is None or run.last_answer_id < latest):
+            if job_id in finished or (latest and (run is None or run.last_answer_id < latest)):
                 due.append(job_id)
             elif run is not None and acceptance.decisions_due(session, job_id, run.last_answer_id):
                 undecided.append(job_id)
@@ -190,6 +193,7 @@ def sweep() -> dict[str, Any]:
     maintained = maintain_tables(get_engine(app))
     return {
         "expired": expired,
+        "jobs_finished": finished,
         "aggregations_due": due,
         "decisions_due": undecided,
         "auto_decided": decided,

@@ -33,10 +33,12 @@ from marketplace.pool import randomness, release, tests
 from marketplace.pool.connection import autocommit, database_key, fetch_all, fetch_one
 from marketplace.pool.lease_sql import (
     BY_KEY,
+    FREE_FOR_WORKER,
     GOLDEN_POOL,
     LEASE,
     LOCK_WORKER,
     WORKER_AND_RUNNING_JOBS,
+    FlagRow,
     IdRow,
     KeyedRow,
     LeaseRow,
@@ -48,6 +50,7 @@ from marketplace.settings import Bonus, LeaseLimits, Pricing
 
 CANNOT_WORK = "this account cannot take work at the moment; contact support"
 _ATTEMPTS = 8
+_LOCKED_PAUSE = 0.005  # seconds: a lease statement holds its locks for about a millisecond
 _GOLDEN_CACHE_SECONDS = 30.0
 _GOLDEN_GUESS = 5
 # Order bytes per lease for the most entries a task can have (`items_per_task` is at most 100,
@@ -193,6 +196,9 @@ def _lease_from_job(
             if not reclaimed and release.reclaim_apart(engine, job_id, now):
                 reclaimed = True  # the pool ran dry: overdue leases first
                 continue
+            if attempt < _ATTEMPTS - 1 and _locked_work_left(cur, job_id, worker_id):
+                time.sleep(_LOCKED_PAUSE)  # held by a lease under way, which may leave it free
+                continue
             return None  # no golden-only tasks: golden items ride along with real work
         assert row.expires_at is not None and row.items is not None and row.annotation is not None
         job = {"id": job_id, "title": row.title, "instructions": row.instructions, "annotation": row.annotation}
@@ -202,6 +208,14 @@ def _lease_from_job(
             id=row.id, state=AssignmentState.LEASED, expires_at=row.expires_at, items=row.items, job=job, pay=pay
         )
     raise RuntimeError(f"no lease after {_ATTEMPTS} attempts")
+
+
+def _locked_work_left(cur: Any, job_id: int, worker_id: int) -> bool:
+    """A free slot the worker may take exists, though the lease skipped it: another lease held
+    its row locked (a lease locks more rows than it takes). Near a job's end, answering "no work"
+    then would send the worker away from work that is free a moment later."""
+    row: FlagRow = fetch_one(cur, FlagRow, FREE_FOR_WORKER, {"job": job_id, "worker": worker_id})
+    return row.yes
 
 
 def _run_lease(

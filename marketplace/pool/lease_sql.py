@@ -188,6 +188,24 @@ ORDER BY id
 # that committed before it (`lease._run_lease`, serialised).
 LOCK_WORKER = Statement.of("SELECT id FROM account WHERE id = %(worker)s FOR UPDATE")
 
+# Whether the job has a free slot of an item the worker has not seen (a plain read: it does not
+# wait for, or skip, rows another lease holds locked).
+FREE_FOR_WORKER = Statement.of("""
+SELECT EXISTS (
+    SELECT 1 FROM slot s
+    WHERE s.job_id = %(job)s
+      AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
+                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id
+                      OFFSET 0)
+) AS yes
+""")
+
+
+@dataclass(frozen=True)
+class FlagRow:
+    yes: bool
+
+
 # A lease asked for again with the same Idempotency-Key: the task it made, as it is now.
 BY_KEY = Statement.of("""
 SELECT a.id, a.state, a.expires_at, j.id AS job_id, j.title, j.instructions, j.annotation,

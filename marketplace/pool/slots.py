@@ -210,3 +210,16 @@ def follow_pool(session: Session, job: Job) -> None:
         job.state, job.updated_at = state, utcnow()
         session.add(job)
         session.flush()
+
+
+def finish_if_done(session: Session, job_id: int) -> bool:
+    """Complete a running job that has no free slot and no open lease left; True if it did. A
+    submit marks its job completed when it finds the pool empty, but one whose statement began
+    before the last lease took the last slot saw the slot, while that lease's own submit saw
+    the first still open: neither completed it. The sweep calls this (the job row locked, as a
+    finishing submit locks it)."""
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None or job.state != JobState.RUNNING:
+        return False
+    follow_pool(session, job)
+    return bool(job.state == JobState.COMPLETED)
