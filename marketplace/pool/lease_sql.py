@@ -10,6 +10,17 @@ from marketplace.pool.connection import Statement
 from marketplace.pool.slots import GOLDEN_CAP
 from marketplace.services.ledger import LEASE_HOLD
 
+
+def unseen(item: str) -> str:
+    """The condition "the worker has not been given `item` in this job", one per-row probe of
+    `uq_seen_once` (OFFSET 0 keeps it a probe: as an anti-join, the generic plan read all the
+    worker's entries of the job on every lease)."""
+    return (
+        "NOT EXISTS (SELECT 1 FROM assignmentitem ai WHERE ai.job_id = %(job)s"
+        f" AND ai.worker_id = %(worker)s AND ai.item_id = {item} OFFSET 0)"
+    )
+
+
 # The whole lease in one statement: lock the worker's row and read its status, read the job,
 # draw the golden count (the caller's uniform draw `r`), keep the first unseen of the caller's
 # random golden sample that has not been shown its job's `golden_max_views` times (and count
@@ -72,9 +83,9 @@ WITH w AS (
 ), gc AS (  -- golden candidates: unseen by the worker, shown fewer times than the cap
     SELECT g.item_id FROM unnest(%(golden)s::bigint[]) WITH ORDINALITY AS g(item_id, n)
     JOIN item i ON i.id = g.item_id AND i.shown < (SELECT golden_cap FROM go)
-    WHERE NOT EXISTS (SELECT 1 FROM assignmentitem ai
-                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = g.item_id
-                      OFFSET 0)
+    WHERE """
+    + unseen("g.item_id")
+    + """
     ORDER BY g.n
     LIMIT coalesce((SELECT golden_n FROM go), 0)
 ), wanted AS (
@@ -82,9 +93,9 @@ WITH w AS (
 ), picked AS (
     SELECT s.id, s.item_id, s.round FROM slot s
     WHERE s.job_id = %(job)s
-      AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
-                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id
-                      OFFSET 0)
+      AND """
+    + unseen("s.item_id")
+    + """
     ORDER BY s.item_id, s.round
     LIMIT coalesce((SELECT 2 * n * overlap FROM wanted, go), 0)
     FOR UPDATE SKIP LOCKED
@@ -190,15 +201,17 @@ LOCK_WORKER = Statement.of("SELECT id FROM account WHERE id = %(worker)s FOR UPD
 
 # Whether the job has a free slot of an item the worker has not seen (a plain read: it does not
 # wait for, or skip, rows another lease holds locked).
-FREE_FOR_WORKER = Statement.of("""
+FREE_FOR_WORKER = Statement.of(
+    """
 SELECT EXISTS (
     SELECT 1 FROM slot s
     WHERE s.job_id = %(job)s
-      AND NOT EXISTS (SELECT 1 FROM assignmentitem ai
-                      WHERE ai.job_id = %(job)s AND ai.worker_id = %(worker)s AND ai.item_id = s.item_id
-                      OFFSET 0)
+      AND """
+    + unseen("s.item_id")
+    + """
 ) AS yes
-""")
+"""
+)
 
 
 @dataclass(frozen=True)
