@@ -285,3 +285,60 @@ def test_the_model_rule_stops_a_spammer_from_its_real_answers_between_aggregatio
     assert [e["subject_id"] for e in bans] == [spammer_id], "the spammer alone is banned"
     assert "answers_at_chance" in bans[0]["reason"]
     assert tasks["spammer"] <= 7, f"the spammer kept getting work for {tasks['spammer']} tasks"
+
+
+def test_a_spammer_who_stopped_is_banned_when_the_others_answer_its_items(
+    app: Flask, client: FlaskClient, requester: dict[str, str], redis: Any, monkeypatch: Any
+) -> None:
+    """A spammer works first, while nobody else has answered its items, and leaves; the evidence
+    against it comes with the honest workers' answers on the same items. The rules check queued
+    by their submits looks at the workers who answered those items too, so the spammer is banned
+    without submitting again and before any aggregation. Before, the check looked only at the
+    submitters, and the spammer waited for the next aggregation (here: never)."""
+    from rq import SimpleWorker
+
+    import workers.jobs
+    from marketplace import queue
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
+    monkeypatch.setitem(app.config, "POOL_SEED", 5)  # the pool's draws repeat: one run, not a distribution
+    workers.jobs._apps.clear()
+    job = post_job(client, requester, items=150, golden=0, overlap=3, golden_ratio=0.0, items_per_task=5)
+    rng = random.Random(3)
+    crowd = {name: bearer(new_key(app, "worker", name)) for name in ("spammer", "h1", "h2", "h3", "h4")}
+    rq_worker = SimpleWorker([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis)
+
+    def work(name: str) -> None:
+        lease = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=crowd[name])
+        assert lease.status_code == 201, lease.get_json()
+        task = lease.get_json()
+        answers = []
+        for item in task["items"]:
+            truth = LABELS[int(item["data"]["url"][4:-4]) % 3]
+            label = rng.choice(LABELS) if name == "spammer" or rng.random() > 0.9 else truth
+            answers.append({"item_id": item["id"], "label": label})
+        done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=crowd[name])
+        assert done.status_code == 200, done.get_json()
+
+    spammer_id = client.get("/v1/me", headers=crowd["spammer"]).get_json()["id"]
+
+    def bans() -> list[int]:
+        events = client.get("/v1/audit", headers=bearer(new_key(app, "operator", "op"))).get_json()
+        assert all("answers_at_chance" in e["reason"] for e in events if e["action"] == "ban_job")
+        return [e["subject_id"] for e in events if e["action"] == "ban_job"]
+
+    for _ in range(10):
+        work("spammer")
+    rq_worker.work(burst=True)
+    assert bans() == [], "no evidence yet: nobody else has answered the spammer's items"
+    for _ in range(12):
+        for name in ("h1", "h2", "h3", "h4"):
+            work(name)
+        rq_worker.work(burst=True)
+    assert bans() == [spammer_id], "the spammer alone is banned, from the others' later answers"
+    with session_scope(get_engine(app)) as session:
+        answered = session.execute(select(Answer.id).where(Answer.worker_id == spammer_id)).all()
+    assert len(answered) == 50, "banned without working again"

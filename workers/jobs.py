@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select, text
 
 from marketplace import create_app, queue
 from marketplace.db import get_engine, session_scope
-from marketplace.models import Answer, Job, JobState, PayoutRun, utcnow
+from marketplace.models import Job, JobState, PayoutRun, utcnow
 from marketplace.pool.release import reclaim_expired
 from marketplace.pool.slots import finish_if_done
 from marketplace.services import acceptance, aggregating, payouts, rules, webhooks
@@ -63,23 +63,21 @@ def hold(key: str, seconds: float) -> bool:
 
 
 def apply_rules_job(job_id: int) -> list[dict[str, Any]]:
-    """Rules for the workers whose answers arrived since the last check (queued after every
-    submit, see `services/submitted.py`): spammers stop early, on the evidence of their real
-    answers as well as their golden ones. The last answer checked is kept in Redis; with it
-    lost, every worker of the job is checked again (rules act once)."""
+    """Rules for the workers with new evidence since the last check (queued after every submit,
+    see `services/submitted.py`; `rules.workers_with_new_evidence`): spammers stop early, on the
+    evidence of their real answers as well as their golden ones. The last answer checked is kept
+    in Redis; with it lost, every worker of the job is checked again (rules act once)."""
     app = _app()
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.RULES_JOB, job_id))
     mark = f"marketplace:rules_checked:{job_id}"
     since = int(redis.get(mark) or 0)
     with session_scope(get_engine(app)) as session:
-        rows = session.execute(
-            select(Answer.id, Answer.worker_id).where(Answer.job_id == job_id, Answer.id > since)
-        ).all()
-    if not rows:
+        last, worker_ids = rules.workers_with_new_evidence(session, job_id, since)
+    if last is None:
         return []
-    fired = _apply_rules(app, job_id, sorted({row.worker_id for row in rows}))
-    redis.set(mark, max(row.id for row in rows), ex=7 * 24 * 3600)
+    fired = _apply_rules(app, job_id, worker_ids)
+    redis.set(mark, last, ex=7 * 24 * 3600)
     return fired
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import aliased
 from sqlmodel import Session
 
 from aggregation.spam import BOUND, at_chance
@@ -128,6 +129,27 @@ def worker_figures(session: Session, job_id: int, worker_id: int) -> dict[str, A
         "finished_leases": len(finished),
         "skipped": finished.count("skipped"),
     }
+
+
+def workers_with_new_evidence(session: Session, job_id: int, since: int) -> tuple[int | None, list[int] | None]:
+    """The last answer id after `since` (None: no new answer) and the workers to check again:
+    every worker with an answer after `since`, and every worker who answered a real item that
+    one of those answers is on. A worker's real answers are judged against the others' on the
+    same item, which often come later: without the second group, that evidence would wait for
+    the worker's next submit, and a spammer who had stopped working would not be looked at again
+    until the next aggregation. `since` 0 (the mark lost): every worker (None)."""
+    last = session.execute(select(func.max(Answer.id)).where(Answer.job_id == job_id, Answer.id > since)).scalar()
+    if last is None or since == 0:
+        return last, None
+    new = and_(Answer.job_id == job_id, Answer.id > since, Answer.id <= last)
+    other = aliased(Answer)
+    fresh_items = select(other.item_id).where(
+        other.job_id == job_id, other.id > since, other.id <= last, other.is_golden.is_(False)
+    )
+    beside = select(Answer.worker_id).where(Answer.job_id == job_id, Answer.item_id.in_(fresh_items))
+    workers = set(session.execute(select(Answer.worker_id).where(new)).scalars())
+    workers.update(session.execute(beside.distinct()).scalars())
+    return last, sorted(workers)
 
 
 def _answers_around(session: Session, job_id: int, worker_ids: list[int] | None) -> pd.DataFrame:
