@@ -3,7 +3,8 @@
 A qualification test is graded at once (the worker waits for the outcome; tests are rare). The
 rest is queued in RQ: aggregation in batches, when an answer id crosses a multiple of the batch
 size or when the job finishes; the rules check of the job after every submit, deduplicated while
-one is waiting (`queue.enqueue_once`), so a spammer stops soon. Every submit makes that same
+one is waiting (`queue.enqueue_once`), so a spammer stops soon (it checks the workers with new
+answers and those who answered the same real items: `rules.workers_with_new_evidence`). Every submit makes that same
 Redis call, whether or not its task held golden items: a submit that held one must not take
 longer than one that did not (its timing would tell golden items apart).
 """
