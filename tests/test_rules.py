@@ -342,3 +342,42 @@ def test_a_spammer_who_stopped_is_banned_when_the_others_answer_its_items(
     with session_scope(get_engine(app)) as session:
         answered = session.execute(select(Answer.id).where(Answer.worker_id == spammer_id)).all()
     assert len(answered) == 50, "banned without working again"
+
+
+def test_a_rules_check_reads_each_figure_once_for_all_its_workers(app: Flask, client: FlaskClient) -> None:
+    """A check of a busy job covers most of its crowd; the figures were three queries per worker
+    (the agreement one joining the job's aggregates each time: seconds per check under load,
+    `bench.capacity`). Now one grouped query per figure, however many workers, with the same
+    figures as each worker's own record."""
+    from sqlalchemy import event
+
+    from marketplace.services.rules import worker_figures
+
+    requester = bearer(new_key(app, "requester", "req"))
+    job = post_job(client, requester, items=30, golden=6, overlap=3, golden_ratio=0.2, items_per_task=5)
+    crowd = [bearer(new_key(app, "worker", f"w{i}")) for i in range(6)]
+    for n, headers in enumerate(crowd):
+        work_through(client, headers, job["id"], LABELS[n % 3], limit=3)
+    ids = [client.get("/v1/me", headers=h).get_json()["id"] for h in crowd]
+    engine = get_engine(app)
+    statements: list[str] = []
+
+    def count(*args: Any) -> None:
+        statements.append(args[2])
+
+    with session_scope(engine) as session:
+        aggregate_job(session, job["id"])
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        with session_scope(engine) as session:
+            together = worker_figures(session, job["id"], ids)
+        reads_for_six = len(statements)
+        statements.clear()
+        with session_scope(engine) as session:
+            alone = {w: worker_figures(session, job["id"], [w])[w] for w in ids}
+        reads_one_by_one = len(statements)
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert together == alone
+    assert all(together[w]["compared"] > 0 and together[w]["finished_leases"] == 3 for w in ids)
+    assert reads_for_six <= 4 and reads_one_by_one == 6 * reads_for_six

@@ -102,33 +102,62 @@ def _within_job(action: dict[str, Any]) -> dict[str, Any]:
     return {**action, "type": "ban_job"} if action["type"] == "ban_everywhere" else action
 
 
-def worker_figures(session: Session, job_id: int, worker_id: int) -> dict[str, Any]:
-    """The record the conditions read: golden (the sum of golden scores as `golden_correct`),
-    agreement, time per item, skips."""
-    seen, correct = session.execute(
-        select(func.count(), func.sum(golden_credit())).where(
-            Answer.job_id == job_id, Answer.worker_id == worker_id, golden_scored(), Answer.excluded.is_(False)
+def worker_figures(session: Session, job_id: int, worker_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Per worker, the record the conditions read: golden (the sum of golden scores as
+    `golden_correct`), agreement, time per item, skips. One grouped query per figure for all
+    the workers, not three per worker."""
+    if not worker_ids:
+        return {}
+    golden = {
+        int(worker): (int(seen), float(correct or 0))
+        for worker, seen, correct in session.execute(
+            select(Answer.worker_id, func.count(), func.sum(golden_credit()))
+            .where(
+                Answer.job_id == job_id,
+                Answer.worker_id.in_(worker_ids),
+                golden_scored(),
+                Answer.excluded.is_(False),
+            )
+            .group_by(Answer.worker_id)
         )
-    ).one()
-    compared, agreed = scoring.agreement_with_aggregates(session, job_id, worker_id)
-    leases = session.execute(
-        select(Assignment.state, Assignment.created_at, Assignment.finished_at, func.count(AssignmentItem.id))
-        .join(AssignmentItem, AssignmentItem.assignment_id == Assignment.id)
-        .where(Assignment.job_id == job_id, Assignment.worker_id == worker_id)
-        .group_by(Assignment.id, Assignment.state, Assignment.created_at, Assignment.finished_at)
-    ).all()
-    per_item = [(f - c).total_seconds() / n for s, c, f, n in leases if s == "submitted" and f is not None]
-    finished = [s for s, *_ in leases if s in ("submitted", "skipped", "expired")]
-    return {
-        "golden_seen": int(seen),
-        "golden_correct": round(float(correct or 0), 4),
-        "compared": int(compared),
-        "agreed": int(agreed or 0),
-        "timed_tasks": len(per_item),
-        "median_seconds_per_item": round(statistics.median(per_item), 3) if per_item else None,
-        "finished_leases": len(finished),
-        "skipped": finished.count("skipped"),
     }
+    agreement = scoring.agreement_with_aggregates(session, job_id, worker_ids)
+    leases: dict[int, list[Any]] = {w: [] for w in worker_ids}
+    for row in session.execute(
+        select(
+            Assignment.worker_id,
+            Assignment.state,
+            Assignment.created_at,
+            Assignment.finished_at,
+            func.count(AssignmentItem.id).label("entries"),
+        )
+        .join(AssignmentItem, AssignmentItem.assignment_id == Assignment.id)
+        .where(Assignment.job_id == job_id, Assignment.worker_id.in_(worker_ids))
+        .group_by(Assignment.id, Assignment.worker_id, Assignment.state, Assignment.created_at, Assignment.finished_at)
+    ):
+        leases.setdefault(row.worker_id, []).append(row)
+    figures: dict[int, dict[str, Any]] = {}
+    for worker_id in worker_ids:
+        seen, correct = golden.get(worker_id, (0, 0.0))
+        compared, agreed = agreement.get(worker_id, (0, 0.0))
+        mine = leases.get(worker_id, [])
+        per_item = [
+            (r.finished_at - r.created_at).total_seconds() / r.entries
+            for r in mine
+            if r.state == "submitted" and r.finished_at is not None
+        ]
+        finished = [r.state for r in mine if r.state in ("submitted", "skipped", "expired")]
+        figures[worker_id] = {
+            "golden_seen": seen,
+            "golden_correct": round(correct, 4),
+            "compared": compared,
+            "agreed": int(agreed),
+            "timed_tasks": len(per_item),
+            "median_seconds_per_item": round(statistics.median(per_item), 3) if per_item else None,
+            "finished_leases": len(finished),
+            "skipped": finished.count("skipped"),
+        }
+    return figures
 
 
 def workers_with_new_evidence(session: Session, job_id: int, since: int) -> tuple[int | None, list[int] | None]:
@@ -244,8 +273,9 @@ def apply_rules(session: Session, job_id: int, worker_ids: list[int] | None = No
         threshold: chance_figures(session, job_id, subset, threshold)
         for threshold in {c["threshold"] for _, c, _ in rules if c["type"] == "answers_at_chance"}
     }
+    records = worker_figures(session, job_id, sorted(worker_ids))
     for worker_id in sorted(worker_ids):
-        base = worker_figures(session, job_id, worker_id)
+        base = records[worker_id]
         for rule_id, condition, action in rules:
             figures = base
             if condition["type"] == "answers_at_chance":

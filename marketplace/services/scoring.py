@@ -68,27 +68,34 @@ def score_pending(session: Session, job_id: int, assignment_id: int | None = Non
     return scores.record(session, job_id, scored)
 
 
-def agreement_with_aggregates(session: Session, job_id: int, worker_id: int) -> tuple[int, float]:
-    """(answers compared, their agreement summed) for the worker's real answers on aggregated
-    items: a label agrees (1) with the aggregate's label or not (0); an annotation answer adds
-    its score against the aggregate's value (fused objects or label set)."""
+def agreement_with_aggregates(session: Session, job_id: int, worker_ids: list[int]) -> dict[int, tuple[int, float]]:
+    """Per worker (those with any): (answers compared, their agreement summed) for its real
+    answers on aggregated items: a label agrees (1) with the aggregate's label or not (0); an
+    annotation answer adds its score against the aggregate's value (fused objects or label
+    set). One grouped query for all the workers: one a worker joined the job's aggregates once
+    per worker, and a rules check of a busy job's crowd spent seconds there."""
+    if not worker_ids:
+        return {}
     on_aggregate = and_(Aggregate.job_id == Answer.job_id, Aggregate.item_id == Answer.item_id)
-    mine = and_(Answer.job_id == job_id, Answer.worker_id == worker_id, Answer.is_golden.is_(False))
-    compared, agreed = session.execute(
-        select(func.count(), func.sum(case((Aggregate.label == Answer.label, 1), else_=0)))
+    mine = and_(Answer.job_id == job_id, Answer.worker_id.in_(worker_ids), Answer.is_golden.is_(False))
+    labels = session.execute(
+        select(Answer.worker_id, func.count(), func.sum(case((Aggregate.label == Answer.label, 1), else_=0)))
         .select_from(Answer)
         .join(Aggregate, on_aggregate)
         .where(mine, Answer.label.is_not(None))
-    ).one()
+        .group_by(Answer.worker_id)
+    ).all()
+    figures = {int(worker): (int(compared), float(agreed or 0)) for worker, compared, agreed in labels}
     rows = session.execute(
-        select(Answer.value, Aggregate.value.label("reference"), Item.data)
+        select(Answer.worker_id, Answer.value, Aggregate.value.label("reference"), Item.data)
         .select_from(Answer)
         .join(Aggregate, on_aggregate)
         .join(Item, Item.id == Answer.item_id)
         .where(mine, Answer.value.is_not(None), Aggregate.value.is_not(None))
     ).all()
-    if not rows:
-        return int(compared), float(agreed or 0)
-    annotation = session.execute(select(Job.annotation).where(Job.id == job_id)).scalar_one()
-    scored = sum(score(annotation, row.value, row.reference, row.data) for row in rows)
-    return int(compared) + len(rows), float(agreed or 0) + scored
+    if rows:
+        annotation = session.execute(select(Job.annotation).where(Job.id == job_id)).scalar_one()
+        for row in rows:
+            compared, agreed = figures.get(row.worker_id, (0, 0.0))
+            figures[row.worker_id] = (compared + 1, agreed + score(annotation, row.value, row.reference, row.data))
+    return figures
