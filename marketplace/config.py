@@ -37,6 +37,9 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE_NAME": "marketplace",
     # The RQ workers' sweep (expiry, catch-up after faults; workers/schedule.py) runs this often.
     "SWEEP_SECONDS": 10,
+    # The rules check runs once the answers since the last one reach this share of the job's
+    # (at least one answer; queue.count_toward_rules): each check reads most of a busy job.
+    "RULES_CHECK_SHARE": 0.01,
     # Money: the one currency of this deployment, and the operator's limits on how strictly a
     # requester may judge work (services/acceptance.py).
     "CURRENCY": "USD",

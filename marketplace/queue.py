@@ -88,6 +88,49 @@ def enqueue_once(
         return False
 
 
+RULES_PENDING = "marketplace:rules_pending:{}"
+RULES_THRESHOLD = "marketplace:rules_threshold:{}"
+RULES_KEYS_TTL = 7 * 24 * 3600
+
+
+def count_toward_rules(connection: Redis, job_id: int, answers: int) -> bool:
+    """Count a submit's answers toward the job's next rules check; True when the answers since
+    the last check reach the threshold it set (`set_rules_threshold`; none set: at once).
+
+    A check reads the job's answers around the workers it looks at, most of a busy job, so one
+    after every submit cost more than the submits themselves (`bench.capacity`); spacing checks
+    by a share of the job's answers keeps their total cost linear in the job's size. The count
+    does not depend on which items were golden: every submit makes the same calls. Redis errors:
+    due (the enqueue that follows logs its own)."""
+    try:
+        pipe = connection.pipeline(transaction=False)
+        pipe.incrby(RULES_PENDING.format(job_id), answers)
+        pipe.expire(RULES_PENDING.format(job_id), RULES_KEYS_TTL)
+        pipe.get(RULES_THRESHOLD.format(job_id))
+        pending, _, threshold = pipe.execute()
+    except RedisError:
+        return True
+    return int(pending) >= int(threshold or 0)
+
+
+def start_rules_check(connection: Redis, job_id: int) -> None:
+    """A rules check starts: the answers counted so far are its (later ones count toward the next)."""
+    connection.set(RULES_PENDING.format(job_id), 0, ex=RULES_KEYS_TTL)
+
+
+def set_rules_threshold(connection: Redis, job_id: int, job_answers: int, share: float) -> None:
+    """The next check is due after `share` of the job's answers more (at least one answer)."""
+    connection.set(RULES_THRESHOLD.format(job_id), max(1, int(share * job_answers)), ex=RULES_KEYS_TTL)
+
+
+def rules_pending(connection: Redis, job_ids: list[int]) -> dict[int, int]:
+    """Answers counted toward each job's next rules check (the sweep checks jobs with any)."""
+    if not job_ids:
+        return {}
+    values = connection.mget([RULES_PENDING.format(j) for j in job_ids])
+    return {j: int(v or 0) for j, v in zip(job_ids, values, strict=True)}
+
+
 def enqueue_deliveries(connection: Redis, queue_name: str, delivery_ids: list[int], waits: list[int]) -> None:
     """Queue webhook deliveries, each retried by RQ after `waits` (seconds) while it fails."""
     retry = Retry(max=len(waits), interval=list(waits)) if waits else None

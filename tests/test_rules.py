@@ -381,3 +381,50 @@ def test_a_rules_check_reads_each_figure_once_for_all_its_workers(app: Flask, cl
     assert together == alone
     assert all(together[w]["compared"] > 0 and together[w]["finished_leases"] == 3 for w in ids)
     assert reads_for_six <= 4 and reads_one_by_one == 6 * reads_for_six
+
+
+def test_rules_checks_are_spaced_by_a_share_of_the_jobs_answers_and_the_sweep_takes_the_rest(
+    app: Flask, client: FlaskClient, requester: dict[str, str], redis: Any, monkeypatch: Any
+) -> None:
+    """A check reads most of a busy job, so one after every submit cost more than the submits
+    (bench.capacity). With `RULES_CHECK_SHARE` 0.25 a check runs once the answers since the last
+    reach a quarter of the job's: 40 submits of 5 answers, the queue drained after each, make
+    far fewer checks than submits; the answers short of a share are checked by the sweep."""
+    from rq import SimpleWorker
+
+    import workers.jobs
+    from marketplace import queue
+    from marketplace.services import rules
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("MARKETPLACE_RULES_CHECK_SHARE", "0.25")
+    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
+    workers.jobs._apps.clear()
+    checks: list[int] = []
+    looked = rules.workers_with_new_evidence
+
+    def counting(session: Any, job_id: int, since: int) -> Any:
+        checks.append(since)
+        return looked(session, job_id, since)
+
+    monkeypatch.setattr(rules, "workers_with_new_evidence", counting)
+    job = post_job(client, requester, items=300, golden=0, overlap=1, golden_ratio=0.0, items_per_task=5)
+    worker = bearer(new_key(app, "worker", "w"))
+    rq_worker = SimpleWorker([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis)
+    for _ in range(40):
+        task = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).get_json()
+        answers = [{"item_id": i["id"], "label": "cat"} for i in task["items"]]
+        done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=worker)
+        assert done.status_code == 200
+        rq_worker.work(burst=True)
+    # every submit while the job has < 20 answers (a quarter is < 5), then one per 25% more: ~14
+    assert 8 <= len(checks) <= 18, checks
+    assert checks == sorted(checks), "each check starts after the last one's answers"
+    pending = queue.rules_pending(redis, [job["id"]])[job["id"]]
+    assert 0 < pending < 0.25 * 200, "the last answers wait for a share ..."
+    assert job["id"] in workers.jobs.sweep()["rules_checks_due"], "... or for the sweep"
+    rq_worker.work(burst=True)
+    assert queue.rules_pending(redis, [job["id"]])[job["id"]] == 0
+    assert workers.jobs.sweep()["rules_checks_due"] == []

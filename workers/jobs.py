@@ -63,17 +63,21 @@ def hold(key: str, seconds: float) -> bool:
 
 
 def apply_rules_job(job_id: int) -> list[dict[str, Any]]:
-    """Rules for the workers with new evidence since the last check (queued after every submit,
-    see `services/submitted.py`; `rules.workers_with_new_evidence`): spammers stop early, on the
+    """Rules for the workers with new evidence since the last check (queued by the submits once
+    their answers reach `RULES_CHECK_SHARE` of the job's, see `services/submitted.py`, and by
+    the sweep for any left; `rules.workers_with_new_evidence`): spammers stop early, on the
     evidence of their real answers as well as their golden ones. The last answer checked is kept
     in Redis; with it lost, every worker of the job is checked again (rules act once)."""
     app = _app()
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.RULES_JOB, job_id))
+    queue.start_rules_check(redis, job_id)
     mark = f"marketplace:rules_checked:{job_id}"
     since = int(redis.get(mark) or 0)
     with session_scope(get_engine(app)) as session:
         last, worker_ids = rules.workers_with_new_evidence(session, job_id, since)
+        job_answers = rules.answer_count(session, job_id)
+    queue.set_rules_threshold(redis, job_id, job_answers, float(app.config["RULES_CHECK_SHARE"]))
     if last is None:
         return []
     fired = _apply_rules(app, job_id, worker_ids)
@@ -182,6 +186,9 @@ def sweep() -> dict[str, Any]:
         queue.enqueue_once(redis, name, queue.AGGREGATE_JOB, job_id)
     for job_id in undecided:
         queue.enqueue_once(redis, name, queue.DECIDE_JOB, job_id)
+    unchecked = [j for j, n in queue.rules_pending(redis, list(job_ids)).items() if n > 0]
+    for job_id in unchecked:  # answers short of the next check's share: checked within an interval
+        queue.enqueue_once(redis, name, queue.RULES_JOB, job_id)
     for run_id in stalled:  # a run whose worker died: finish it (paying nobody twice)
         queue.enqueue_once(redis, name, queue.PAYOUT_JOB, run_id, ttl=60)
     events = _tell_webhooks(app)  # events whose deliveries a killed job never recorded
@@ -194,6 +201,7 @@ def sweep() -> dict[str, Any]:
         "jobs_finished": finished,
         "aggregations_due": due,
         "decisions_due": undecided,
+        "rules_checks_due": unchecked,
         "auto_decided": decided,
         "payout_runs_resumed": stalled,
         "webhook_deliveries": {"new": events, "resumed": len(lost)},

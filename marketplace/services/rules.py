@@ -181,6 +181,10 @@ def workers_with_new_evidence(session: Session, job_id: int, since: int) -> tupl
     return last, sorted(workers)
 
 
+def answer_count(session: Session, job_id: int) -> int:
+    return int(session.execute(select(func.count()).where(Answer.job_id == job_id)).scalar_one())
+
+
 def _answers_around(session: Session, job_id: int, worker_ids: list[int] | None) -> pd.DataFrame:
     """Included answers of the job on every item the workers answered (all of them: None)."""
     if worker_ids is None:

@@ -2,11 +2,12 @@
 
 A qualification test is graded at once (the worker waits for the outcome; tests are rare). The
 rest is queued in RQ: aggregation in batches, when an answer id crosses a multiple of the batch
-size or when the job finishes; the rules check of the job after every submit, deduplicated while
+size or when the job finishes; the rules check of the job once the answers since the last one
+reach a share of the job's (`RULES_CHECK_SHARE`, `queue.count_toward_rules`), deduplicated while
 one is waiting (`queue.enqueue_once`), so a spammer stops soon (it checks the workers with new
-answers and those who answered the same real items: `rules.workers_with_new_evidence`). Every submit makes that same
-Redis call, whether or not its task held golden items: a submit that held one must not take
-longer than one that did not (its timing would tell golden items apart).
+answers and those who answered the same real items: `rules.workers_with_new_evidence`). Every
+submit makes the same Redis calls, whether or not its task held golden items: a submit that held
+one must not take longer than one that did not (its timing would tell golden items apart).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def follow_up(
         result = _graded(engine, result, worker_id)
     if result.job_finished or any(i % aggregate_every == 0 for i in result.answer_ids):
         queue.enqueue_once(redis, queue_name, queue.AGGREGATE_JOB, result.job_id)
-    if not result.replayed:
+    if not result.replayed and queue.count_toward_rules(redis, result.job_id, len(result.answer_ids)):
         queue.enqueue_once(redis, queue_name, queue.RULES_JOB, result.job_id)
     return result
 
