@@ -23,6 +23,10 @@ DEFAULTS: dict[str, Any] = {
     "SUBMIT_MAX_BYTES": 1024 * 1024,  # a task's answers: 100 answers of the largest kind
     "UPLOAD_MAX_BYTES": 64 * 1024 * 1024,
     "AGGREGATE_EVERY_ANSWERS": 200,
+    # ... and a refit waits until the new answers reach this share of the last run's, or the
+    # last run is this old (services/aggregating.Pace): refits read the whole job.
+    "AGGREGATE_SHARE": 0.02,
+    "AGGREGATE_MAX_WAIT_SECONDS": 30,
     "HOT_PATH": True,
     # The most answers one job may ask for (real items x overlap, or overlap_max): a job's pool
     # and its leases' plans stay within what one database serves well (README, Performance).

@@ -109,3 +109,42 @@ def test_aggregation_is_reproducible_and_runs_in_batches(
     recorded = runs()
     assert [r.method for r in recorded] == ["dawid_skene", "majority_vote", "dawid_skene"]
     assert len({r.answers_used for r in recorded}) == 1 and recorded[0].answers_used > 0
+
+
+def test_a_refit_waits_for_a_share_of_new_answers_unless_answers_were_left_out(
+    app: Flask, client: FlaskClient, requester: dict[str, str]
+) -> None:
+    """A refit reads the whole job: one every 200 answers cost the square of the job's size. With
+    a pace, new answers short of `share` of the last run's wait (`waiting`), unless the last run
+    is older than `max_wait_seconds`, the job finished, or answers were left out (a ban)."""
+    from marketplace.models import Answer
+    from marketplace.services.aggregating import Pace, aggregate_job
+
+    job = post_job(client, requester, items=60, golden=0, overlap=1, items_per_task=5)
+    worker = bearer(new_key(app, "worker", "w"))
+
+    def tasks(n: int) -> None:
+        for _ in range(n):
+            task = client.post("/v1/assignments", json={"job_id": job["id"]}, headers=worker).get_json()
+            answers = {"answers": [{"item_id": i["id"], "label": TRUTH} for i in task["items"]]}
+            assert client.post(f"/v1/assignments/{task['id']}/submit", json=answers, headers=worker).status_code == 200
+
+    def run(pace: Pace) -> dict[str, Any]:
+        with session_scope(get_engine(app)) as session:
+            return aggregate_job(session, job["id"], pace)
+
+    half = Pace(share=0.5, max_wait_seconds=3600)
+    tasks(4)
+    assert run(half)["answers"] == 20, "the first run does not wait"
+    tasks(1)
+    assert run(half).get("waiting"), "5 new answers < half of 20"
+    assert run(Pace(share=0.5, max_wait_seconds=0))["answers"] == 25, "the last run is old enough"
+    tasks(2)
+    assert run(half).get("waiting"), "10 new answers < half of 25"
+    tasks(1)
+    assert run(half)["answers"] == 40, "15 new answers >= half of 25"
+    tasks(1)
+    with session_scope(get_engine(app)) as session:
+        first = session.execute(select(Answer).where(Answer.job_id == job["id"]).order_by(Answer.id)).scalars().first()
+        first.excluded = True
+    assert run(half)["answers"] == 44, "an answer left out: the results follow at once"

@@ -37,7 +37,9 @@ def aggregate_job(job_id: int) -> dict[str, Any]:
     redis = queue.get_redis(app)
     redis.delete(queue.guard_key(queue.AGGREGATE_JOB, job_id))
     with session_scope(get_engine(app)) as session:
-        summary = aggregating.aggregate_job(session, job_id)
+        summary = aggregating.aggregate_job(session, job_id, aggregating.Pace.from_config(app.config))
+    if summary.get("waiting"):  # nothing new for the rules or the decisions either
+        return summary
     summary["rules_fired"] = _apply_rules(app, job_id, None)
     with session_scope(get_engine(app)) as session:  # after the rules: a ban for cause rejects
         summary["decisions"] = acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))

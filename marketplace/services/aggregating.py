@@ -10,6 +10,7 @@ Krippendorff's alpha for labels (`aggregation.alpha`).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from sqlmodel import Session
 
 import aggregation
 from aggregation.alpha import label_alpha
-from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, utcnow
+from marketplace.models import Aggregate, AggregationRun, Answer, Item, Job, JobState, utcnow
 from marketplace.services import fusing
 from marketplace.services.bulk import copy_answers, copy_rows, replace_quality
 from marketplace.services.dynamic_overlap import extend_unsure
@@ -33,11 +34,30 @@ def load_golden(session: Session, job_id: int) -> pd.Series:
     return pd.Series({str(r.id): str(r.answer) for r in rows}, dtype=object)
 
 
-def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Pace:
+    """How soon new answers are worth a refit. Each refit reads and fits the whole job, so one
+    every `AGGREGATE_EVERY_ANSWERS` costs the square of the job's size over its life; waiting
+    until the new answers reach `share` of those the last run used makes it a constant per
+    answer (a run per 2% of growth). Below 10,000 answers (with the defaults) the batch is the
+    smaller, so small jobs are aggregated as before; a job whose new answers stay short of the
+    share is aggregated once its last run is `max_wait_seconds` old (the sweep looks every
+    `SWEEP_SECONDS`), and a finished job or one whose answers were left out (a ban) at once."""
+
+    share: float = 0.02
+    max_wait_seconds: float = 30.0
+
+    @classmethod
+    def from_config(cls, config: Any) -> Pace:
+        return cls(float(config["AGGREGATE_SHARE"]), float(config["AGGREGATE_MAX_WAIT_SECONDS"]))
+
+
+def aggregate_job(session: Session, job_id: int, pace: Pace | None = None) -> dict[str, Any]:
     """Recompute the job's aggregates and worker quality from its current answers.
 
     Skipped when nothing changed since the last run (same included answers, same method):
-    the result would be the same (aggregation is deterministic). Otherwise the whole job is
+    the result would be the same (aggregation is deterministic), and, with a `pace`, while the
+    new answers are too few for a refit (`waiting` in the summary). Otherwise the whole job is
     refitted: Dawid-Skene and its kin are global models, where one new answer moves a
     worker's error matrix and so every item that worker touched; 10M answers refit in ~20 s.
     """
@@ -48,6 +68,9 @@ def aggregate_job(session: Session, job_id: int) -> dict[str, Any]:
     if _unchanged(session, job):
         session.commit()
         return {"job_id": job_id, "skipped": "no change since the last run"}
+    if pace is not None and _too_soon(session, job, pace):
+        session.commit()
+        return {"job_id": job_id, "skipped": "waiting for more answers", "waiting": True}
     labels = job.annotation["type"] == CLASSIFICATION
     run = _aggregate_labels(session, job) if labels else fusing.fuse_job(session, job)
     seconds = time.perf_counter() - started
@@ -117,6 +140,22 @@ def _unchanged(session: Session, job: Job) -> bool:
         )
     ).one()
     return bool(latest == run.last_answer_id and included == run.answers_used)
+
+
+def _too_soon(session: Session, job: Job, pace: Pace) -> bool:
+    """Too few new answers since the last run for a refit, and that run is recent."""
+    run = last_run(session, job.id)
+    if run is None or job.state in (JobState.COMPLETED, JobState.CANCELLED):
+        return False
+    new, included = session.execute(
+        select(func.count().filter(Answer.id > run.last_answer_id), func.count()).where(
+            Answer.job_id == job.id, Answer.excluded.is_(False)
+        )
+    ).one()
+    if included != run.answers_used + new:
+        return False  # answers left out (a ban) or put back: the results must follow now
+    recent = (utcnow() - run.created_at).total_seconds() < pace.max_wait_seconds
+    return bool(new < pace.share * run.answers_used and recent)
 
 
 def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series) -> None:

@@ -9,7 +9,7 @@ label sets by Jaccard. A golden answer is `correct` when its score reaches `PASS
 score everywhere (`quality.golden_credit`), so rules, bans, qualification, bonuses and
 acceptance read annotation jobs as they read classifications.
 
-Scoring runs where golden figures are read (the rules check queued after every submit, the
+Scoring runs where golden figures are read (the rules checks that follow the submits, the
 aggregation, acceptance, a qualification test's grading), never inside a task's submit: a
 submit does the same work whether it holds golden items or not (invariant 3).
 """
