@@ -97,9 +97,9 @@ def count_toward_rules(connection: Redis, job_id: int, answers: int) -> bool:
     """Count a submit's answers toward the job's next rules check; True when the answers since
     the last check reach the threshold it set (`set_rules_threshold`; none set: at once).
 
-    A check reads the job's answers around the workers it looks at, most of a busy job, so one
-    after every submit cost more than the submits themselves (`bench.capacity`); spacing checks
-    by a share of the job's answers keeps their total cost linear in the job's size. The count
+    A check reads the job's answers around the workers it looks at, most of a busy job: after
+    every submit, checks ran back to back under load and their total cost grew with the square
+    of the job's size; spaced by a share of the job's answers, it grows linearly. The count
     does not depend on which items were golden: every submit makes the same calls. Redis errors:
     due (the enqueue that follows logs its own)."""
     try:
