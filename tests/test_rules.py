@@ -20,6 +20,20 @@ from tests.conftest import LABELS, bearer, new_key, post_job, work_through
 CHANCE = DEFAULT_RULES[0]["condition"]
 DEFAULT = DEFAULT_RULES[1]["condition"]
 SPAMMER_BOUND = 60  # golden answers; the worst of 3,000 simulated spammers needed 51
+SPAM_CROWD = ("spammer", "h1", "h2", "h3", "h4")
+
+
+def _rq_in_process(app: Flask, monkeypatch: Any) -> None:
+    """RQ jobs run here (SimpleWorker) on the test's database and Redis; no aggregation by batch,
+    and the pool's draws repeat (one run, not a distribution)."""
+    import workers.jobs
+    from tests.conftest import REDIS_URL
+
+    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", REDIS_URL)
+    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
+    monkeypatch.setitem(app.config, "POOL_SEED", 5)
+    workers.jobs._apps.clear()
 
 
 def _first_firing(accuracy: float, seed: int, answers: int = 300) -> int | None:
@@ -250,18 +264,12 @@ def test_the_model_rule_stops_a_spammer_from_its_real_answers_between_aggregatio
     item its first answer before any its second (150 items: 30 tasks before a second answer)."""
     from rq import SimpleWorker
 
-    import workers.jobs
     from marketplace import queue
-    from tests.conftest import REDIS_URL
 
-    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
-    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
-    monkeypatch.setitem(app.config, "POOL_SEED", 5)  # the pool's draws repeat: one run, not a distribution
-    workers.jobs._apps.clear()
+    _rq_in_process(app, monkeypatch)
     job = post_job(client, requester, items=150, golden=0, overlap=3, golden_ratio=0.0, items_per_task=5)
     rng = random.Random(11)
-    crowd = {name: bearer(new_key(app, "worker", name)) for name in ("spammer", "h1", "h2", "h3", "h4")}
+    crowd = {name: bearer(new_key(app, "worker", name)) for name in SPAM_CROWD}
 
     def answer(name: str, item: dict[str, Any]) -> str:
         truth = LABELS[int(item["data"]["url"][4:-4]) % 3]
@@ -297,18 +305,12 @@ def test_a_spammer_who_stopped_is_banned_when_the_others_answer_its_items(
     submitters, and the spammer waited for the next aggregation (here: never)."""
     from rq import SimpleWorker
 
-    import workers.jobs
     from marketplace import queue
-    from tests.conftest import REDIS_URL
 
-    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
-    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
-    monkeypatch.setitem(app.config, "POOL_SEED", 5)  # the pool's draws repeat: one run, not a distribution
-    workers.jobs._apps.clear()
+    _rq_in_process(app, monkeypatch)
     job = post_job(client, requester, items=150, golden=0, overlap=3, golden_ratio=0.0, items_per_task=5)
     rng = random.Random(3)
-    crowd = {name: bearer(new_key(app, "worker", name)) for name in ("spammer", "h1", "h2", "h3", "h4")}
+    crowd = {name: bearer(new_key(app, "worker", name)) for name in SPAM_CROWD}
     rq_worker = SimpleWorker([queue.get_queue(redis, app.config["QUEUE_NAME"])], connection=redis)
 
     def work(name: str) -> None:
@@ -395,13 +397,9 @@ def test_rules_checks_are_spaced_by_a_share_of_the_jobs_answers_and_the_sweep_ta
     import workers.jobs
     from marketplace import queue
     from marketplace.services import rules
-    from tests.conftest import REDIS_URL
 
-    monkeypatch.setenv("DATABASE_URL", app.config["DATABASE_URL"])
-    monkeypatch.setenv("REDIS_URL", REDIS_URL)
     monkeypatch.setenv("MARKETPLACE_RULES_CHECK_SHARE", "0.25")
-    monkeypatch.setitem(app.config, "AGGREGATE_EVERY_ANSWERS", 10**9)
-    workers.jobs._apps.clear()
+    _rq_in_process(app, monkeypatch)
     checks: list[int] = []
     looked = rules.workers_with_new_evidence
 
