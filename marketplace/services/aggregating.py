@@ -65,10 +65,12 @@ def aggregate_job(session: Session, job_id: int, pace: Pace | None = None) -> di
     job = session.get(Job, job_id)
     if job is None:
         return {"job_id": job_id, "skipped": "no such job"}
-    if _unchanged(session, job):
+    previous = last_run(session, job_id)
+    answers = _answers_since(session, job_id, previous)
+    if _unchanged(job, previous, answers):
         session.commit()
         return {"job_id": job_id, "skipped": "no change since the last run"}
-    if pace is not None and _too_soon(session, job, pace):
+    if pace is not None and _too_soon(job, previous, answers, pace):
         session.commit()
         return {"job_id": job_id, "skipped": "waiting for more answers", "waiting": True}
     labels = job.annotation["type"] == CLASSIFICATION
@@ -128,34 +130,40 @@ def _aggregate_labels(session: Session, job: Job) -> Run:
     return Run(result.method, result.version, len(answers), last_id, len(rows), agreement, extended)
 
 
-def _unchanged(session: Session, job: Job) -> bool:
-    run = last_run(session, job.id)
+@dataclass(frozen=True)
+class _Answers:
+    latest: int  # the newest included answer's id (0: none)
+    included: int  # included answers
+    new: int  # ... after the last run's `last_answer_id` (all of them without a run)
+
+
+def _answers_since(session: Session, job_id: int, run: AggregationRun | None) -> _Answers:
+    """The job's included answers against the last run, in one read."""
+    after = run.last_answer_id if run is not None else 0
+    latest, included, new = session.execute(
+        select(func.coalesce(func.max(Answer.id), 0), func.count(), func.count().filter(Answer.id > after)).where(
+            Answer.job_id == job_id, Answer.excluded.is_(False)
+        )
+    ).one()
+    return _Answers(int(latest), int(included), int(new))
+
+
+def _unchanged(job: Job, run: AggregationRun | None, answers: _Answers) -> bool:
     if run is None:
         return False
     if job.annotation["type"] == CLASSIFICATION and run.method.split(":")[0] != job.aggregation:
         return False  # annotation types have one method each
-    latest, included = session.execute(
-        select(func.coalesce(func.max(Answer.id), 0), func.count()).where(
-            Answer.job_id == job.id, Answer.excluded.is_(False)
-        )
-    ).one()
-    return bool(latest == run.last_answer_id and included == run.answers_used)
+    return answers.latest == run.last_answer_id and answers.included == run.answers_used
 
 
-def _too_soon(session: Session, job: Job, pace: Pace) -> bool:
+def _too_soon(job: Job, run: AggregationRun | None, answers: _Answers, pace: Pace) -> bool:
     """Too few new answers since the last run for a refit, and that run is recent."""
-    run = last_run(session, job.id)
     if run is None or job.state in (JobState.COMPLETED, JobState.CANCELLED):
         return False
-    new, included = session.execute(
-        select(func.count().filter(Answer.id > run.last_answer_id), func.count()).where(
-            Answer.job_id == job.id, Answer.excluded.is_(False)
-        )
-    ).one()
-    if included != run.answers_used + new:
+    if answers.included != run.answers_used + answers.new:
         return False  # answers left out (a ban) or put back: the results must follow now
     recent = (utcnow() - run.created_at).total_seconds() < pace.max_wait_seconds
-    return bool(new < pace.share * run.answers_used and recent)
+    return answers.new < pace.share * run.answers_used and recent
 
 
 def _store_quality(session: Session, job_id: int, answers: pd.DataFrame, golden: pd.Series, labels: pd.Series) -> None:

@@ -28,6 +28,7 @@ ban most honest box workers in the long run.
 from __future__ import annotations
 
 import statistics
+from collections import defaultdict
 from datetime import timedelta
 from typing import Any
 
@@ -122,7 +123,7 @@ def worker_figures(session: Session, job_id: int, worker_ids: list[int]) -> dict
         )
     }
     agreement = scoring.agreement_with_aggregates(session, job_id, worker_ids)
-    leases: dict[int, list[Any]] = {w: [] for w in worker_ids}
+    leases: dict[int, list[Any]] = defaultdict(list)
     for row in session.execute(
         select(
             Assignment.worker_id,
@@ -135,12 +136,12 @@ def worker_figures(session: Session, job_id: int, worker_ids: list[int]) -> dict
         .where(Assignment.job_id == job_id, Assignment.worker_id.in_(worker_ids))
         .group_by(Assignment.id, Assignment.worker_id, Assignment.state, Assignment.created_at, Assignment.finished_at)
     ):
-        leases.setdefault(row.worker_id, []).append(row)
+        leases[row.worker_id].append(row)
     figures: dict[int, dict[str, Any]] = {}
     for worker_id in worker_ids:
         seen, correct = golden.get(worker_id, (0, 0.0))
         compared, agreed = agreement.get(worker_id, (0, 0.0))
-        mine = leases.get(worker_id, [])
+        mine = leases[worker_id]
         per_item = [
             (r.finished_at - r.created_at).total_seconds() / r.entries
             for r in mine
