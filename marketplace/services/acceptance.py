@@ -8,8 +8,10 @@ real items are aggregated and no rule rejects it, or after `auto_accept_seconds`
 state of aggregation. Requesters set the rules per job within the operator's limits.
 
 A decision is written once (`pool.decisions.record`) and its money moves under a unique key per
-assignment, so a decision job run twice, or two at once, pays once. Each batch locks the money
-accounts it will move first, in the ledger's one order (`ledger.lock_balances`).
+assignment, so a decision job run twice, or two at once, pays once. Each batch reads first, then
+locks the money accounts it will move, in the ledger's one order (`ledger.lock_balances`), and
+writes its decisions and movements in a few statements (`ledger.post_all`): every lease of the job
+waits on those rows while a batch holds them.
 
 The reasons are shown to workers: they never count or name golden items (a task's golden share
 must not be readable from them), so they say "quality checks" and "consensus", not figures.
@@ -44,8 +46,9 @@ from marketplace.services import budget, ledger, pricing, scoring
 from marketplace.services.ledger import budget_account, holds_account, requester_account, worker_account
 from marketplace.settings import AcceptanceRules, Bonus, Pricing
 
-# Tasks decided per transaction: each settles with ~15 statements and holds the job's budget
-# and holds rows, which every lease of the job also updates; 50 keeps each transaction short.
+# Tasks decided per transaction: a batch holds the job's budget and holds rows, which every
+# lease of the job also updates, while it writes its decisions and movements (a few statements
+# whatever its size; `bench.acceptance` measures how long).
 BATCH = 50
 DECISION_LOCK = 7_301  # advisory lock (space, job id modulo 2**31 - 1): one decision run per job
 ACCEPTED = "accepted"
@@ -129,15 +132,17 @@ def decide_job(
         if not tasks:
             break
         after = tasks[-1].id
-        _lock_money(session, job, tasks)
         answers = _answers_of(session, job_id, [t.id for t in tasks])
         agreeing = _agreement(session, job, answers)
+        verdicts: list[tuple[Assignment, Verdict]] = []
         for task in tasks:
             verdict = judge(rules, answers.get(task.id, []), agreeing, overdue=task.finished_at + delay <= now)
             if verdict is None:
                 counts["waiting"] += 1
-            elif settle(session, job, task, verdict, now):
-                counts[verdict.decision] += 1
+            else:
+                verdicts.append((task, verdict))
+        for decision in settle(session, job, verdicts, answers, now):
+            counts[decision] += 1
         session.commit()
     return counts
 
@@ -150,14 +155,6 @@ def _deciding_alone(session: Session, job_id: int) -> bool:
     run's lock goes with its connection."""
     statement = text("SELECT pg_try_advisory_xact_lock(:space, CAST(:job % 2147483647 AS INTEGER))")
     return bool(session.execute(statement, {"space": DECISION_LOCK, "job": job_id}).scalar())
-
-
-def _lock_money(session: Session, job: Job, tasks: list[Assignment]) -> None:
-    """Every balance row this batch may change, in the ledger's order, before the first move."""
-    accounts = [budget_account(job.id), holds_account(job.id), *(worker_account(t.worker_id) for t in tasks)]
-    if job.state == JobState.CANCELLED:
-        accounts.append(requester_account(job.requester_id))
-    ledger.lock_balances(session, accounts)
 
 
 def _answers_of(session: Session, job_id: int, assignment_ids: list[int]) -> dict[int, list[Answer]]:
@@ -218,46 +215,85 @@ def judge(
     return Verdict(Decision.ACCEPTED, AGREES if judged else ACCEPTED)
 
 
-def settle(session: Session, job: Job, task: Assignment, verdict: Verdict, now: datetime) -> bool:
-    """Record the decision once and move its money: pay (+ bonus) from the hold and return the
-    rest, or return the whole hold. False when another run decided it first."""
-    pay = bonus = 0
-    if verdict.decision == Decision.ACCEPTED:
-        entries = session.execute(select(Answer.value).where(Answer.assignment_id == task.id)).scalars().all()
-        kind = job.annotation["type"]
-        prices = Pricing.load(job.pricing, job.reward_cents)
-        pay = sum(prices.item_pay(kind, 1 if value is None else pricing.objects_in(value)) for value in entries)
-        bonus_rule = Bonus.load(job.bonus)
-        if bonus_rule is not None:
-            bonus = len(entries) * bonus_rule.per_item(_golden_accuracy(session, job.id, task.worker_id))
-    paid = pay + bonus if verdict.decision == Decision.ACCEPTED else None
-    if not decisions.record(session, task.id, verdict.decision, verdict.reason, paid, now):
-        return False
-    holds, rest = holds_account(job.id), task.hold_cents - pay - bonus
-    common = {"currency": job.currency, "job_id": job.id, "assignment_id": task.id}
-    if verdict.decision == Decision.ACCEPTED:
-        worker = worker_account(task.worker_id)
-        ledger.post(session, LedgerKind.WORK, [(holds, worker, pay)], key=f"work:{task.id}", **common)
-        ledger.post(session, LedgerKind.BONUS, [(holds, worker, bonus)], key=f"bonus:{task.id}", **common)
-    ledger.post(
-        session,
-        LedgerKind.RELEASE,
-        [(holds, budget_account(job.id), rest)],
-        key=f"rest:{task.id}",
-        memo=verdict.reason,
-        **common,
-    )
-    if job.state == JobState.CANCELLED:
-        budget.refund_rest(session, job)
-    return True
-
-
-def _golden_accuracy(session: Session, job_id: int, worker_id: int) -> float | None:
-    return session.execute(
-        select(WorkerQuality.golden_accuracy).where(
-            WorkerQuality.job_id == job_id, WorkerQuality.worker_id == worker_id
+def settle(
+    session: Session,
+    job: Job,
+    verdicts: list[tuple[Assignment, Verdict]],
+    answers: dict[int, list[Answer]],
+    now: datetime,
+) -> list[Decision]:
+    """Record each decision once and move its money: pay (+ bonus) from the hold and return the
+    rest, or return the whole hold; the decisions written (a task another run decided first is
+    left out). The money rows are locked only now, after the reads, and the batch's writes are
+    a few statements, so the job's leases wait on those rows as little as they can."""
+    if not verdicts:
+        return []
+    _lock_money(session, job, [task for task, verdict in verdicts if verdict.decision == Decision.ACCEPTED])
+    outcomes = _outcomes(session, job, verdicts, answers)
+    written = decisions.record(session, outcomes, now)
+    holds, budget_of_job = holds_account(job.id), budget_account(job.id)
+    movements: list[ledger.Movement] = []
+    for (task, _), outcome in zip(verdicts, outcomes, strict=True):
+        if outcome.assignment_id not in written:
+            continue
+        paid = outcome.paid_cents or 0
+        if outcome.decision == Decision.ACCEPTED:
+            worker, pay = worker_account(task.worker_id), _pay(job, answers.get(task.id, []))
+            work, bonus = [(holds, worker, pay)], [(holds, worker, paid - pay)]
+            movements.append(ledger.Movement(LedgerKind.WORK, work, f"work:{task.id}", job.id, task.id))
+            movements.append(ledger.Movement(LedgerKind.BONUS, bonus, f"bonus:{task.id}", job.id, task.id))
+        rest = [(holds, budget_of_job, task.hold_cents - paid)]
+        movements.append(
+            ledger.Movement(LedgerKind.RELEASE, rest, f"rest:{task.id}", job.id, task.id, memo=outcome.reason)
         )
-    ).scalar()
+    ledger.post_all(session, movements, currency=job.currency)
+    if written and job.state == JobState.CANCELLED:
+        budget.refund_rest(session, job)
+    return [outcome.decision for outcome in outcomes if outcome.assignment_id in written]
+
+
+def _lock_money(session: Session, job: Job, paid: list[Assignment]) -> None:
+    """Every balance row the batch may change, in the ledger's order, before the first move."""
+    accounts = [budget_account(job.id), holds_account(job.id), *(worker_account(t.worker_id) for t in paid)]
+    if job.state == JobState.CANCELLED:
+        accounts.append(requester_account(job.requester_id))
+    ledger.lock_balances(session, accounts)
+
+
+def _outcomes(
+    session: Session, job: Job, verdicts: list[tuple[Assignment, Verdict]], answers: dict[int, list[Answer]]
+) -> list[decisions.Outcome]:
+    """Each task's decision with what it pays: its items' prices, and the job's bonus when the
+    worker's golden accuracy on the job clears the bar."""
+    bonus_rule = Bonus.load(job.bonus)
+    accepted = {task.worker_id for task, verdict in verdicts if verdict.decision == Decision.ACCEPTED}
+    accuracy = _golden_accuracies(session, job.id, accepted) if bonus_rule and accepted else {}
+    outcomes = []
+    for task, verdict in verdicts:
+        paid = None
+        if verdict.decision == Decision.ACCEPTED:
+            entries = answers.get(task.id, [])
+            paid = _pay(job, entries)
+            if bonus_rule is not None:
+                paid += len(entries) * bonus_rule.per_item(accuracy.get(task.worker_id))
+        outcomes.append(decisions.Outcome(int(task.id or 0), verdict.decision, verdict.reason, paid))
+    return outcomes
+
+
+def _pay(job: Job, entries: list[Answer]) -> int:
+    """The items' prices (an annotation item's by the objects drawn on it)."""
+    kind = job.annotation["type"]
+    prices = Pricing.load(job.pricing, job.reward_cents)
+    return sum(prices.item_pay(kind, 1 if a.value is None else pricing.objects_in(a.value)) for a in entries)
+
+
+def _golden_accuracies(session: Session, job_id: int, worker_ids: set[int]) -> dict[int, float | None]:
+    rows = session.execute(
+        select(WorkerQuality.worker_id, WorkerQuality.golden_accuracy).where(
+            WorkerQuality.job_id == job_id, WorkerQuality.worker_id.in_(worker_ids)
+        )
+    ).all()
+    return {row.worker_id: row.golden_accuracy for row in rows}
 
 
 def decisions_due(session: Session, job_id: int, aggregated_up_to: int) -> bool:

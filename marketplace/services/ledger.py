@@ -28,9 +28,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, event, exists, func, or_, select, text, update
+from sqlalchemy import and_, event, exists, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -124,6 +125,20 @@ hold AS (
 )"""
 
 
+@dataclass(frozen=True)
+class Movement:
+    """One balanced movement to write: money moves from each first account to its second."""
+
+    kind: LedgerKind
+    moves: list[Move]
+    key: str | None = None
+    job_id: int | None = None
+    assignment_id: int | None = None
+    run_id: int | None = None
+    actor_id: int | None = None
+    memo: str = ""
+
+
 def post(
     session: Session,
     kind: LedgerKind,
@@ -140,52 +155,91 @@ def post(
     """Write one balanced movement and the balances it changes; its id, or None when `key` was
     used before (the movement happened already: nothing is written). Raises InsufficientFunds
     when an account would go below zero; the caller's transaction stays usable either way."""
-    if any(amount < 0 for _, _, amount in moves):
+    movement = Movement(kind, moves, key, job_id, assignment_id, run_id, actor_id, memo)
+    return post_all(session, [movement], currency=currency)[0]
+
+
+def post_all(session: Session, movements: list[Movement], *, currency: str) -> list[int | None]:
+    """Write movements together in a handful of statements, whatever their number (the
+    acceptance batch posts three a task while it holds the job's money rows); each one's id, or
+    None when it moved nothing (no amount, or its key used before). All or nothing: raises
+    InsufficientFunds when an account would go below zero, with nothing written."""
+    if any(amount < 0 for m in movements for _, _, amount in m.moves):
         raise ValueError("amounts move from the first account to the second and are never negative")
-    moves = [m for m in moves if m[2] > 0]
-    if not moves:
-        return None
-    if key is not None and session.execute(select(LedgerTxn.id).where(LedgerTxn.key == key)).first():
-        return None
+    keys = [m.key for m in movements if m.key is not None]
+    if len(set(keys)) < len(keys):
+        raise ValueError("two movements of one call share a key")
+    used = set(session.execute(select(LedgerTxn.key).where(LedgerTxn.key.in_(keys))).scalars()) if keys else set()
+    fresh = [
+        (n, replace(m, moves=[move for move in m.moves if move[2] > 0]))
+        for n, m in enumerate(movements)
+        if m.key not in used or m.key is None
+    ]
+    fresh = [(n, m) for n, m in fresh if m.moves]
+    ids: list[int | None] = [None] * len(movements)
+    if not fresh:
+        return ids
     deltas: dict[str, int] = defaultdict(int)
-    for source, target, amount in moves:
-        deltas[source] -= amount
-        deltas[target] += amount
+    for _, m in fresh:
+        for source, target, amount in m.moves:
+            deltas[source] -= amount
+            deltas[target] += amount
     lock_balances(session, deltas)  # in the caller's transaction, not the savepoint below
     try:
         with session.begin_nested():
-            txn_id = session.execute(
-                LedgerTxn.__table__.insert()  # type: ignore[attr-defined]
-                .values(
-                    kind=kind,
-                    key=key,
-                    job_id=job_id,
-                    assignment_id=assignment_id,
-                    run_id=run_id,
-                    actor_id=actor_id,
-                    memo=memo[:300],
-                    created_at=utcnow(),
-                )
-                .returning(LedgerTxn.id)
-            ).scalar_one()
-            session.execute(
-                LedgerEntry.__table__.insert(),  # type: ignore[attr-defined]
-                [
-                    {"txn_id": txn_id, "account": account, "amount": amount, "currency": currency}
-                    for source, target, value in moves
-                    for account, amount in ((source, -value), (target, value))
-                ],
-            )
-            for account in sorted(deltas):
-                _add_to_balance(session, account, currency, deltas[account])
+            new_ids = _write(session, [m for _, m in fresh], currency)
+            _add_to_balances(session, deltas, currency)
     except IntegrityError as error:
-        text = str(error.orig)
-        if key is not None and "key" in text and "ck_balance_not_negative" not in text:
-            return None  # the same movement, posted concurrently under the same key
-        if "ck_balance_not_negative" in text:
+        reason = str(error.orig)
+        if "ck_balance_not_negative" in reason:
             raise InsufficientFunds("not enough funds for this") from None
+        if "key" in reason and len(fresh) > 1:  # posted concurrently under one of these keys
+            return [post_all(session, [m], currency=currency)[0] if m.key not in used else None for m in movements]
+        if "key" in reason:
+            return ids  # the same movement, posted concurrently under the same key
         raise
-    return int(txn_id)
+    for (n, _), txn_id in zip(fresh, new_ids, strict=True):
+        ids[n] = txn_id
+    return ids
+
+
+def _write(session: Session, movements: list[Movement], currency: str) -> list[int]:
+    """The movements' rows and entries in three statements; their ids, in order (taken from the
+    sequence first, so that each entry knows its movement)."""
+    ids = list(
+        session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('ledgertxn', 'id')) FROM generate_series(1, :n)"),
+            {"n": len(movements)},
+        ).scalars()
+    )
+    now = utcnow()
+    session.execute(
+        LedgerTxn.__table__.insert(),  # type: ignore[attr-defined]
+        [
+            {
+                "id": txn_id,
+                "kind": m.kind,
+                "key": m.key,
+                "job_id": m.job_id,
+                "assignment_id": m.assignment_id,
+                "run_id": m.run_id,
+                "actor_id": m.actor_id,
+                "memo": m.memo[:300],
+                "created_at": now,
+            }
+            for txn_id, m in zip(ids, movements, strict=True)
+        ],
+    )
+    session.execute(
+        LedgerEntry.__table__.insert(),  # type: ignore[attr-defined]
+        [
+            {"txn_id": txn_id, "account": account, "amount": amount, "currency": currency}
+            for txn_id, m in zip(ids, movements, strict=True)
+            for source, target, value in m.moves
+            for account, amount in ((source, -value), (target, value))
+        ],
+    )
+    return [int(i) for i in ids]
 
 
 def open_accounts(session: Session, accounts: list[str], currency: str) -> None:
@@ -200,22 +254,34 @@ def open_accounts(session: Session, accounts: list[str], currency: str) -> None:
     )
 
 
-def _add_to_balance(session: Session, account: str, currency: str, delta: int) -> None:
-    """Add `delta` to the kept balance. A debit is an UPDATE: an upsert's proposed row would
-    carry the bare delta, which the CHECK refuses before the conflict is seen."""
-    if delta < 0:
-        changed = session.execute(
-            update(LedgerBalance).where(LedgerBalance.account == account).values(balance=LedgerBalance.balance + delta)
-        ).rowcount
-        if changed:
-            return
-    session.execute(
-        text(
-            "INSERT INTO ledgerbalance (account, currency, balance) VALUES (:account, :currency, :delta) "
-            "ON CONFLICT (account) DO UPDATE SET balance = ledgerbalance.balance + EXCLUDED.balance"
-        ),
-        {"account": account, "currency": currency, "delta": delta},
+def _add_to_balances(session: Session, deltas: dict[str, int], currency: str) -> None:
+    """Add each delta to its kept balance: one UPDATE for the rows that exist, one insert for
+    the rest. A debit of a missing row is inserted with its bare (negative) delta, which the
+    CHECK refuses unless the account is external: an upsert could not tell the two apart."""
+    accounts = sorted(a for a, d in deltas.items() if d != 0)
+    if not accounts:
+        return
+    updated = set(
+        session.execute(
+            text(
+                "UPDATE ledgerbalance b SET balance = b.balance + d.delta "
+                "FROM unnest(CAST(:accounts AS varchar[]), CAST(:deltas AS bigint[])) AS d(account, delta) "
+                "WHERE b.account = d.account RETURNING b.account"
+            ),
+            {"accounts": accounts, "deltas": [deltas[a] for a in accounts]},
+        ).scalars()
     )
+    missing = [a for a in accounts if a not in updated]
+    if missing:
+        session.execute(
+            text(
+                "INSERT INTO ledgerbalance (account, currency, balance) "
+                "SELECT d.account, :currency, d.delta "
+                "FROM unnest(CAST(:accounts AS varchar[]), CAST(:deltas AS bigint[])) AS d(account, delta) "
+                "ON CONFLICT (account) DO UPDATE SET balance = ledgerbalance.balance + EXCLUDED.balance"
+            ),
+            {"accounts": missing, "deltas": [deltas[a] for a in missing], "currency": currency},
+        )
 
 
 def balance(session: Session, account: str) -> int:
