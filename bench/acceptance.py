@@ -21,15 +21,11 @@ import time
 import uuid
 from typing import Any
 
-import psycopg
 from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+
+from bench.inprocess import fresh_app
 
 LABELS = ["a", "b", "c"]
-
-
-def _url(admin: str, name: str) -> str:
-    return make_url(admin).set(database=name).render_as_string(hide_password=False)
 
 
 def fill(app: Any, job_id: int, workers: list[int], tasks: int, rng: random.Random) -> None:
@@ -115,26 +111,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="one JSON line (the default prints it indented)")
     args = parser.parse_args()
 
-    from marketplace import create_app
-    from marketplace.db import dispose, get_engine, session_scope
-    from marketplace.migrate import upgrade
-    from marketplace.services import aggregating, ledger
-    from marketplace.services.accounts import create_account
+    from marketplace.db import get_engine, session_scope
+    from marketplace.services import aggregating
 
-    name = f"bench_accept_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = _url(args.database_url, name)
-        upgrade(url)
-        app = create_app({"DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:6379/5", "RATE_LIMITS": False})
-        app.config.update(MAX_OPEN_LEASES=10**6, MAX_OPEN_LEASES_PER_JOB=10**6)
-        with session_scope(get_engine(app)) as session:
-            requester, key = create_account(session, "requester", "bench")
-            ledger.fund(session, int(requester.id or 0), 10**12, "USD", actor_id=0, key=None)
-            workers = [int(create_account(session, "worker", f"w{n}")[0].id or 0) for n in range(60)]
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {key}"}
+    with fresh_app(args.database_url, "bench_accept", workers=60) as bench:
+        app, client, headers = bench.app, bench.client, bench.headers
         items = args.tasks * 5 // 3
         golden = items // 9
         spec: dict[str, Any] = {
@@ -158,14 +139,10 @@ def main() -> int:
         added = client.post(f"/v1/jobs/{job_id}/items", json=batch, headers=headers)
         assert added.status_code == 201, added.get_json()
         assert client.post(f"/v1/jobs/{job_id}/launch", headers=headers).status_code == 200
-        fill(app, job_id, workers, args.tasks, random.Random(7))
+        fill(app, job_id, bench.workers, args.tasks, random.Random(7))
         with session_scope(get_engine(app)) as session:
             aggregating.aggregate_job(session, job_id)
         print(json.dumps(decide(app, job_id), indent=None if args.json else 2), flush=True)
-        dispose(app)
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return 0
 
 

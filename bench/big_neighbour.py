@@ -20,13 +20,9 @@ import time
 import uuid
 from typing import Any
 
-import psycopg
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
-
-def _url(admin: str, name: str) -> str:
-    return make_url(admin).set(database=name).render_as_string(hide_password=False)
+from bench.inprocess import fresh_app
 
 
 def cycles(app: Any, job_id: int, workers: list[int], count: int) -> dict[str, Any]:
@@ -63,26 +59,10 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=400)
     args = parser.parse_args()
 
-    from marketplace import create_app
-    from marketplace.db import dispose, get_engine, session_scope
-    from marketplace.migrate import upgrade
-    from marketplace.services import ledger
-    from marketplace.services.accounts import create_account
+    from marketplace.db import get_engine, session_scope
 
-    name = f"bench_big_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(args.database_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = _url(args.database_url, name)
-        upgrade(url)
-        app = create_app({"DATABASE_URL": url, "REDIS_URL": "redis://127.0.0.1:6379/5", "RATE_LIMITS": False})
-        app.config.update(MAX_OPEN_LEASES=10**6, MAX_OPEN_LEASES_PER_JOB=10**6)
-        with session_scope(get_engine(app)) as session:
-            requester, key = create_account(session, "requester", "bench")
-            ledger.fund(session, int(requester.id or 0), 10**12, "USD", actor_id=0, key=None)
-            workers = [int(create_account(session, "worker", f"w{n}")[0].id or 0) for n in range(50)]
-        client = app.test_client()
-        headers = {"Authorization": f"Bearer {key}"}
+    with fresh_app(args.database_url, "bench_big", workers=50) as bench:
+        app, client, headers, workers = bench.app, bench.client, bench.headers, bench.workers
 
         def job(items: int, overlap: int) -> int:
             spec = {
@@ -126,10 +106,6 @@ def main() -> int:
         assert client.post(f"/v1/jobs/{small2}/launch", headers=headers).status_code == 200
         print(json.dumps({"phase": "small job next to the big one", **cycles(app, small2, workers, args.cycles)}))
         print(json.dumps({"phase": "the big job itself", **cycles(app, big, workers, args.cycles)}), flush=True)
-        dispose(app)
-    finally:
-        with psycopg.connect(args.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     return 0
 
 
