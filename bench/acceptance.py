@@ -53,7 +53,7 @@ def fill(app: Any, job_id: int, workers: list[int], tasks: int, rng: random.Rand
 def decide(app: Any, job_id: int) -> dict[str, Any]:
     """Time one decision run, counting statements and the spans that hold the job's money rows."""
     from marketplace.db import get_engine, session_scope
-    from marketplace.services import acceptance, ledger
+    from marketplace.services import acceptance, ledger_audit
 
     engine = get_engine(app)
     statements = 0
@@ -78,7 +78,7 @@ def decide(app: Any, job_id: int) -> dict[str, Any]:
             counts = acceptance.decide_job(session, job_id, acceptance.Limits.from_config(app.config))
             seconds = time.perf_counter() - started
         with session_scope(engine) as session:
-            problems = ledger.check(session)
+            problems = ledger_audit.check(session)
             paid = session.execute(
                 text("SELECT coalesce(sum(balance), 0) FROM ledgerbalance WHERE account LIKE 'worker:%'")
             )

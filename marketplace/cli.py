@@ -143,11 +143,11 @@ def ledger_group() -> None:
 def ledger_check() -> None:
     """Recompute the ledger from its entries; exit 1 and list the problems when it is not sound."""
     from marketplace.db import make_engine, session_scope
-    from marketplace.services import ledger
+    from marketplace.services import ledger_audit
 
     engine = make_engine(_migrated_database_url())
     with session_scope(engine) as session:
-        problems = ledger.check(session)
+        problems = ledger_audit.check(session)
     engine.dispose()
     for problem in problems:
         click.echo(problem)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from marketplace.db import make_engine, session_scope
 from marketplace.migrate import upgrade
-from marketplace.services import ledger
+from marketplace.services import ledger_audit
 from tests.serving import free_port
 
 DATABASE = "marketplace"
@@ -374,7 +374,7 @@ def check_invariants(engine: Engine, job_ids: list[int], crowd: Crowd | None = N
         assert unpaid == 0, f"{unpaid} accepted tasks not paid"
         figures["accepted"] = conn.execute(text("SELECT count(*) FROM assignment WHERE decision = 'accepted'")).scalar()
     with session_scope(engine) as session:
-        problems = ledger.check(session)
+        problems = ledger_audit.check(session)
     assert not problems, problems
     return figures
 

@@ -22,7 +22,7 @@ from sqlalchemy import event, select, text, update
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Account, Assignment, LedgerEntry, LedgerKind, LedgerTxn, utcnow
 from marketplace.pool.release import EXPIRY_GRACE, reclaim_apart, reclaim_expired
-from marketplace.services import acceptance, ledger, rules
+from marketplace.services import acceptance, ledger, ledger_audit, rules
 from marketplace.services.ledger import LockOrderError
 from tests.conftest import bearer, new_key, post_job
 
@@ -200,7 +200,7 @@ def test_leases_and_acceptance_batches_never_deadlock(app: Flask, client: FlaskC
     assert errors == []
     with session_scope(get_engine(app)) as session:
         assert acceptance.decide_job(session, job["id"], acceptance.Limits(), utcnow() + timedelta(days=30))
-        assert ledger.check(session) == []
+        assert ledger_audit.check(session) == []
         decided = session.execute(select(Assignment.decision).where(Assignment.job_id == job["id"])).scalars().all()
     assert decided and all(d == "accepted" for d in decided)
 
@@ -242,7 +242,7 @@ def test_a_rules_pass_banning_two_workers_never_holds_balance_rows_while_it_wait
     rules_pass.join(timeout=30)
     assert sorted(f["worker_id"] for f in fired) == [first_id, second_id]
     with session_scope(engine) as session:
-        assert ledger.check(session) == []
+        assert ledger_audit.check(session) == []
 
 
 def _apply_rules(app: Flask, job_id: int) -> list[dict[str, Any]]:
@@ -312,7 +312,7 @@ def test_a_batch_of_movements_is_a_few_statements_and_all_or_nothing(
             ledger.post_all(session, [*batch(5000, 2), *batch(5002, 1, cents=before + 1)], currency="USD")
         assert ledger.balance(session, budget) == before - 1
         assert session.execute(select(LedgerTxn.id).where(LedgerTxn.key.like("t:500%"))).first() is None
-        assert ledger.balance(session, holds) >= 0 and ledger.check(session) == []
+        assert ledger.balance(session, holds) >= 0 and ledger_audit.check(session) == []
 
 
 def test_two_batches_with_shared_keys_at_once_post_each_key_once(
@@ -353,7 +353,7 @@ def test_two_batches_with_shared_keys_at_once_post_each_key_once(
         assert sorted(keys) == sorted(f"shared:{n}" for n in range(15))
         assert ledger.balance(session, budget) == before - 15
         assert ledger.balance(session, "worker:77") == 15
-        assert ledger.check(session) == []
+        assert ledger_audit.check(session) == []
 
 
 def test_a_decision_batch_is_a_few_statements_whatever_its_size(
@@ -380,6 +380,6 @@ def test_a_decision_batch_is_a_few_statements_whatever_its_size(
     batches = -(-submitted // acceptance.BATCH)
     assert len(seen) <= 20 * batches, len(seen)  # 554 statements for these 60 tasks one by one
     with session_scope(get_engine(app)) as session:
-        assert ledger.check(session) == []
+        assert ledger_audit.check(session) == []
         paid = session.execute(select(Assignment.paid_cents).where(Assignment.job_id == job["id"])).scalars().all()
     assert len(paid) == 60 and all(p and p > 0 for p in paid)

@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, LedgerEntry, utcnow
 from marketplace.pool.release import reclaim_expired
-from marketplace.services import acceptance, aggregating, ledger, payouts
+from marketplace.services import acceptance, aggregating, ledger, ledger_audit, payouts
 from tests.conftest import bearer, fund, job_body, new_key, post_job
 from tests.test_api_bad_input import assert_error
 
@@ -28,7 +28,7 @@ def _entries(app: Flask) -> int:
 
 def _check(app: Flask) -> list[str]:
     with session_scope(get_engine(app)) as session:
-        return ledger.check(session)
+        return ledger_audit.check(session)
 
 
 def _balance(app: Flask, account: str) -> int:

@@ -3,7 +3,7 @@
 A hypothesis state machine drives the real app (Flask test client and the services the
 background jobs call) through funding, launching jobs with random budgets, leasing,
 submitting, expiring, skipping, banning, deciding, cancelling and payout runs; after every
-step the ledger must pass `ledger.check` and the invariants restated here independently.
+step the ledger must pass `ledger_audit.check` and the invariants restated here independently.
 
 Examples share one database per test: every example makes fresh accounts and jobs, and the
 invariants are checked over the whole ledger, so they hold across examples too.
@@ -38,7 +38,7 @@ from sqlalchemy import func, select, update
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Assignment, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun, utcnow
 from marketplace.pool.release import reclaim_expired
-from marketplace.services import acceptance, aggregating, ledger, payouts
+from marketplace.services import acceptance, aggregating, ledger, ledger_audit, payouts
 from tests.conftest import LABELS, bearer, job_body, new_key
 
 Headers = dict[str, str]
@@ -56,7 +56,7 @@ def _global_problems(app: Flask) -> list[str]:
     """The invariants of the brief, recomputed here rather than trusted to `check`."""
     problems: list[str] = []
     with session_scope(get_engine(app)) as session:
-        problems += ledger.check(session)
+        problems += ledger_audit.check(session)
         total = session.execute(select(func.coalesce(func.sum(LedgerEntry.amount), 0))).scalar_one()
         if total != 0:
             problems.append(f"all entries sum to {total}")

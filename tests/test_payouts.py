@@ -22,7 +22,7 @@ from sqlalchemy import Engine, func, insert, select
 from marketplace import queue
 from marketplace.db import dispose, get_engine, session_scope
 from marketplace.models import Account, LedgerBalance, LedgerEntry, LedgerTxn, PayoutRun
-from marketplace.services import ledger, payouts
+from marketplace.services import ledger, ledger_audit, payouts
 from tests.conftest import REDIS_URL, bearer, make_app, new_key
 
 Headers = dict[str, str]
@@ -102,7 +102,7 @@ def _assert_paid_exactly_once(engine: Engine, run_id: int, owed: dict[str, int])
         run = session.get(PayoutRun, run_id)
         assert run is not None and run.state == "done" and run.open is None
         assert (run.total_cents, run.workers) == (sum(owed.values()), len(owed))
-        assert ledger.check(session) == []
+        assert ledger_audit.check(session) == []
 
 
 def _wait(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.05) -> None:
@@ -313,4 +313,4 @@ def test_retried_requests_move_money_once(app: Flask, operator: Headers) -> None
     fresh = client.post("/v1/payouts/runs", headers={**operator, "Idempotency-Key": "run-2"})
     assert fresh.status_code == 201 and fresh.get_json()["id"] != run_id
     with session_scope(engine) as session:
-        assert ledger.check(session) == []
+        assert ledger_audit.check(session) == []

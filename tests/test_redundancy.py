@@ -12,7 +12,7 @@ from sqlalchemy import func, select, text
 
 from marketplace.db import get_engine, session_scope
 from marketplace.models import Answer, Slot
-from marketplace.services import ledger
+from marketplace.services import ledger_audit
 from tests.conftest import bearer, new_key, post_job, work_through
 
 Headers = dict[str, str]
@@ -28,7 +28,7 @@ def _count(app: Flask, model: Any, job_id: int, **where: Any) -> int:
 
 def _problems(app: Flask) -> list[str]:
     with session_scope(get_engine(app)) as session:
-        return ledger.check(session)
+        return ledger_audit.check(session)
 
 
 def _worker_id(client: FlaskClient, headers: Headers) -> int:

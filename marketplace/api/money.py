@@ -23,7 +23,7 @@ from marketplace.schemas import (
     PayoutRunSchema,
     SpendSchema,
 )
-from marketplace.services import budget, ledger, payouts
+from marketplace.services import budget, ledger, ledger_audit, payouts
 from marketplace.services.jobs import get_job
 
 blp = Blueprint("money", __name__, url_prefix="/v1", description="Funds, spend, payouts, the ledger")
@@ -119,5 +119,5 @@ class LedgerCheck(MethodView):
     def get(self) -> dict[str, Any]:
         """Recompute the ledger: every movement balanced, balances equal their entries, nobody
         below zero, holds equal open work, every accepted task paid exactly once."""
-        problems = ledger.check(get_session())
+        problems = ledger_audit.check(get_session())
         return {"ok": not problems, "problems": problems}

@@ -12,8 +12,8 @@ Accounts are names:
     worker:{id}         what a worker has earned and not yet been paid
 
 `LedgerBalance` keeps each account's sum, written in the same transaction as the entries, so a
-lease can check a budget without summing its history; `check` recomputes all of them from the
-entries. Only `external:*` accounts may go below zero: a CHECK constraint refuses the rest.
+lease can check a budget without summing its history; `ledger_audit.check` recomputes all of
+them from the entries. Only `external:*` accounts may go below zero: a CHECK constraint refuses the rest.
 
 This module is the one writer of ledger rows: `post` for every movement, and `LEASE_HOLD`, the
 SQL that the lease statement (`pool/lease.py`) runs to hold a task's worst case in the same
@@ -31,13 +31,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import and_, event, exists, func, or_, select, text
+from sqlalchemy import event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from marketplace.errors import Conflict
-from marketplace.models import Assignment, Job, LedgerBalance, LedgerEntry, LedgerKind, LedgerTxn, utcnow
-from marketplace.pool import slots
+from marketplace.models import LedgerBalance, LedgerEntry, LedgerKind, LedgerTxn, utcnow
 
 DEPOSITS = "external:deposits"
 PAYOUTS = "external:payouts"
@@ -347,92 +346,6 @@ def history(session: Session, account: str, limit: int = 50) -> list[dict[str, A
         }
         for amount, currency, txn in rows
     ]
-
-
-def check(session: Session) -> list[str]:
-    """Everything that must hold of the money, recomputed from the entries; the problems found
-    (an empty list when the ledger is sound)."""
-    problems: list[str] = []
-    unbalanced = session.execute(
-        select(LedgerEntry.txn_id, LedgerEntry.currency, func.sum(LedgerEntry.amount))
-        .group_by(LedgerEntry.txn_id, LedgerEntry.currency)
-        .having(func.sum(LedgerEntry.amount) != 0)
-        .limit(20)
-    ).all()
-    problems += [f"movement {t} does not balance in {c}: {s:+d}" for t, c, s in unbalanced]
-    empty = session.execute(
-        select(LedgerTxn.id).where(~exists().where(LedgerEntry.txn_id == LedgerTxn.id)).limit(20)
-    ).scalars()
-    problems += [f"movement {t} has no entries" for t in empty]
-    derived: dict[str, int] = dict(
-        session.execute(select(LedgerEntry.account, func.sum(LedgerEntry.amount)).group_by(LedgerEntry.account)).all()
-    )
-    kept: dict[str, int] = dict(session.execute(select(LedgerBalance.account, LedgerBalance.balance)).all())
-    for account in sorted(set(derived) | set(kept)):
-        entries_sum, cached = int(derived.get(account, 0)), int(kept.get(account, 0))
-        if entries_sum != cached:
-            problems.append(f"{account}: balance {cached} but its entries sum to {entries_sum}")
-        if entries_sum < 0 and not account.startswith("external:"):
-            problems.append(f"{account} is below zero: {entries_sum}")
-    problems += _check_decisions(session)
-    problems += slots.over_issued(session)  # spend on answers beyond the redundancy ordered
-    problems += _check_holds(session, derived)
-    return problems
-
-
-def _check_decisions(session: Session) -> list[str]:
-    """Every accepted assignment paid exactly once and what it says; no rejected one paid."""
-    problems: list[str] = []
-    work = (
-        select(LedgerTxn.assignment_id, func.count().label("n"))
-        .where(LedgerTxn.kind == LedgerKind.WORK)
-        .group_by(LedgerTxn.assignment_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(Assignment.id, Assignment.decision, Assignment.paid_cents, func.coalesce(work.c.n, 0))
-        .outerjoin(work, work.c.assignment_id == Assignment.id)
-        .where(
-            or_(
-                and_(Assignment.decision == "accepted", Assignment.paid_cents > 0, func.coalesce(work.c.n, 0) != 1),
-                and_(Assignment.decision.is_distinct_from("accepted"), func.coalesce(work.c.n, 0) > 0),
-            )
-        )
-        .limit(20)
-    ).all()
-    problems += [f"assignment {a} ({d}) has {n} payments" for a, d, _, n in rows]
-    paid = (
-        select(LedgerTxn.assignment_id, func.sum(LedgerEntry.amount).label("cents"))
-        .join(LedgerEntry, LedgerEntry.txn_id == LedgerTxn.id)
-        .where(LedgerTxn.kind.in_((LedgerKind.WORK, LedgerKind.BONUS)), LedgerEntry.account.like("worker:%"))
-        .group_by(LedgerTxn.assignment_id)
-        .subquery()
-    )
-    wrong = session.execute(
-        select(Assignment.id, Assignment.paid_cents, paid.c.cents)
-        .join(paid, paid.c.assignment_id == Assignment.id)
-        .where(paid.c.cents != func.coalesce(Assignment.paid_cents, 0))
-        .limit(20)
-    ).all()
-    problems += [f"assignment {a} says {p} cents paid but workers got {c}" for a, p, c in wrong]
-    return problems
-
-
-def _check_holds(session: Session, derived: dict[str, Any]) -> list[str]:
-    """Each job's holds account carries exactly the holds of its open and undecided work."""
-    open_work = or_(Assignment.state == "leased", and_(Assignment.state == "submitted", Assignment.decision.is_(None)))
-    held: dict[int, int] = dict(
-        session.execute(
-            select(Assignment.job_id, func.sum(Assignment.hold_cents)).where(open_work).group_by(Assignment.job_id)
-        ).all()
-    )
-    problems = []
-    job_ids = session.execute(select(Job.id)).scalars().all()
-    for job_id in job_ids:
-        expected, actual = int(held.get(job_id, 0) or 0), int(derived.get(holds_account(job_id), 0))
-        if expected != actual:
-            problems.append(f"job {job_id}: open work holds {expected} but {holds_account(job_id)} is {actual}")
-    return problems
 
 
 def totals_by_kind(session: Session, job_id: int, account_prefix: str) -> dict[str, int]:
