@@ -9,6 +9,7 @@ without a deadlock.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from datetime import timedelta
@@ -383,3 +384,47 @@ def test_a_decision_batch_is_a_few_statements_whatever_its_size(
         assert ledger_audit.check(session) == []
         paid = session.execute(select(Assignment.paid_cents).where(Assignment.job_id == job["id"])).scalars().all()
     assert len(paid) == 60 and all(p and p > 0 for p in paid)
+
+
+def test_decision_runs_at_once_decide_and_pay_each_task_once(
+    app: Flask, client: FlaskClient, requester: Headers
+) -> None:
+    """Four decision runs of one job start together (the aggregation's and the sweep's can):
+    between them every task is decided once and paid once, and the ledger is sound."""
+    job = post_job(client, requester, items=240, golden=0, overlap=1, golden_ratio=0.0, items_per_task=2)
+    workers = [bearer(new_key(app, "worker", f"w{n}")) for n in range(6)]
+    for n in range(120):
+        worker = workers[n % len(workers)]
+        task = _lease(client, worker, job["id"])
+        answers = [{"item_id": i["id"], "label": "cat"} for i in task["items"]]
+        done = client.post(f"/v1/assignments/{task['id']}/submit", json={"answers": answers}, headers=worker)
+        assert done.status_code == 200
+    later = utcnow() + timedelta(days=30)
+    start = threading.Barrier(4)
+    counts: list[dict[str, int]] = []
+    errors: list[str] = []
+
+    def run() -> None:
+        try:
+            start.wait()
+            with session_scope(get_engine(app)) as session:
+                counts.append(acceptance.decide_job(session, job["id"], acceptance.Limits(), later))
+        except Exception as error:  # noqa: BLE001 - any failure is the finding
+            errors.append(f"{type(error).__name__}: {error}")
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with session_scope(get_engine(app)) as session:  # whatever a run left when it found another deciding
+        counts.append(acceptance.decide_job(session, job["id"], acceptance.Limits(), later))
+        assert ledger_audit.check(session) == []
+        work = session.execute(
+            select(LedgerTxn.assignment_id).where(LedgerTxn.job_id == job["id"], LedgerTxn.kind == LedgerKind.WORK)
+        ).scalars()
+        paid = session.execute(select(Assignment.paid_cents).where(Assignment.job_id == job["id"])).scalars().all()
+    assert sum(c["accepted"] for c in counts) == 120
+    assert sorted(collections.Counter(work).values()) == [1] * 120
+    assert len(paid) == 120 and all(p and p > 0 for p in paid)
