@@ -372,9 +372,17 @@ def test_an_rq_worker_killed_mid_aggregation(busy_app: Flask, database_url: str,
         _kill_the_one_running(redis, workers, (queue.AGGREGATE_JOB,), lambda: runs() == 0)
         assert runs() == 0
         # The next aggregation stores its results, then decides (or the sweep's decision job,
-        # which may take the job's decision lock first): kill whichever worker is deciding.
+        # which may take the job's decision lock first): kill whichever worker is deciding. A
+        # batch decides 50 tasks in a few statements, too fast to catch between two polls, so
+        # the last task's row is held here: the run decides the batches before it, then waits.
+        last = _scalar(engine, f"SELECT max(id) FROM assignment WHERE job_id = {job_id} AND state = 'submitted'")
         deciding = (queue.AGGREGATE_JOB, queue.DECIDE_JOB)
-        killed = _kill_the_one_running(redis, workers, deciding, lambda: runs() > 0 and undecided(engine) > 0)
+        with engine.connect() as holder:
+            holder.execute(text(f"SELECT id FROM assignment WHERE id = {last} FOR UPDATE"))
+            killed = _kill_the_one_running(
+                redis, workers, deciding, lambda: runs() > 0 and undecided(engine) > 0 and _a_lock_wait(engine)
+            )
+            holder.rollback()
         left = undecided(engine)
         seconds = wait_for(lambda: _all_done(engine, job_id), 90, what="aggregated and decided")
     finally:
@@ -423,6 +431,12 @@ def test_an_rq_worker_killed_mid_payout_run(busy_app: Flask, database_url: str, 
         **figures,
     )
     assert killed > 0
+
+
+def _a_lock_wait(engine: Engine) -> bool:
+    """Whether some session of this database waits for a lock."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    return _scalar(engine, sql) > 0
 
 
 def _scalar(engine: Engine, sql: str) -> int:
