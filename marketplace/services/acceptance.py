@@ -113,26 +113,12 @@ def decide_job(
     while True:
         if not _deciding_alone(session, job_id):
             break  # another run decides this job now: it goes on where this one stops
-        tasks = (
-            session.execute(
-                select(Assignment)
-                .where(
-                    Assignment.job_id == job_id,
-                    Assignment.state == AssignmentState.SUBMITTED,
-                    Assignment.decision.is_(None),
-                    Assignment.id > after,
-                    Assignment.finished_at <= latest,
-                )
-                .order_by(Assignment.id)
-                .limit(BATCH)
-            )
-            .scalars()
-            .all()
-        )
+        tasks = _undecided(session, job_id, after, latest)
         if not tasks:
             break
-        after = tasks[-1].id
-        answers = _answers_of(session, job_id, [t.id for t in tasks])
+        ids = [int(t.id or 0) for t in tasks]
+        after = ids[-1]
+        answers = _answers_of(session, job_id, ids)
         agreeing = _agreement(session, job, answers)
         verdicts: list[tuple[Assignment, Verdict]] = []
         for task in tasks:
@@ -145,6 +131,24 @@ def decide_job(
             counts[decision] += 1
         session.commit()
     return counts
+
+
+def _undecided(session: Session, job_id: int, after: int, latest: datetime) -> list[Assignment]:
+    """The next batch of the job's submitted, undecided tasks after assignment `after` that
+    finished by `latest`, in id order."""
+    rows = session.execute(
+        select(Assignment)
+        .where(
+            Assignment.job_id == job_id,
+            Assignment.state == AssignmentState.SUBMITTED,
+            Assignment.decision.is_(None),
+            Assignment.id > after,
+            Assignment.finished_at <= latest,
+        )
+        .order_by(Assignment.id)
+        .limit(BATCH)
+    )
+    return list(rows.scalars().all())
 
 
 def _deciding_alone(session: Session, job_id: int) -> bool:
