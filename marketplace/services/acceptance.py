@@ -234,15 +234,15 @@ def settle(
         return []
     _lock_money(session, job, [task for task, verdict in verdicts if verdict.decision == Decision.ACCEPTED])
     outcomes = _outcomes(session, job, verdicts, answers)
-    written = decisions.record(session, outcomes, now)
+    written = decisions.record(session, [outcome for outcome, _ in outcomes], now)
     holds, budget_of_job = holds_account(job.id), budget_account(job.id)
     movements: list[ledger.Movement] = []
-    for (task, _), outcome in zip(verdicts, outcomes, strict=True):
+    for (task, _), (outcome, pay) in zip(verdicts, outcomes, strict=True):
         if outcome.assignment_id not in written:
             continue
         paid = outcome.paid_cents or 0
         if outcome.decision == Decision.ACCEPTED:
-            worker, pay = worker_account(task.worker_id), _pay(job, answers.get(task.id, []))
+            worker = worker_account(task.worker_id)
             work, bonus = [(holds, worker, pay)], [(holds, worker, paid - pay)]
             movements.append(ledger.Movement(LedgerKind.WORK, work, f"work:{task.id}", job.id, task.id))
             movements.append(ledger.Movement(LedgerKind.BONUS, bonus, f"bonus:{task.id}", job.id, task.id))
@@ -253,7 +253,7 @@ def settle(
     ledger.post_all(session, movements, currency=job.currency)
     if written and job.state == JobState.CANCELLED:
         budget.refund_rest(session, job)
-    return [outcome.decision for outcome in outcomes if outcome.assignment_id in written]
+    return [outcome.decision for outcome, _ in outcomes if outcome.assignment_id in written]
 
 
 def _lock_money(session: Session, job: Job, paid: list[Assignment]) -> None:
@@ -266,29 +266,27 @@ def _lock_money(session: Session, job: Job, paid: list[Assignment]) -> None:
 
 def _outcomes(
     session: Session, job: Job, verdicts: list[tuple[Assignment, Verdict]], answers: dict[int, list[Answer]]
-) -> list[decisions.Outcome]:
-    """Each task's decision with what it pays: its items' prices, and the job's bonus when the
-    worker's golden accuracy on the job clears the bar."""
-    bonus_rule = Bonus.load(job.bonus)
+) -> list[tuple[decisions.Outcome, int]]:
+    """Each task's decision with what it pays, and the work part of that (the rest is bonus):
+    its items' prices (an annotation item's by the objects drawn on it), and the job's bonus when
+    the worker's golden accuracy on the job clears the bar."""
+    kind, prices, bonus_rule = (
+        job.annotation["type"],
+        Pricing.load(job.pricing, job.reward_cents),
+        Bonus.load(job.bonus),
+    )
     accepted = {task.worker_id for task, verdict in verdicts if verdict.decision == Decision.ACCEPTED}
     accuracy = _golden_accuracies(session, job.id, accepted) if bonus_rule and accepted else {}
     outcomes = []
     for task, verdict in verdicts:
-        paid = None
+        work, paid = 0, None
         if verdict.decision == Decision.ACCEPTED:
             entries = answers.get(task.id, [])
-            paid = _pay(job, entries)
-            if bonus_rule is not None:
-                paid += len(entries) * bonus_rule.per_item(accuracy.get(task.worker_id))
-        outcomes.append(decisions.Outcome(int(task.id or 0), verdict.decision, verdict.reason, paid))
+            work = sum(prices.item_pay(kind, 1 if a.value is None else pricing.objects_in(a.value)) for a in entries)
+            bonus = len(entries) * bonus_rule.per_item(accuracy.get(task.worker_id)) if bonus_rule else 0
+            paid = work + bonus
+        outcomes.append((decisions.Outcome(int(task.id or 0), verdict.decision, verdict.reason, paid), work))
     return outcomes
-
-
-def _pay(job: Job, entries: list[Answer]) -> int:
-    """The items' prices (an annotation item's by the objects drawn on it)."""
-    kind = job.annotation["type"]
-    prices = Pricing.load(job.pricing, job.reward_cents)
-    return sum(prices.item_pay(kind, 1 if a.value is None else pricing.objects_in(a.value)) for a in entries)
 
 
 def _golden_accuracies(session: Session, job_id: int, worker_ids: set[int]) -> dict[int, float | None]:

@@ -13,11 +13,12 @@ Accounts are names:
 
 `LedgerBalance` keeps each account's sum, written in the same transaction as the entries, so a
 lease can check a budget without summing its history; `ledger_audit.check` recomputes all of
-them from the entries. Only `external:*` accounts may go below zero: a CHECK constraint refuses the rest.
+them from the entries. Only `external:*` accounts may go below zero: a CHECK constraint refuses
+the rest.
 
-This module is the one writer of ledger rows: `post` for every movement, and `LEASE_HOLD`, the
-SQL that the lease statement (`pool/lease.py`) runs to hold a task's worst case in the same
-statement. Balance rows are locked in one order everywhere, account name order, and a
+This module is the one writer of ledger rows: `post_all` for every movement (`post` for one),
+and `LEASE_HOLD`, the SQL that the lease statement (`pool/lease.py`) runs to hold a task's worst
+case in the same statement. Balance rows are locked in one order everywhere, account name order, and a
 transaction takes them before its first movement (`lock_balances`): a transaction that asks
 for a row sorting below one it already holds is refused (`LockOrderError`), so two movements
 can never wait on each other in opposite orders (a lease locks the job's budget then its
@@ -39,6 +40,7 @@ from marketplace.errors import Conflict
 from marketplace.models import LedgerBalance, LedgerEntry, LedgerKind, LedgerTxn, utcnow
 
 DEPOSITS = "external:deposits"
+KEY_CONSTRAINT = "ledgertxn_key_key"  # UNIQUE (key): a movement happens once
 PAYOUTS = "external:payouts"
 Move = tuple[str, str, int]  # from account, to account, amount (> 0)
 
@@ -169,12 +171,8 @@ def post_all(session: Session, movements: list[Movement], *, currency: str) -> l
     if len(set(keys)) < len(keys):
         raise ValueError("two movements of one call share a key")
     used = set(session.execute(select(LedgerTxn.key).where(LedgerTxn.key.in_(keys))).scalars()) if keys else set()
-    fresh = [
-        (n, replace(m, moves=[move for move in m.moves if move[2] > 0]))
-        for n, m in enumerate(movements)
-        if m.key not in used or m.key is None
-    ]
-    fresh = [(n, m) for n, m in fresh if m.moves]
+    moving = [(n, replace(m, moves=[move for move in m.moves if move[2] > 0])) for n, m in enumerate(movements)]
+    fresh = [(n, m) for n, m in moving if m.moves and m.key not in used]
     ids: list[int | None] = [None] * len(movements)
     if not fresh:
         return ids
@@ -189,14 +187,14 @@ def post_all(session: Session, movements: list[Movement], *, currency: str) -> l
             new_ids = _write(session, [m for _, m in fresh], currency)
             _add_to_balances(session, deltas, currency)
     except IntegrityError as error:
-        reason = str(error.orig)
-        if "ck_balance_not_negative" in reason:
+        constraint = str(getattr(getattr(error.orig, "diag", None), "constraint_name", None))
+        if "ck_balance_not_negative" in constraint:
             raise InsufficientFunds("not enough funds for this") from None
-        if "key" in reason and len(fresh) > 1:  # posted concurrently under one of these keys
+        if constraint != KEY_CONSTRAINT:
+            raise
+        if len(fresh) > 1:  # another transaction posted one of these keys since they were read
             return [post_all(session, [m], currency=currency)[0] if m.key not in used else None for m in movements]
-        if "key" in reason:
-            return ids  # the same movement, posted concurrently under the same key
-        raise
+        return ids  # the same movement, posted concurrently under the same key
     for (n, _), txn_id in zip(fresh, new_ids, strict=True):
         ids[n] = txn_id
     return ids
