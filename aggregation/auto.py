@@ -26,7 +26,7 @@ tasks are few.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -47,6 +47,9 @@ class Settings:
     """Pseudo-answers per true class pulling a worker's confusions toward one-coin."""
     skill_priors: tuple[float, ...] = (2.0, 16.0)
     """Pseudo-answers at the crowd's mean accuracy added to every worker's skill."""
+    bias_priors: tuple[float, ...] = (INF, 2.0)
+    """Shapes of the one-coin end: errors spread evenly (INF), or MACE's, a worker's own label
+    distribution pulled toward uniform by this many answers a label (`dawid_skene.Shrinkage`)."""
     alternatives: tuple[str, ...] = ("dawid_skene", "majority_vote", "crowd_dawid_skene")
     """What golden tasks may prefer over the chosen shrinkage (names in `ALTERNATIVES`)."""
     min_golden_to_choose: int = 30
@@ -77,9 +80,11 @@ def _argmax(probas: FloatArray) -> IntArray:
 def _name(prior: ds.Shrinkage) -> str:
     if prior.crowd_shape:
         return f"crowd_dawid_skene(s={prior.strength:g},a={prior.skill_prior:g})"
+    biased = bool(np.isfinite(prior.bias_prior))
+    bias = f",b={prior.bias_prior:g}" if biased else ""
     if prior.one_coin:
-        return f"one_coin_dawid_skene(a={prior.skill_prior:g})"
-    return f"dawid_skene(s={prior.strength:g},a={prior.skill_prior:g})"
+        return f"{'mace' if biased else 'one_coin'}_dawid_skene(a={prior.skill_prior:g}{bias})"
+    return f"dawid_skene(s={prior.strength:g},a={prior.skill_prior:g}{bias})"
 
 
 @dataclass(frozen=True)
@@ -154,27 +159,47 @@ class Selection:
     golden: dict[str, int] = field(default_factory=dict)
 
 
+MAX_PASSES = 3
+"""Coordinate search passes over (shape, strength, skill prior); it stops earlier when a pass
+changes nothing, which the second pass usually confirms."""
+
+
 def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shrinkage, float, dict[str, float]]:
     """The prior whose model best predicts held-out answers, its temperature, and every
-    tried prior's score (mean log probability of a hidden answer). Coordinate search: the
-    strength at the first skill prior, then the other skill priors at that strength."""
+    tried prior's score (mean log probability of a hidden answer). Coordinate search from the
+    one-coin end with even errors and the first skill prior: the shape of the one-coin end
+    (even errors or MACE's), the strength, the skill prior, again until a pass changes nothing.
+    One pass is not enough: with a weak skill prior a few answers can put a one-coin skill
+    below chance (an adversary), which MACE's shape cannot, so the shape that wins at the
+    first skill prior can lose at the one chosen after it."""
     folds = answer_folds(len(enc.t))
-    scores: dict[str, float] = {}
+    scores: dict[ds.Shrinkage, float] = {}
     temperatures: dict[ds.Shrinkage, float] = {}
 
     def score(prior: ds.Shrinkage) -> float:
-        value, temperatures[prior] = predict_hidden(enc, prior, folds).best()
-        scores[_name(prior)] = round(value, 5)
-        return value
+        if prior not in scores:
+            scores[prior], temperatures[prior] = predict_hidden(enc, prior, folds).best()
+        return scores[prior]
 
-    first, *others = settings.skill_priors
-    best = max((ds.Shrinkage(s, first) for s in settings.strengths), key=score)  # the first on ties
-    for skill_prior in others:
-        best = max((best, ds.Shrinkage(best.strength, skill_prior)), key=score)
+    coordinates = (
+        ("bias_prior", settings.bias_priors),
+        ("strength", settings.strengths),
+        ("skill_prior", settings.skill_priors),
+    )
+    best = ds.Shrinkage(INF, settings.skill_priors[0], bias_prior=settings.bias_priors[0])
+    for _ in range(MAX_PASSES):
+        start = best
+        for field_name, values in coordinates:
+            # the current best first, so that a tie keeps it
+            tried = [best] + [replace(best, **{field_name: v}) for v in values]
+            best = max(tried, key=score)
+        if best == start:
+            break
     # Fold models saw (FOLDS - 1) / FOLDS of the answers, so their log-odds are that much
     # smaller than the full model's; the full model needs a temperature larger by the inverse.
     correction = FOLDS / (FOLDS - 1) if settings.fold_correction else 1.0
-    return best, temperatures[best] * correction, scores
+    named = {_name(prior): round(value, 5) for prior, value in scores.items()}
+    return best, temperatures[best] * correction, named
 
 
 def held_out_golden(enc: Encoded, candidate: Candidate) -> tuple[IntArray, FloatArray]:

@@ -56,11 +56,16 @@ class Shrinkage:
     is pseudo-answers at the crowd's mean accuracy added to each worker's skill, so a worker
     seen twice is not 100% or 0% right. `crowd_shape` replaces the one-coin shape by the
     crowd's own confusion matrix with the worker's skill on its diagonal (`_crowd_errors`).
+    A finite `bias_prior` replaces it by MACE's shape (`_mace_errors`): a worker answers the
+    truth with its competence and otherwise draws from a label distribution of its own, pulled
+    toward uniform by `bias_prior` pseudo-answers a label, so a worker who always gives one
+    label is a spammer of that label, not a worker right one time in K.
     """
 
     strength: float = 0.0
     skill_prior: float = 0.0
     crowd_shape: bool = False
+    bias_prior: float = float("inf")
 
     @property
     def one_coin(self) -> bool:
@@ -101,6 +106,46 @@ def _crowd_errors(counts: FloatArray, skill: FloatArray, mean_skill: float) -> F
     return errors
 
 
+MACE_STEPS = 10
+"""Inner EM steps for a worker's competence and bias (a few: the outer EM warm-starts nothing
+here, and the counts change little between outer steps)."""
+
+
+def _mace_errors(counts: FloatArray, prior: Shrinkage, known: tuple[FloatArray, FloatArray] | None) -> FloatArray:
+    """(workers, k, k): MACE's confusion, competence on the truth plus (1 - competence) times
+    the worker's own label distribution, each fitted by EM from the expected counts (a right
+    answer may be a spam draw that happened to match). Competence is pulled toward the crowd's
+    by `skill_prior` answers (and toward earlier jobs' by `known`); the distribution toward
+    uniform by `bias_prior` answers a label. Competence is at least 0: an adversary looks like
+    a spammer here, which the one-coin shape (skill below chance) can represent."""
+    n_workers, k, _ = counts.shape
+    diagonal = np.arange(k)
+    right = counts[:, diagonal, diagonal]  # (w, k)
+    off = counts.sum(axis=2) - right  # (w, k): answers of each label that were not the truth
+    n_answers = counts.sum(axis=(1, 2))
+    known_competence = None
+    if known is not None:
+        known_competence = np.clip((known[0] - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
+    competence = np.full(n_workers, 0.5)
+    bias = np.full((n_workers, k), 1.0 / k)
+    for _ in range(MACE_STEPS):
+        spam_share = (1.0 - competence)[:, None] * bias
+        spam_share = spam_share / np.maximum(competence[:, None] + spam_share, _EPS)
+        spam = off + right * spam_share
+        competent = (right * (1.0 - spam_share)).sum(axis=1)
+        mean = competent.sum() / max(n_answers.sum(), _EPS)
+        numerator = competent + prior.skill_prior * mean
+        denominator = n_answers + prior.skill_prior
+        if known is not None and known_competence is not None:
+            numerator = numerator + known_competence * known[1]
+            denominator = denominator + known[1]
+        competence = np.clip(numerator / np.maximum(denominator, _EPS), 0.0, 1.0)
+        bias = (spam + prior.bias_prior) / (spam.sum(axis=1, keepdims=True) + k * prior.bias_prior)
+    errors = (1.0 - competence)[:, None, None] * np.repeat(bias[:, :, None], k, axis=2)
+    errors[:, diagonal, diagonal] += competence[:, None]
+    return errors
+
+
 def _m_step(
     counts: FloatArray,
     observed: npt.NDArray[np.bool_],
@@ -112,6 +157,12 @@ def _m_step(
     errors evenly; between the two, the posterior mean under `prior`. `known` (skill and
     weight per worker, from earlier jobs) adds that many answers at that skill."""
     k = counts.shape[1]
+    if np.isfinite(prior.bias_prior) and (prior.one_coin or prior.strength > 0):
+        shape = _mace_errors(counts, prior, known)
+        if prior.one_coin:
+            return np.clip(shape, _EPS, 1.0)
+        pulled = counts + prior.strength * shape
+        return np.clip(pulled / pulled.sum(axis=1, keepdims=True), _EPS, 1.0)
     if prior.one_coin or prior.strength > 0:
         n_answers = counts.sum(axis=(1, 2))
         correct = np.trace(counts, axis1=1, axis2=2)

@@ -81,3 +81,59 @@ def test_skill_prior_pulls_a_worker_seen_twice_toward_the_crowd() -> None:
     skills = {a: ds.fit(enc, prior=ds.Shrinkage(np.inf, a)).errors[:, 0, 0] for a in (0.0, 8.0)}
     crowd = np.median(np.delete(skills[0.0], w))
     assert abs(skills[8.0][w] - crowd) < abs(skills[0.0][w] - crowd) / 2
+
+
+def _with_one_label_spammer(seed: int) -> tuple[pd.DataFrame, str]:
+    answers, _ = simulate(400, 12, 3, 4, seed=seed)
+    tasks = answers["task"].unique()[::2]
+    spammer = pd.DataFrame({"task": tasks, "worker": "always-0", "label": "0"})
+    return pd.concat([answers, spammer], ignore_index=True), "always-0"
+
+
+def test_mace_shape_sees_a_one_label_spammer_as_a_spammer() -> None:
+    """The even one-coin shape calls a worker who always answers "0" right one time in three
+    and spreads its errors evenly, so its answers are predicted badly; MACE's shape learns
+    that it gives "0" whatever the truth, so its answers say nothing about the truth."""
+    from aggregation import dawid_skene as ds
+    from aggregation.encode import encode
+
+    answers, name = _with_one_label_spammer(seed=4)
+    enc = encode(answers)
+    w = enc.workers.get_loc(name)
+    zero = enc.labels.index("0")
+    mace = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0, bias_prior=2.0)).errors[w]
+    even = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0)).errors[w]
+    assert mace[zero].min() > 0.95  # answers "0" given any true label
+    assert even[zero].min() < 0.5
+    # No evidence either way: the likelihood of "0" hardly depends on the true label.
+    assert mace[zero].max() - mace[zero].min() < 0.02
+
+
+def test_mace_shape_keeps_an_honest_workers_one_coin_skill() -> None:
+    from aggregation import dawid_skene as ds
+    from aggregation.encode import encode
+
+    answers, _ = simulate(1000, 12, 3, 5, seed=8)
+    enc = encode(answers)
+    even = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0)).errors
+    mace = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0, bias_prior=2.0)).errors
+    diagonal = np.arange(enc.n_labels)
+    np.testing.assert_allclose(mace[:, diagonal, diagonal], even[:, diagonal, diagonal], atol=0.05)
+
+
+def test_infinite_bias_prior_is_the_even_shape() -> None:
+    """A bias pulled all the way to uniform spreads every worker's errors evenly, as the
+    one-coin shape does (the skill prior acts on competence rather than on accuracy, so the
+    two agree closely, not exactly; every worker here is above chance, which MACE's
+    competence >= 0 cannot go below)."""
+    from aggregation import dawid_skene as ds
+    from aggregation.encode import encode
+
+    answers, _ = simulate(400, 12, 3, 4, seed=5)
+    enc = encode(answers)
+    off = ~np.eye(enc.n_labels, dtype=bool)
+    limit = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0, bias_prior=1e9))
+    errors = limit.errors[:, off].reshape(enc.n_workers, enc.n_labels, enc.n_labels - 1)
+    assert np.ptp(errors, axis=(1, 2)).max() < 1e-6
+    even = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0)).probas
+    np.testing.assert_allclose(limit.probas, even, atol=0.02)
