@@ -181,12 +181,15 @@ def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shr
             scores[prior], temperatures[prior] = predict_hidden(enc, prior, folds).best()
         return scores[prior]
 
+    # Two labels: MACE's shape has two parameters a worker, as many as a full confusion
+    # matrix, which the strength already reaches; it is an intermediate shape from three.
+    shapes = settings.bias_priors if enc.n_labels >= 3 else settings.bias_priors[:1]
     coordinates = (
-        ("bias_prior", settings.bias_priors),
+        ("bias_prior", shapes),
         ("strength", settings.strengths),
         ("skill_prior", settings.skill_priors),
     )
-    best = ds.Shrinkage(INF, settings.skill_priors[0], bias_prior=settings.bias_priors[0])
+    best = ds.Shrinkage(INF, settings.skill_priors[0], bias_prior=shapes[0])
     for _ in range(MAX_PASSES):
         start = best
         for field_name, values in coordinates:

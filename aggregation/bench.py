@@ -54,6 +54,7 @@ LODO_VARIANTS: dict[str, Settings] = {
     "no_fold_correction": replace(DEFAULT, fold_correction=False),
     "dawid_skene_end_only": replace(DEFAULT, strengths=(0.5,)),
     "one_coin_end_only": replace(DEFAULT, strengths=(float("inf"),)),
+    "even_shape_only": replace(DEFAULT, bias_priors=(float("inf"),)),
 }
 """Settings of auto that were considered while developing it, for `--lodo`."""
 

@@ -12,9 +12,17 @@ import pytest
 
 from aggregation import aggregate
 from aggregation import auto as auto_module
-from aggregation.auto import DEFAULT, Candidate, held_out_golden, select, selection_sample, sign_test_z
+from aggregation.auto import (
+    DEFAULT,
+    Candidate,
+    choose_shrinkage,
+    held_out_golden,
+    select,
+    selection_sample,
+    sign_test_z,
+)
 from aggregation.bench import load, pick_golden, score
-from aggregation.crowds import class_conditional, heavy_tail_10, spammers
+from aggregation.crowds import class_conditional, heavy_tail_10, heavy_tail_binary, spammers
 from aggregation.encode import Encoded, encode
 from aggregation.synthetic import simulate
 
@@ -51,6 +59,17 @@ def test_one_label_spammers_get_mace_shape_and_stop_pulling_toward_full_matrices
     even_only = aggregate(answers, auto_settings=replace(DEFAULT, bias_priors=(float("inf"),)))
     assert score(result, truth) > score(even_only, truth) + 0.005
     assert score(result, truth) >= _accuracy(answers, truth, "one_coin_dawid_skene")
+
+
+def test_two_labels_never_get_mace_shape() -> None:
+    """With two labels MACE's shape has as many parameters a worker as a full confusion
+    matrix, so it is not a shape between the two ends: only the even one is tried."""
+    answers, _ = heavy_tail_binary(0)
+    _, _, scores = choose_shrinkage(encode(answers))
+    assert scores and not any("b=" in name for name in scores)
+    answers, _ = spammers(0)
+    _, _, scores = choose_shrinkage(encode(answers))
+    assert any("b=2" in name for name in scores)
 
 
 def test_thin_data_is_majority_vote() -> None:
