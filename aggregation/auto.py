@@ -184,18 +184,17 @@ def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shr
     # Two labels: MACE's shape has two parameters a worker, as many as a full confusion
     # matrix, which the strength already reaches; it is an intermediate shape from three.
     shapes = settings.bias_priors if enc.n_labels >= 3 else settings.bias_priors[:1]
-    coordinates = (
-        ("bias_prior", shapes),
-        ("strength", settings.strengths),
-        ("skill_prior", settings.skill_priors),
+    coordinates: tuple[tuple[Callable[[ds.Shrinkage, float], ds.Shrinkage], tuple[float, ...]], ...] = (
+        (lambda prior, value: replace(prior, bias_prior=value), shapes),
+        (lambda prior, value: replace(prior, strength=value), settings.strengths),
+        (lambda prior, value: replace(prior, skill_prior=value), settings.skill_priors),
     )
     best = ds.Shrinkage(INF, settings.skill_priors[0], bias_prior=shapes[0])
     for _ in range(MAX_PASSES):
         start = best
-        for field_name, values in coordinates:
+        for move, values in coordinates:
             # the current best first, so that a tie keeps it
-            tried = [best] + [replace(best, **{field_name: v}) for v in values]
-            best = max(tried, key=score)
+            best = max([best] + [move(best, value) for value in values], key=score)
         if best == start:
             break
     # Fold models saw (FOLDS - 1) / FOLDS of the answers, so their log-odds are that much
