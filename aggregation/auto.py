@@ -167,7 +167,7 @@ changes nothing, which the second pass usually confirms."""
 def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shrinkage, float, dict[str, float]]:
     """The prior whose model best predicts held-out answers, its temperature, and every
     tried prior's score (mean log probability of a hidden answer). Coordinate search from the
-    one-coin end with even errors and the first skill prior: the shape of the one-coin end
+    one-coin end (the last strength) with even errors and the first skill prior: the shape
     (even errors or MACE's), the strength, the skill prior, again until a pass changes nothing.
     One pass is not enough: with a weak skill prior a few answers can put a one-coin skill
     below chance (an adversary), which MACE's shape cannot, so the shape that wins at the
@@ -189,7 +189,8 @@ def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shr
         (lambda prior, value: replace(prior, strength=value), settings.strengths),
         (lambda prior, value: replace(prior, skill_prior=value), settings.skill_priors),
     )
-    best = ds.Shrinkage(INF, settings.skill_priors[0], bias_prior=shapes[0])
+    # The last strength (the one-coin end unless a variant leaves it out) and the first of the rest.
+    best = ds.Shrinkage(settings.strengths[-1], settings.skill_priors[0], bias_prior=shapes[0])
     for _ in range(MAX_PASSES):
         start = best
         for move, values in coordinates:
