@@ -56,10 +56,10 @@ class Shrinkage:
     is pseudo-answers at the crowd's mean accuracy added to each worker's skill, so a worker
     seen twice is not 100% or 0% right. `crowd_shape` replaces the one-coin shape by the
     crowd's own confusion matrix with the worker's skill on its diagonal (`_crowd_errors`).
-    A finite `bias_prior` replaces it by MACE's shape (`_mace_errors`): a worker answers the
-    truth with its competence and otherwise draws from a label distribution of its own, pulled
-    toward uniform by `bias_prior` pseudo-answers a label, so a worker who always gives one
-    label is a spammer of that label, not a worker right one time in K.
+    A finite `bias_prior` replaces it by MACE's shape with an adversary's part (`_mace_errors`):
+    a worker answers the truth, or a wrong label on purpose, or draws from a label distribution
+    of its own, pulled toward uniform by `bias_prior` pseudo-answers a label, so a worker who
+    always gives one label is a spammer of that label, not a worker right one time in K.
     """
 
     strength: float = 0.0
@@ -107,42 +107,61 @@ def _crowd_errors(counts: FloatArray, skill: FloatArray, mean_skill: float) -> F
 
 
 MACE_STEPS = 10
-"""Inner EM steps for a worker's competence and bias (a few: the outer EM warm-starts nothing
-here, and the counts change little between outer steps)."""
+"""Inner EM steps for a worker's shares and label distribution at each outer step, each
+starting where the previous outer step ended (`MaceState`), so they add up over the fit."""
 
 
-def _mace_errors(counts: FloatArray, prior: Shrinkage, known: tuple[FloatArray, FloatArray] | None) -> FloatArray:
-    """(workers, k, k): MACE's confusion, competence on the truth plus (1 - competence) times
-    the worker's own label distribution, each fitted by EM from the expected counts (a right
-    answer may be a spam draw that happened to match). Competence is pulled toward the crowd's
-    by `skill_prior` answers (and toward earlier jobs' by `known`); the distribution toward
-    uniform by `bias_prior` answers a label. Competence is at least 0: an adversary looks like
-    a spammer here, which the one-coin shape (skill below chance) can represent."""
+@dataclass
+class MaceState:
+    """Where MACE's inner EM stopped: (workers, 3) shares and (workers, k) distributions."""
+
+    shares: FloatArray | None = None
+    bias: FloatArray | None = None
+
+
+def _mace_errors(
+    counts: FloatArray, prior: Shrinkage, known: tuple[FloatArray, FloatArray] | None, state: MaceState
+) -> FloatArray:
+    """(workers, k, k): MACE's confusion with an adversary's part: each answer is the truth
+    (competence), a wrong label on purpose, spread evenly (adversity), or a draw from the
+    worker's own label distribution (spam), with the three shares and the distribution fitted
+    by EM from the expected counts (a right answer may be a spam draw that matched). The shares
+    are pulled toward the crowd's by `skill_prior` answers (and toward earlier jobs' skill by
+    `known`), the distribution toward uniform by `bias_prior` answers a label; with a uniform
+    distribution this is the even one-coin shape, skill below chance included."""
     n_workers, k, _ = counts.shape
     diagonal = np.arange(k)
     right = counts[:, diagonal, diagonal]  # (w, k)
     off = counts.sum(axis=2) - right  # (w, k): answers of each label that were not the truth
     n_answers = counts.sum(axis=(1, 2))
-    known_competence = None
+    shares = state.shares if state.shares is not None else np.tile([0.5, 0.05, 0.45], (n_workers, 1))
+    known_shares = None
     if known is not None:
-        known_competence = np.clip((known[0] - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
-    competence = np.full(n_workers, 0.5)
-    bias = np.full((n_workers, k), 1.0 / k)
+        skill = known[0]
+        above = np.clip((skill - 1.0 / k) / (1.0 - 1.0 / k), 0.0, 1.0)
+        below = np.clip(1.0 - skill * k, 0.0, 1.0)
+        known_shares = np.stack([above, below, 1.0 - above - below], axis=1) * known[1][:, None]
+    bias = state.bias if state.bias is not None else np.full((n_workers, k), 1.0 / k)
     for _ in range(MACE_STEPS):
-        spam_share = (1.0 - competence)[:, None] * bias
-        spam_share = spam_share / np.maximum(competence[:, None] + spam_share, _EPS)
-        spam = off + right * spam_share
-        competent = (right * (1.0 - spam_share)).sum(axis=1)
-        mean = competent.sum() / max(n_answers.sum(), _EPS)
-        numerator = competent + prior.skill_prior * mean
-        denominator = n_answers + prior.skill_prior
-        if known is not None and known_competence is not None:
-            numerator = numerator + known_competence * known[1]
-            denominator = denominator + known[1]
-        competence = np.clip(numerator / np.maximum(denominator, _EPS), 0.0, 1.0)
+        competent, adversary, spam_total = shares[:, 0:1], shares[:, 1:2], shares[:, 2:3]
+        spam_p = spam_total * bias  # (w, k)
+        right_spam = spam_p / np.maximum(competent + spam_p, _EPS)
+        off_spam = spam_p / np.maximum(adversary / max(k - 1, 1) + spam_p, _EPS)
+        spam = right * right_spam + off * off_spam
+        counted = np.stack(
+            [(right * (1.0 - right_spam)).sum(axis=1), (off * (1.0 - off_spam)).sum(axis=1), spam.sum(axis=1)], axis=1
+        )
+        crowd = counted.sum(axis=0) / max(float(n_answers.sum()), _EPS)
+        pulled = counted + prior.skill_prior * crowd[None, :]
+        if known_shares is not None:
+            pulled = pulled + known_shares
+        shares = pulled / np.maximum(pulled.sum(axis=1, keepdims=True), _EPS)
         bias = (spam + prior.bias_prior) / (spam.sum(axis=1, keepdims=True) + k * prior.bias_prior)
-    errors = (1.0 - competence)[:, None, None] * np.repeat(bias[:, :, None], k, axis=2)
-    errors[:, diagonal, diagonal] += competence[:, None]
+    state.shares, state.bias = shares, bias
+    competent, adversary, spam_total = shares[:, 0], shares[:, 1], shares[:, 2]
+    errors = spam_total[:, None, None] * np.repeat(bias[:, :, None], k, axis=2)
+    errors += (adversary / max(k - 1, 1))[:, None, None]
+    errors[:, diagonal, diagonal] += (competent - adversary / max(k - 1, 1))[:, None]
     return errors
 
 
@@ -151,6 +170,7 @@ def _m_step(
     observed: npt.NDArray[np.bool_],
     prior: Shrinkage,
     known: tuple[FloatArray, FloatArray] | None = None,
+    state: MaceState | None = None,
 ) -> FloatArray:
     """Confusion matrices normalised per true label. Without shrinkage they are clipped as
     crowd-kit does; the one-coin variant keeps only each worker's accuracy and spreads
@@ -158,7 +178,7 @@ def _m_step(
     weight per worker, from earlier jobs) adds that many answers at that skill."""
     k = counts.shape[1]
     if np.isfinite(prior.bias_prior) and (prior.one_coin or prior.strength > 0):
-        shape = _mace_errors(counts, prior, known)
+        shape = _mace_errors(counts, prior, known, state if state is not None else MaceState())
         if prior.one_coin:
             return np.clip(shape, _EPS, 1.0)
         pulled = counts + prior.strength * shape
@@ -229,7 +249,8 @@ def fit(
     priors = probas.mean(axis=0)
     counts = _confusion_counts(enc, probas)
     known = None if enc.known_skill is None or enc.known_weight is None else (enc.known_skill, enc.known_weight)
-    errors = _m_step(counts, observed, prior, known)
+    mace = MaceState()
+    errors = _m_step(counts, observed, prior, known, mace)
     loss = new_loss = -np.inf
     done = 0
     for done in range(1, n_iter + 1):  # noqa: B007 - the count is reported
@@ -237,7 +258,7 @@ def fit(
         probas = _e_step(enc, priors, errors)
         priors = probas.mean(axis=0)
         counts = _confusion_counts(enc, probas)
-        errors = _m_step(counts, observed, prior, known)
+        errors = _m_step(counts, observed, prior, known, mace)
         if prior == PLAIN:
             new_loss = _elbo(enc, probas, priors, errors, counts)
             if new_loss - loss < tol:

@@ -122,18 +122,22 @@ def test_mace_shape_keeps_an_honest_workers_one_coin_skill() -> None:
 
 
 def test_infinite_bias_prior_is_the_even_shape() -> None:
-    """A bias pulled all the way to uniform spreads every worker's errors evenly, as the
-    one-coin shape does (the skill prior acts on competence rather than on accuracy, so the
-    two agree closely, not exactly; every worker here is above chance, which MACE's
-    competence >= 0 cannot go below)."""
+    """A label distribution pulled all the way to uniform spreads every worker's errors
+    evenly, as the one-coin shape does, a worker below chance included (the adversary's part);
+    the shares are pulled toward the crowd's rather than the skill toward the crowd's, so the
+    two agree closely, not exactly."""
     from aggregation import dawid_skene as ds
     from aggregation.encode import encode
 
     answers, _ = simulate(400, 12, 3, 4, seed=5)
-    enc = encode(answers)
+    adversary = answers[answers["worker"] == answers["worker"].iloc[0]].assign(worker="adversary")
+    adversary["label"] = ((adversary["label"].astype(int) + 1) % 3).astype(str)  # never right
+    enc = encode(pd.concat([answers, adversary], ignore_index=True))
     off = ~np.eye(enc.n_labels, dtype=bool)
     limit = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0, bias_prior=1e9))
     errors = limit.errors[:, off].reshape(enc.n_workers, enc.n_labels, enc.n_labels - 1)
     assert np.ptp(errors, axis=(1, 2)).max() < 1e-6
-    even = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0)).probas
-    np.testing.assert_allclose(limit.probas, even, atol=0.02)
+    even = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0))
+    w = enc.workers.get_loc("adversary")
+    assert limit.errors[w, 0, 0] < 0.15 and even.errors[w, 0, 0] < 0.15  # below chance in both
+    np.testing.assert_allclose(limit.probas, even.probas, atol=0.02)
