@@ -169,9 +169,9 @@ def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shr
     tried prior's score (mean log probability of a hidden answer). Coordinate search from the
     one-coin end (the last strength) with even errors and the first skill prior: the shape
     (even errors or MACE's), the strength, the skill prior, again until a pass changes nothing.
-    One pass is not enough: with a weak skill prior a few answers can put a one-coin skill
-    below chance (an adversary), which MACE's shape cannot, so the shape that wins at the
-    first skill prior can lose at the one chosen after it."""
+    One pass is not enough: the shape that wins at the first skill prior can lose at the one
+    chosen after it (with a weak skill prior a worker's few answers can put the even shape's
+    skill below chance)."""
     folds = answer_folds(len(enc.t))
     scores: dict[ds.Shrinkage, float] = {}
     temperatures: dict[ds.Shrinkage, float] = {}

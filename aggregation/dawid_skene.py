@@ -174,8 +174,9 @@ def _m_step(
 ) -> FloatArray:
     """Confusion matrices normalised per true label. Without shrinkage they are clipped as
     crowd-kit does; the one-coin variant keeps only each worker's accuracy and spreads
-    errors evenly; between the two, the posterior mean under `prior`. `known` (skill and
-    weight per worker, from earlier jobs) adds that many answers at that skill."""
+    errors evenly (or takes MACE's shape, `_mace_errors`, which keeps its inner EM in `state`);
+    between the two, the posterior mean under `prior`. `known` (skill and weight per worker,
+    from earlier jobs) adds that many answers at that skill."""
     k = counts.shape[1]
     if np.isfinite(prior.bias_prior) and (prior.one_coin or prior.strength > 0):
         shape = _mace_errors(counts, prior, known, state if state is not None else MaceState())
