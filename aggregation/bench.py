@@ -3,10 +3,12 @@
     python -m aggregation.bench --data /work/shared/data [--json] [--methods auto,dawid_skene]
     python -m aggregation.bench --synthetic 3 --methods all-but-glad [--cache runs.jsonl]
     python -m aggregation.bench --data DIR --synthetic 2 --lodo     # leave one data set out
+    python -m aggregation.bench --data DIR --cut 3,5 --methods all-but-glad  # sparse real crowds
     python -m aggregation.bench --scale 1000000   # simulated: items, overlap 10, 5 classes
 
 `--data` reads every folder of it with `labels.csv` (worker,task,label) and `gt.csv`
-(task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1. Box
+(task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1; `--cut
+K` replaces each real set by its crowds cut to K answers a task drawn at random (`cut`). Box
 folders (images.csv, answers.jsonl, gold.jsonl) at or below --data are scored too, one record
 per setting, number of workers and method (see aggregation/geometry/bench.py).
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
@@ -27,7 +29,7 @@ import argparse
 import itertools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -81,6 +83,29 @@ def folders(data: Path, names: list[str] | None) -> Iterator[Source]:
     for name in names or known:
         answers, truth = load(data / name)
         yield name, answers, truth
+
+
+def cut(sources: Iterable[Source], per_task: Sequence[int], seeds: int = 2) -> Iterator[Source]:
+    """Each real data set cut to k answers a task, drawn at random (seeds 0..seeds-1), named
+    `name~k:seed`: crowds as sparse as many real jobs (few answers a task and a worker) whose
+    workers err as real ones do, which no generator here imitates. Sets with at most k
+    answers on every task are left out (the cut would be the set itself)."""
+    for name, answers, truth in sources:
+        most = int(answers.groupby("task").size().max())
+        for k in per_task:
+            if k >= most:
+                continue
+            for seed in range(seeds):
+                shuffled = answers.sample(frac=1.0, random_state=seed)
+                part = shuffled[shuffled.groupby("task").cumcount() < k]
+                yield f"{name}~{k}:{seed}", part, truth[truth.index.isin(part["task"])]
+
+
+def kind_of(dataset: str) -> str:
+    """The kind of a data set by its name: synthetic (`scenario:seed`), real cut (`name~k:seed`) or real."""
+    if "~" in dataset:
+        return "real cut"
+    return "synthetic" if ":" in dataset else "real"
 
 
 def synthetic(seeds: int) -> Iterator[Source]:
@@ -187,9 +212,8 @@ def print_summary(records: list[dict[str, object]]) -> None:
             f"  {gap.dataset:22s} {gap.setting:8s} auto {gap.auto:.4f}  best {gap.best_method:22s} "
             f"{gap.best:.4f}  {gap.points:+5.1f}  ECE {gap.ece:.3f}"
         )
-    frame = pd.DataFrame([{"real": ":" not in g.dataset, "setting": g.setting, "points": g.points} for g in found])
-    for (real, setting), part in frame.groupby(["real", "setting"]):
-        kind = "real" if real else "synthetic"
+    frame = pd.DataFrame([{"kind": kind_of(g.dataset), "setting": g.setting, "points": g.points} for g in found])
+    for (kind, setting), part in frame.groupby(["kind", "setting"]):
         print(
             f"  {kind:9s} {setting:8s} mean {part.points.mean():+.2f}  worst {part.points.min():+.2f}  sets {len(part)}"
         )
@@ -228,6 +252,17 @@ def scale(n_items: int) -> dict[str, object]:
     }
 
 
+def _counts(text: str) -> list[int]:
+    """Comma-separated positive integers (argparse type)."""
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"answers a task must be at least 1, got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--data", type=Path, help="folder of data sets")
@@ -239,6 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cache", type=Path, help="JSON lines file keeping records of methods other than auto")
     parser.add_argument("--lodo", action="store_true", help="leave one data set out over auto's variants")
     parser.add_argument("--golden-seed", type=int, default=SEED, help="another draw of the golden tasks")
+    parser.add_argument(
+        "--cut", type=_counts, help="comma-separated K: each real set cut to K random answers a task instead"
+    )
+    parser.add_argument("--cut-seeds", type=int, default=2, help="draws of each cut (default 2)")
     args = parser.parse_args(argv)
     if args.scale:
         print(json.dumps(scale(args.scale)))
@@ -251,7 +290,8 @@ def main(argv: list[str] | None = None) -> None:
     names = args.datasets.split(",") if args.datasets else None
     sources: list[Source] = []
     if args.data is not None:
-        sources += folders(args.data, [n for n in names if n not in boxes] if names else None)
+        real = folders(args.data, [n for n in names if n not in boxes] if names else None)
+        sources += cut(real, args.cut, args.cut_seeds) if args.cut else real
     sources += synthetic(args.synthetic)
     cache = Cache(args.cache)
     if args.lodo:

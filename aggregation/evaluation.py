@@ -78,8 +78,9 @@ def gaps(records: Iterable[Mapping[str, object]], auto: str = "auto") -> list[Ga
 
 
 def group_of(dataset: str) -> str:
-    """Synthetic data sets are named `scenario:seed`; every seed of a scenario is one group."""
-    return dataset.split(":")[0]
+    """Synthetic data sets are named `scenario:seed` and cuts of a real set `name~k:seed`;
+    every seed of a scenario is one group, and a real set with its cuts is one."""
+    return dataset.split(":")[0].split("~")[0]
 
 
 @dataclass(frozen=True)

@@ -61,3 +61,34 @@ def test_synthetic_mode_with_a_summary_and_a_cache(
     assert len(cache.read_text().splitlines()) == 4  # reused, not recomputed
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert all("ece" in r for r in records)
+
+
+def test_cut_real_sets_to_k_random_answers_a_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from aggregation.bench import cut
+    from aggregation.evaluation import group_of
+
+    answers, truth = simulate(120, 12, 3, 5, seed=1)
+    sources = [("toy", answers, truth)]
+    crowds = list(cut(sources, [2, 5], seeds=2))
+    assert [name for name, _, _ in crowds] == ["toy~2:0", "toy~2:1"]  # 5 a task already: no cut at 5
+    (_, first, first_truth), (_, second, _) = crowds[0], crowds[1]
+    assert set(first.groupby("task").size()) == {2}
+    assert first_truth.index.equals(truth.index)
+    kept = first.merge(answers, on=["task", "worker", "label"])
+    assert len(kept) == len(first)  # real answers, not made up
+    assert (
+        not first.sort_values(["task", "worker"])
+        .reset_index(drop=True)
+        .equals(second.sort_values(["task", "worker"]).reset_index(drop=True))
+    )  # the seeds draw different answers
+    assert group_of("toy~2:1") == group_of("toy") == "toy"
+
+    (tmp_path / "toy").mkdir()
+    answers[["worker", "task", "label"]].to_csv(tmp_path / "toy" / "labels.csv", index=False)
+    truth.rename_axis("task").reset_index().to_csv(tmp_path / "toy" / "gt.csv", index=False)
+    main(["--data", str(tmp_path), "--cut", "3", "--cut-seeds", "1", "--methods", "auto,majority_vote"])
+    out = capsys.readouterr().out
+    assert "toy~3:0" in out and "real cut  golden5" in out
+    with pytest.raises(SystemExit):
+        main(["--data", str(tmp_path), "--cut", "three"])
+    assert "expected comma-separated integers" in capsys.readouterr().err
