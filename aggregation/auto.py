@@ -50,6 +50,9 @@ class Settings:
     bias_priors: tuple[float, ...] = (INF, 2.0)
     """Shapes of the one-coin end: errors spread evenly (INF), or MACE's, a worker's own label
     distribution pulled toward uniform by this many answers a label (`dawid_skene.Shrinkage`)."""
+    steps: tuple[int, ...] = (ds.MAX_STEPS, 10)
+    """EM steps at most: run to convergence, or stop early (`dawid_skene.Shrinkage`). Held-out
+    answers choose; on a sparse crowd the converged fit can run its class priors to one label."""
     alternatives: tuple[str, ...] = ("dawid_skene", "majority_vote", "crowd_dawid_skene")
     """What golden tasks may prefer over the chosen shrinkage (names in `ALTERNATIVES`)."""
     min_golden_to_choose: int = 30
@@ -78,13 +81,14 @@ def _argmax(probas: FloatArray) -> IntArray:
 
 
 def _name(prior: ds.Shrinkage) -> str:
+    steps = f",steps={prior.steps}" if prior.steps != ds.MAX_STEPS else ""
     if prior.crowd_shape:
-        return f"crowd_dawid_skene(s={prior.strength:g},a={prior.skill_prior:g})"
+        return f"crowd_dawid_skene(s={prior.strength:g},a={prior.skill_prior:g}{steps})"
     biased = bool(np.isfinite(prior.bias_prior))
     bias = f",b={prior.bias_prior:g}" if biased else ""
     if prior.one_coin:
-        return f"{'mace' if biased else 'one_coin'}_dawid_skene(a={prior.skill_prior:g}{bias})"
-    return f"dawid_skene(s={prior.strength:g},a={prior.skill_prior:g}{bias})"
+        return f"{'mace' if biased else 'one_coin'}_dawid_skene(a={prior.skill_prior:g}{bias}{steps})"
+    return f"dawid_skene(s={prior.strength:g},a={prior.skill_prior:g}{bias}{steps})"
 
 
 @dataclass(frozen=True)
@@ -160,15 +164,16 @@ class Selection:
 
 
 MAX_PASSES = 3
-"""Coordinate search passes over (shape, strength, skill prior); it stops earlier when a pass
+"""Coordinate search passes over (shape, strength, skill prior, EM steps); it stops earlier when a pass
 changes nothing, which the second pass usually confirms."""
 
 
 def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shrinkage, float, dict[str, float]]:
     """The prior whose model best predicts held-out answers, its temperature, and every
     tried prior's score (mean log probability of a hidden answer). Coordinate search from the
-    one-coin end (the last strength) with even errors and the first skill prior: the shape
-    (even errors or MACE's), the strength, the skill prior, again until a pass changes nothing.
+    one-coin end (the last strength) with even errors, the first skill prior and the first
+    number of EM steps: the shape (even errors or MACE's), the strength, the skill prior, the
+    steps, again until a pass changes nothing.
     One pass is not enough: the shape that wins at the first skill prior can lose at the one
     chosen after it (with a weak skill prior a worker's few answers can put the even shape's
     skill below chance)."""
@@ -188,9 +193,10 @@ def choose_shrinkage(enc: Encoded, settings: Settings = DEFAULT) -> tuple[ds.Shr
         (lambda prior, value: replace(prior, bias_prior=value), shapes),
         (lambda prior, value: replace(prior, strength=value), settings.strengths),
         (lambda prior, value: replace(prior, skill_prior=value), settings.skill_priors),
+        (lambda prior, value: replace(prior, steps=int(value)), settings.steps),
     )
     # The last strength (the one-coin end unless a variant leaves it out) and the first of the rest.
-    best = ds.Shrinkage(settings.strengths[-1], settings.skill_priors[0], bias_prior=shapes[0])
+    best = ds.Shrinkage(settings.strengths[-1], settings.skill_priors[0], bias_prior=shapes[0], steps=settings.steps[0])
     for _ in range(MAX_PASSES):
         start = best
         for move, values in coordinates:

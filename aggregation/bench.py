@@ -57,6 +57,7 @@ LODO_VARIANTS: dict[str, Settings] = {
     "dawid_skene_end_only": replace(DEFAULT, strengths=(0.5,)),
     "one_coin_end_only": replace(DEFAULT, strengths=(float("inf"),)),
     "even_shape_only": replace(DEFAULT, bias_priors=(float("inf"),)),
+    "no_early_stop": replace(DEFAULT, steps=DEFAULT.steps[:1]),
 }
 """Settings of auto that were considered while developing it, for `--lodo`."""
 

@@ -18,6 +18,8 @@ import numpy.typing as npt
 from .encode import Encoded, FloatArray, clamp, vote_counts
 
 _EPS = 1e-10
+MAX_STEPS = 100
+"""EM steps a fit takes at most (crowd-kit's default), unless its prior stops it earlier."""
 STEP_TOL = 1e-4
 """A shrunk model has converged when its posteriors move by less than this on average in one
 step (its objective has a prior term that crowd-kit's evidence bound lacks, so that bound
@@ -60,12 +62,16 @@ class Shrinkage:
     a worker answers the truth, or a wrong label on purpose, or draws from a label distribution
     of its own, pulled toward uniform by `bias_prior` pseudo-answers a label, so a worker who
     always gives one label is a spammer of that label, not a worker right one time in K.
+    `steps` stops EM after that many steps from the majority-vote start: early stopping, a
+    prior of its own, which keeps a sparse crowd's class priors and confusions near the vote
+    they started from rather than running to one label.
     """
 
     strength: float = 0.0
     skill_prior: float = 0.0
     crowd_shape: bool = False
     bias_prior: float = float("inf")
+    steps: int = MAX_STEPS
 
     @property
     def one_coin(self) -> bool:
@@ -231,14 +237,15 @@ def _elbo(enc: Encoded, probas: FloatArray, priors: FloatArray, errors: FloatArr
 
 def fit(
     enc: Encoded,
-    n_iter: int = 100,
+    n_iter: int = MAX_STEPS,
     tol: float = 1e-5,
     one_coin: bool = False,
     init: FloatArray | None = None,
     prior: Shrinkage = PLAIN,
 ) -> DSModel:
     """Fit by EM from the (clamped) majority-vote posteriors, as crowd-kit does, or from
-    `init` posteriors (a warm start). `one_coin` is shorthand for `prior=ONE_COIN`."""
+    `init` posteriors (a warm start), for at most `n_iter` steps and the prior's `steps`.
+    `one_coin` is shorthand for `prior=ONE_COIN`."""
     if one_coin:
         prior = ONE_COIN
     k = enc.n_labels
@@ -254,7 +261,7 @@ def fit(
     errors = _m_step(counts, observed, prior, known, mace)
     loss = new_loss = -np.inf
     done = 0
-    for done in range(1, n_iter + 1):  # noqa: B007 - the count is reported
+    for done in range(1, min(n_iter, prior.steps) + 1):  # noqa: B007 - the count is reported
         previous = probas
         probas = _e_step(enc, priors, errors)
         priors = probas.mean(axis=0)

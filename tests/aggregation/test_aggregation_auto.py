@@ -181,3 +181,21 @@ def test_skills_known_from_earlier_jobs_break_a_standoff() -> None:
     bob = answers[answers.worker == "bob"].set_index("task")["label"]
     assert (told.labels == bob.loc[told.labels.index]).all()
     assert aggregate(answers, "majority_vote", known_workers=known).labels.equals(blind.labels)
+
+
+def test_early_stopping_keeps_a_sparse_crowd_from_running_to_one_label() -> None:
+    """bluebird cut to 3 answers a task: run to convergence, every model of the family lets the
+    class prior run to the label most answers give and labels nearly every task with it;
+    stopping EM after 10 steps (chosen by held-out answers) keeps it near the vote."""
+    from aggregation.bench import cut
+
+    if not (DATA / "bluebird" / "labels.csv").exists():
+        pytest.skip(f"no data set at {DATA / 'bluebird'}; set CROWD_DATA_DIR")
+    answers, truth = load(DATA / "bluebird")
+    [(_, sparse, sparse_truth)] = [s for s in cut([("bluebird", answers, truth)], [3]) if s[0].endswith(":1")]
+    golden = pick_golden(sparse_truth)
+    scored = sparse_truth.drop(golden.index)
+    early = aggregate(sparse, golden=golden)
+    converged = aggregate(sparse, golden=golden, auto_settings=replace(DEFAULT, steps=DEFAULT.steps[:1]))
+    assert "steps=10" in early.method and "steps" not in converged.method
+    assert score(early, scored) > score(converged, scored) + 0.05

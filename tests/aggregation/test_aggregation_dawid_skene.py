@@ -141,3 +141,18 @@ def test_infinite_bias_prior_is_the_even_shape() -> None:
     w = enc.workers.get_loc("adversary")
     assert limit.errors[w, 0, 0] < 0.15 and even.errors[w, 0, 0] < 0.15  # below chance in both
     np.testing.assert_allclose(limit.probas, even.probas, atol=0.02)
+
+
+def test_steps_stop_em_early_and_at_the_same_place_as_a_capped_run() -> None:
+    """`steps` in the prior is early stopping: the fit is the converged fit's first steps."""
+    from aggregation import dawid_skene as ds
+    from aggregation.encode import encode
+
+    answers, _ = simulate(400, 12, 3, 4, seed=3, spammers=0.2)
+    enc = encode(answers)
+    converged = ds.fit(enc, prior=ds.Shrinkage(2.0, 2.0))
+    early = ds.fit(enc, prior=ds.Shrinkage(2.0, 2.0, steps=3))
+    capped = ds.fit(enc, n_iter=3, prior=ds.Shrinkage(2.0, 2.0))
+    assert converged.n_iter > 3 and early.n_iter == 3
+    np.testing.assert_array_equal(early.probas, capped.probas)
+    assert np.abs(early.probas - converged.probas).max() > 1e-3
