@@ -4,11 +4,13 @@
     python -m aggregation.bench --synthetic 3 --methods all-but-glad [--cache runs.jsonl]
     python -m aggregation.bench --data DIR --synthetic 2 --lodo     # leave one data set out
     python -m aggregation.bench --data DIR --cut 3,5 --methods all-but-glad  # sparse real crowds
+    python -m aggregation.bench --data DIR --split 10 --methods all-but-glad  # few answers a worker
     python -m aggregation.bench --scale 1000000   # simulated: items, overlap 10, 5 classes
 
 `--data` reads every folder of it with `labels.csv` (worker,task,label) and `gt.csv`
 (task,label); `--synthetic N` adds the crowds of `crowds.SCENARIOS` with seeds 0..N-1; `--cut
-K` replaces each real set by its crowds cut to K answers a task drawn at random (`cut`). Box
+K` replaces each real set by its crowds cut to K answers a task drawn at random (`cut`); `--split
+K` deals each real worker's answers into pseudo-workers of K answers (`split`; after `--cut`). Box
 folders (images.csv, answers.jsonl, gold.jsonl) at or below --data are scored too, one record
 per setting, number of workers and method (see aggregation/geometry/bench.py).
 Settings: "none" (no golden tasks) and "golden5" (5% of the tasks with ground truth revealed as
@@ -102,8 +104,27 @@ def cut(sources: Iterable[Source], per_task: Sequence[int], seeds: int = 2) -> I
                 yield f"{name}~{k}:{seed}", part, truth[truth.index.isin(part["task"])]
 
 
+def split(sources: Iterable[Source], per_worker: Sequence[int], seeds: int = 2) -> Iterator[Source]:
+    """Each real worker's answers dealt at random (seeds 0..seeds-1) into pseudo-workers of k
+    answers each, named `name@k:seed`: crowds of many workers with few answers each (where a
+    full confusion matrix overfits) whose workers err as real ones do; answers a task do not
+    change. Sets whose busiest worker has at most k answers are left out."""
+    for name, answers, truth in sources:
+        most = int(answers.groupby("worker").size().max())
+        for k in per_worker:
+            if k >= most:
+                continue
+            for seed in range(seeds):
+                shuffled = answers.sample(frac=1.0, random_state=seed)
+                chunk = (shuffled.groupby("worker").cumcount() // k).astype(str)
+                yield f"{name}@{k}:{seed}", shuffled.assign(worker=shuffled["worker"] + "#" + chunk), truth
+
+
 def kind_of(dataset: str) -> str:
-    """The kind of a data set by its name: synthetic (`scenario:seed`), real cut (`name~k:seed`) or real."""
+    """The kind of a data set by its name: synthetic (`scenario:seed`), real cut (`name~k:seed`),
+    real split (`name@k:seed`) or real."""
+    if "@" in dataset:
+        return "real split"
     if "~" in dataset:
         return "real cut"
     return "synthetic" if ":" in dataset else "real"
@@ -278,7 +299,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cut", type=_counts, help="comma-separated K: each real set cut to K random answers a task instead"
     )
-    parser.add_argument("--cut-seeds", type=int, default=2, help="draws of each cut (default 2)")
+    parser.add_argument("--cut-seeds", type=int, default=2, help="draws of each cut or split (default 2)")
+    parser.add_argument(
+        "--split", type=_counts, help="comma-separated K: each real worker dealt into pseudo-workers of K answers"
+    )
     args = parser.parse_args(argv)
     if args.scale:
         print(json.dumps(scale(args.scale)))
@@ -292,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     sources: list[Source] = []
     if args.data is not None:
         real = folders(args.data, [n for n in names if n not in boxes] if names else None)
-        sources += cut(real, args.cut, args.cut_seeds) if args.cut else real
+        real = cut(real, args.cut, args.cut_seeds) if args.cut else real
+        sources += split(real, args.split, args.cut_seeds) if args.split else real
     sources += synthetic(args.synthetic)
     cache = Cache(args.cache)
     if args.lodo:

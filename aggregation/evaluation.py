@@ -12,6 +12,7 @@ Used by `bench` only: nothing here runs in production, where there is no ground 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -78,9 +79,10 @@ def gaps(records: Iterable[Mapping[str, object]], auto: str = "auto") -> list[Ga
 
 
 def group_of(dataset: str) -> str:
-    """Synthetic data sets are named `scenario:seed` and cuts of a real set `name~k:seed`;
-    every seed of a scenario is one group, and a real set with its cuts is one."""
-    return dataset.split(":")[0].split("~")[0]
+    """Synthetic data sets are named `scenario:seed`, cuts of a real set `name~k:seed` and
+    splits `name@k:seed`; every seed of a scenario is one group, and a real set with its cuts
+    and splits is one."""
+    return re.split(r"[:~@]", dataset)[0]
 
 
 @dataclass(frozen=True)

@@ -92,3 +92,36 @@ def test_cut_real_sets_to_k_random_answers_a_task(tmp_path: Path, capsys: pytest
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path), "--cut", "three"])
     assert "expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_split_real_workers_into_pseudo_workers_of_k_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aggregation.bench import split
+    from aggregation.evaluation import group_of
+
+    answers, truth = simulate(120, 12, 3, 5, seed=1)
+    answers = answers.astype({"worker": str, "task": str, "label": str})
+    busiest = int(answers.groupby("worker").size().max())
+    crowds = list(split([("toy", answers, truth)], [7, busiest], seeds=2))
+    assert [name for name, _, _ in crowds] == ["toy@7:0", "toy@7:1"]  # no split at the busiest's count
+    (_, first, first_truth), (_, second, _) = crowds
+    assert first.groupby("worker").size().max() == 7
+    assert first.groupby("task").size().sort_index().equals(answers.groupby("task").size().sort_index())
+    real = first.assign(worker=first["worker"].str.split("#").str[0])
+    assert len(real.merge(answers, on=["task", "worker", "label"])) == len(answers)  # same answers, relabelled
+    assert first["worker"].nunique() > answers["worker"].nunique()
+    assert (
+        not first.sort_values(["task", "worker"])["worker"]
+        .reset_index(drop=True)
+        .equals(second.sort_values(["task", "worker"])["worker"].reset_index(drop=True))
+    )  # the seeds deal differently
+    assert first_truth.equals(truth)
+    assert group_of("toy@7:1") == group_of("toy~3:0@7:1") == "toy"
+
+    (tmp_path / "toy").mkdir()
+    answers[["worker", "task", "label"]].to_csv(tmp_path / "toy" / "labels.csv", index=False)
+    truth.rename_axis("task").reset_index().to_csv(tmp_path / "toy" / "gt.csv", index=False)
+    main(["--data", str(tmp_path), "--split", "7", "--cut-seeds", "1", "--methods", "auto,majority_vote"])
+    out = capsys.readouterr().out
+    assert "toy@7:0" in out and "real split golden5" in out
