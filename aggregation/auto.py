@@ -32,7 +32,7 @@ import numpy as np
 
 from . import dawid_skene as ds
 from .calibration import PRIOR_SD, fit_temperature
-from .encode import Encoded, FloatArray, IntArray
+from .encode import Encoded, FloatArray, IntArray, vote_counts
 from .heldout import FOLDS, answer_folds, predict_hidden, temper
 from .majority_vote import majority_vote
 
@@ -112,7 +112,21 @@ def _plain_ds(enc: Encoded) -> tuple[FloatArray, IntArray]:
     return probas, _argmax(probas)
 
 
-MAJORITY = Candidate("majority_vote", majority_vote)
+VOTE_PSEUDO_COUNT = 1.0
+"""Votes added to every label before majority vote's shares become its posterior (Laplace's
+rule of succession)."""
+
+
+def _smoothed_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
+    """Majority vote's choice, with shares smoothed so that no label has probability zero: a
+    golden task whose label got no vote would otherwise push the fitted temperature to the
+    top of its grid (T = 90) and every confidence to 1/K."""
+    _, choice = majority_vote(enc)
+    votes = vote_counts(enc) + VOTE_PSEUDO_COUNT
+    return votes / votes.sum(axis=1, keepdims=True), choice
+
+
+MAJORITY = Candidate("majority_vote", _smoothed_vote)
 ALTERNATIVES = {
     "dawid_skene": Candidate("dawid_skene", _plain_ds),
     "majority_vote": MAJORITY,
@@ -254,6 +268,8 @@ def select(enc: Encoded, settings: Settings = DEFAULT) -> Selection:
             z = sign_test_z(int((alt_right & ~right).sum()), int((right & ~alt_right).sum()))
             if z >= best_z:
                 best_z, chosen, posteriors = z, alternative, alt_posteriors
+    if chosen is MAJORITY:  # the unsupervised temperature was the shrunk model's, not the vote's
+        temperature = 1.0
     temperature = fit_temperature(posteriors, sample.gold_l, temperature, settings.prior_sd)
     return Selection(chosen, temperature, loglik, golden)
 

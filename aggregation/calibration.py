@@ -18,8 +18,9 @@ from .heldout import temper
 PRIOR_SD = 0.5
 """Standard deviation of log T around the unsupervised temperature: a factor of 1.65."""
 
-LOG_GRID = np.linspace(-1.0, 4.5, 111)
-"""log T from -1 (T = 0.37) to 4.5 (T = 90), in steps of 0.05."""
+LOG_GRID = np.linspace(-3.0, 4.5, 151)
+"""log T from -3 (T = 0.05) to 4.5 (T = 90), in steps of 0.05. Temperatures below 1 sharpen:
+majority vote's smoothed shares need them."""
 
 
 def fit_temperature(

@@ -22,8 +22,11 @@ from aggregation.auto import (
     sign_test_z,
 )
 from aggregation.bench import load, pick_golden, score
+from aggregation.calibration import expected_calibration_error, fit_temperature
 from aggregation.crowds import class_conditional, heavy_tail_10, heavy_tail_binary, spammers
 from aggregation.encode import Encoded, encode
+from aggregation.heldout import temper
+from aggregation.majority_vote import majority_vote
 from aggregation.synthetic import simulate
 
 DATA = Path(os.environ.get("CROWD_DATA_DIR", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
@@ -199,3 +202,23 @@ def test_early_stopping_keeps_a_sparse_crowd_from_running_to_one_label() -> None
     converged = aggregate(sparse, golden=golden, auto_settings=replace(DEFAULT, steps=DEFAULT.steps[:1]))
     assert "steps=10" in early.method and "steps" not in converged.method
     assert score(early, scored) > score(converged, scored) + 0.05
+
+
+def test_majority_vote_chosen_by_golden_tasks_gets_a_usable_temperature() -> None:
+    """Raw vote shares give a golden task whose label got no vote probability zero, which no
+    temperature can mend: the fit ran to the top of its grid (T = 90) and every confidence to
+    1/K (ECE .355 on web split into workers of 5 answers). Smoothed shares calibrate."""
+    answers, truth = simulate(800, [0.55] * 20, 5, 3, seed=2)
+    enc = encode(answers, truth.iloc[:100])
+    _, posteriors = held_out_golden(enc, auto_module.MAJORITY)
+    assert (posteriors > 0).all()
+    _, raw = held_out_golden(enc, Candidate("raw shares", majority_vote))
+    assert fit_temperature(raw, enc.gold_l) == pytest.approx(90, rel=0.01)
+    temperature = fit_temperature(posteriors, enc.gold_l)
+    assert temperature < 1  # three votes smoothed by one a label say less than they know
+    probas, choice = auto_module.MAJORITY.fit(encode(answers))
+    codes = pd.Index(enc.labels).get_indexer(truth.reindex(enc.tasks).to_numpy())
+    hit = (choice == codes).astype(float)
+    assert expected_calibration_error(temper(probas, temperature).max(axis=1), hit) < 0.1
+    raw_shares, _ = majority_vote(encode(answers))
+    assert expected_calibration_error(temper(raw_shares, 90.0).max(axis=1), hit) > 0.12
