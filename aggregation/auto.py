@@ -12,8 +12,9 @@ model that overfits predicts a worker's next answer badly.
 Golden tasks are clamped to their known labels in every fit. When there are at least
 `Settings.min_golden_to_choose` of them they may overrule the choice: each alternative in
 `ALTERNATIVES` is compared with the chosen model on the golden tasks, each predicted while
-hidden (5-fold), and replaces it only when it is right on significantly more of them: a
-one-sided sign test over the tasks where the two disagree. Fewer golden tasks
+hidden (5-fold), and may replace it only when it is right on significantly more of them (a
+one-sided sign test over the tasks where the two disagree); of those that are, the one right
+on most golden tasks does. Fewer golden tasks
 than that cannot tell a better model from luck (at 20, even a 5-point better model wins by
 one task on average), so they only teach the model and calibrate its confidence.
 
@@ -34,7 +35,7 @@ from . import dawid_skene as ds
 from .calibration import PRIOR_SD, fit_temperature
 from .encode import Encoded, FloatArray, IntArray, vote_counts
 from .heldout import FOLDS, answer_folds, predict_hidden, temper
-from .majority_vote import majority_vote
+from .majority_vote import majority_vote, weighted_vote
 
 INF = float("inf")
 
@@ -53,7 +54,7 @@ class Settings:
     steps: tuple[int, ...] = (ds.MAX_STEPS, 10)
     """EM steps at most: run to convergence, or stop early (`dawid_skene.Shrinkage`). Held-out
     answers choose; on a sparse crowd the converged fit can run its class priors to one label."""
-    alternatives: tuple[str, ...] = ("dawid_skene", "majority_vote", "crowd_dawid_skene")
+    alternatives: tuple[str, ...] = ("dawid_skene", "majority_vote", "wawa", "crowd_dawid_skene")
     """What golden tasks may prefer over the chosen shrinkage (names in `ALTERNATIVES`)."""
     min_golden_to_choose: int = 30
     """Fewer golden tasks only teach the model and calibrate it."""
@@ -113,27 +114,45 @@ def _plain_ds(enc: Encoded) -> tuple[FloatArray, IntArray]:
 
 
 VOTE_PSEUDO_COUNT = 1.0
-"""Votes added to every label before majority vote's shares become its posterior (Laplace's
-rule of succession)."""
+"""Average voters added to every label before a vote's shares become its posterior (Laplace's
+rule of succession): with raw shares a golden task whose label got no vote has probability
+zero, which no temperature mends (the fit ran to T = 90 and every confidence to 1/K)."""
+
+
+def _smoothed(votes: FloatArray, voter: float) -> FloatArray:
+    """Vote shares with `VOTE_PSEUDO_COUNT` voters of weight `voter` added to every label."""
+    pseudo = VOTE_PSEUDO_COUNT * voter
+    return (votes + pseudo) / (votes.sum(axis=1, keepdims=True) + pseudo * votes.shape[1])
 
 
 def _smoothed_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
-    """Majority vote's choice, with shares smoothed so that no label has probability zero: a
-    golden task whose label got no vote would otherwise push the fitted temperature to the
-    top of its grid (T = 90) and every confidence to 1/K."""
     _, choice = majority_vote(enc)
-    votes = vote_counts(enc) + VOTE_PSEUDO_COUNT
-    return votes / votes.sum(axis=1, keepdims=True), choice
+    return _smoothed(vote_counts(enc), 1.0), choice
+
+
+def _smoothed_weighted_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
+    votes, choice = weighted_vote(enc)
+    return _smoothed(votes, float(votes.sum()) / max(len(enc.t), 1)), choice  # an average voter
 
 
 MAJORITY = Candidate("majority_vote", _smoothed_vote)
+THIN = Candidate("majority_vote", majority_vote)
+"""Below `Settings.min_answers`: the plain vote, its shares as the confidence (no golden tasks
+to calibrate against, nothing to fit)."""
+WAWA = Candidate("wawa", _smoothed_weighted_vote)
+VOTES = (MAJORITY, WAWA)
+"""Candidates without a model of the answers: their temperature is centred on 1, not on the
+shrunk model's."""
 ALTERNATIVES = {
     "dawid_skene": Candidate("dawid_skene", _plain_ds),
     "majority_vote": MAJORITY,
+    "wawa": WAWA,
     "crowd_dawid_skene": shrunk(ds.Shrinkage(INF, 2.0, crowd_shape=True)),
 }
 """What golden tasks may prefer over the chosen shrinkage: crowd-kit's Dawid-Skene (no
-shrinkage at all), majority vote (no skills at all), and one confusion matrix for the whole
+shrinkage at all), majority vote (no skills at all), Wawa (one weight a worker, no class
+prior: on crowds whose answers lean to one label every model with class priors follows the
+lean), and one confusion matrix for the whole
 crowd with one skill per worker (graded labels, where everyone confuses neighbours; added
 after seeing the `web` data set, where it is 7 points better and held-out answers cannot
 tell)."""
@@ -248,7 +267,7 @@ def sign_test_z(wins: int, losses: int) -> float:
 def select(enc: Encoded, settings: Settings = DEFAULT) -> Selection:
     """The candidate and temperature to use, with the evidence for them."""
     if len(enc.t) < settings.min_answers:
-        return Selection(MAJORITY, 1.0)
+        return Selection(THIN, 1.0)
     sample = selection_sample(enc, settings.max_selection_answers)
     prior, temperature, loglik = choose_shrinkage(sample, settings)
     chosen = shrunk(prior)
@@ -259,16 +278,20 @@ def select(enc: Encoded, settings: Settings = DEFAULT) -> Selection:
     right = choices == sample.gold_l
     golden = {chosen.name: int(right.sum())}
     if n_gold >= settings.min_golden_to_choose:
-        best_z = settings.switch_z
+        # Each alternative must beat the chosen model; of those that do, the one right on most
+        # golden tasks (the largest z alone can favour one that disagrees more, not better).
+        winners: list[tuple[int, float, Candidate, FloatArray]] = []
         for name in settings.alternatives:
             alternative = ALTERNATIVES[name]
             alt_choices, alt_posteriors = held_out_golden(sample, alternative)
             alt_right = alt_choices == sample.gold_l
             golden[alternative.name] = int(alt_right.sum())
             z = sign_test_z(int((alt_right & ~right).sum()), int((right & ~alt_right).sum()))
-            if z >= best_z:
-                best_z, chosen, posteriors = z, alternative, alt_posteriors
-    if chosen is MAJORITY:  # the unsupervised temperature was the shrunk model's, not the vote's
+            if z >= settings.switch_z:
+                winners.append((int(alt_right.sum()), z, alternative, alt_posteriors))
+        if winners:
+            _, _, chosen, posteriors = max(winners, key=lambda winner: winner[:2])
+    if chosen in VOTES:  # the unsupervised temperature was the shrunk model's, not the vote's
         temperature = 1.0
     temperature = fit_temperature(posteriors, sample.gold_l, temperature, settings.prior_sd)
     return Selection(chosen, temperature, loglik, golden)

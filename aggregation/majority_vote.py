@@ -37,3 +37,15 @@ def majority_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
     tie_break = vote_counts(enc, weights=skill[enc.w])
     shares = votes / np.maximum(votes.sum(axis=1, keepdims=True), 1.0)
     return shares, pick(votes, tie_break)
+
+
+def weighted_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
+    """Wawa: votes weighted by each worker's agreement with the majority vote (with the known
+    label on golden tasks), and the label with most weight. Returns the weighted votes."""
+    _, target = majority_vote(enc)
+    target[enc.gold_t] = enc.gold_l
+    agree = np.bincount(enc.w, weights=(enc.l == target[enc.t]).astype(np.float64), minlength=enc.n_workers)
+    answered = np.bincount(enc.w, minlength=enc.n_workers)
+    skill = agree / np.maximum(answered, 1)
+    votes = vote_counts(enc, weights=skill[enc.w])
+    return votes, pick(votes, vote_counts(enc))

@@ -222,3 +222,19 @@ def test_majority_vote_chosen_by_golden_tasks_gets_a_usable_temperature() -> Non
     assert expected_calibration_error(temper(probas, temperature).max(axis=1), hit) < 0.1
     raw_shares, _ = majority_vote(encode(answers))
     assert expected_calibration_error(temper(raw_shares, 90.0).max(axis=1), hit) > 0.12
+
+
+def test_weighted_vote_trusts_the_worker_who_agrees_with_the_crowd() -> None:
+    """Wawa, a golden alternative: on a tie between two workers, the one who agreed with the
+    majority elsewhere wins; plain majority vote falls back to the label order."""
+    rows = [("x", "agreeing", "b"), ("x", "contrary", "a")]
+    for task, label, other in (("t1", "a", "b"), ("t2", "b", "a"), ("t3", "a", "b")):
+        rows += [(task, "agreeing", label), (task, "e", label), (task, "f", label)]
+        rows += [(f"{task}'", "contrary", other), (f"{task}'", "e", label), (f"{task}'", "f", label)]
+    enc = encode(pd.DataFrame(rows, columns=["task", "worker", "label"]))
+    x = list(enc.tasks).index("x")
+    _, plain = majority_vote(enc)
+    probas, weighted = auto_module.WAWA.fit(enc)
+    assert enc.labels[plain[x]] == "a"
+    assert enc.labels[weighted[x]] == "b"
+    assert (probas > 0).all() and np.allclose(probas.sum(axis=1), 1.0)
