@@ -238,3 +238,36 @@ def test_weighted_vote_trusts_the_worker_who_agrees_with_the_crowd() -> None:
     assert enc.labels[plain[x]] == "a"
     assert enc.labels[weighted[x]] == "b"
     assert (probas > 0).all() and np.allclose(probas.sum(axis=1), 1.0)
+
+
+def _fixed(name: str, choices: np.ndarray, n_labels: int) -> Candidate:
+    def fit(enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
+        return np.eye(n_labels)[choices], choices
+
+    return Candidate(name, fit)
+
+
+def test_of_alternatives_that_win_the_one_right_on_most_golden_tasks_replaces_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two alternatives beat the model: "few" mends 9 of its golden mistakes and breaks nothing
+    (z = 3), "more" mends 20 and breaks 8 (z = 2.27, 3 more tasks right). The larger z alone
+    would pick "few"; web split into 5-answer workers lost 4 points to that."""
+    answers, truth = simulate(600, 12, 3, 3, seed=4, spammers=0.3)
+    enc = encode(answers, truth.iloc[:300])
+    prior, _, _ = choose_shrinkage(enc)
+    base, _ = held_out_golden(enc, auto_module.shrunk(prior))
+    wrong = np.flatnonzero(base != enc.gold_l)
+    right = np.flatnonzero(base == enc.gold_l)
+    assert len(wrong) >= 20
+    choices = np.zeros(enc.n_tasks, dtype=np.int64)
+    choices[enc.gold_t] = base
+    few, more = choices.copy(), choices.copy()
+    few[enc.gold_t[wrong[:9]]] = enc.gold_l[wrong[:9]]
+    more[enc.gold_t[wrong[:20]]] = enc.gold_l[wrong[:20]]
+    more[enc.gold_t[right[:8]]] = (enc.gold_l[right[:8]] + 1) % enc.n_labels
+    monkeypatch.setitem(auto_module.ALTERNATIVES, "few", _fixed("few", few, enc.n_labels))
+    monkeypatch.setitem(auto_module.ALTERNATIVES, "more", _fixed("more", more, enc.n_labels))
+    selection = select(enc, replace(DEFAULT, alternatives=("few", "more")))
+    assert selection.golden["more"] == selection.golden["few"] + 3
+    assert selection.candidate.name == "more"
