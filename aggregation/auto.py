@@ -98,6 +98,9 @@ class Candidate:
 
     name: str
     fit: Callable[[Encoded], tuple[FloatArray, IntArray]]
+    prior_temperature: float | None = None
+    """Where golden tasks' temperature fit is pulled toward; None: the temperature held-out
+    answers chose for the shrunk model (a vote has no model of the answers to choose one)."""
 
 
 def shrunk(prior: ds.Shrinkage) -> Candidate:
@@ -135,14 +138,11 @@ def _smoothed_weighted_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
     return _smoothed(votes, float(votes.sum()) / max(len(enc.t), 1)), choice  # an average voter
 
 
-MAJORITY = Candidate("majority_vote", _smoothed_vote)
+MAJORITY = Candidate("majority_vote", _smoothed_vote, prior_temperature=1.0)
 THIN = Candidate("majority_vote", majority_vote)
 """Below `Settings.min_answers`: the plain vote, its shares as the confidence (no golden tasks
 to calibrate against, nothing to fit)."""
-WAWA = Candidate("wawa", _smoothed_weighted_vote)
-VOTES = (MAJORITY, WAWA)
-"""Candidates without a model of the answers: their temperature is centred on 1, not on the
-shrunk model's."""
+WAWA = Candidate("wawa", _smoothed_weighted_vote, prior_temperature=1.0)
 ALTERNATIVES = {
     "dawid_skene": Candidate("dawid_skene", _plain_ds),
     "majority_vote": MAJORITY,
@@ -291,8 +291,8 @@ def select(enc: Encoded, settings: Settings = DEFAULT) -> Selection:
                 winners.append((int(alt_right.sum()), z, alternative, alt_posteriors))
         if winners:
             _, _, chosen, posteriors = max(winners, key=lambda winner: winner[:2])
-    if chosen in VOTES:  # the unsupervised temperature was the shrunk model's, not the vote's
-        temperature = 1.0
+    if chosen.prior_temperature is not None:
+        temperature = chosen.prior_temperature
     temperature = fit_temperature(posteriors, sample.gold_l, temperature, settings.prior_sd)
     return Selection(chosen, temperature, loglik, golden)
 

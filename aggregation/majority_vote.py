@@ -13,14 +13,20 @@ import numpy as np
 from .encode import Encoded, FloatArray, IntArray, vote_counts
 
 
+def agreement(enc: Encoded, target: IntArray, prior_correct: float = 0.0, prior_wrong: float = 0.0) -> FloatArray:
+    """Per worker code, the smoothed share of its answers equal to `target` (a label code per
+    task; -1 where unknown, which does not count)."""
+    answer_target = target[enc.t]
+    seen = np.bincount(enc.w, weights=(answer_target >= 0).astype(np.float64), minlength=enc.n_workers)
+    hit = np.bincount(enc.w, weights=(answer_target == enc.l).astype(np.float64), minlength=enc.n_workers)
+    return (hit + prior_correct) / np.maximum(seen + prior_correct + prior_wrong, 1.0)
+
+
 def worker_golden_skill(enc: Encoded, prior_correct: float = 1.0, prior_wrong: float = 1.0) -> FloatArray:
     """Smoothed golden accuracy per worker code (the same formula as `golden_scores`)."""
     truth = np.full(enc.n_tasks, -1, dtype=np.int64)
     truth[enc.gold_t] = enc.gold_l
-    answer_truth = truth[enc.t]
-    seen = np.bincount(enc.w, weights=(answer_truth >= 0).astype(np.float64), minlength=enc.n_workers)
-    hit = np.bincount(enc.w, weights=(answer_truth == enc.l).astype(np.float64), minlength=enc.n_workers)
-    return (hit + prior_correct) / (seen + prior_correct + prior_wrong)
+    return agreement(enc, truth, prior_correct, prior_wrong)
 
 
 def pick(votes: FloatArray, tie_break: FloatArray) -> IntArray:
@@ -44,8 +50,5 @@ def weighted_vote(enc: Encoded) -> tuple[FloatArray, IntArray]:
     label on golden tasks), and the label with most weight. Returns the weighted votes."""
     _, target = majority_vote(enc)
     target[enc.gold_t] = enc.gold_l
-    agree = np.bincount(enc.w, weights=(enc.l == target[enc.t]).astype(np.float64), minlength=enc.n_workers)
-    answered = np.bincount(enc.w, minlength=enc.n_workers)
-    skill = agree / np.maximum(answered, 1)
-    votes = vote_counts(enc, weights=skill[enc.w])
+    votes = vote_counts(enc, weights=agreement(enc, target)[enc.w])
     return votes, pick(votes, vote_counts(enc))
