@@ -50,7 +50,7 @@ class Settings:
     """Pseudo-answers at the crowd's mean accuracy added to every worker's skill."""
     bias_priors: tuple[float, ...] = (INF, 2.0)
     """Shapes of the one-coin end: errors spread evenly (INF), or MACE's, a worker's own label
-    distribution pulled toward uniform by this many answers a label (`dawid_skene.Shrinkage`)."""
+    distribution pulled toward the crowd's by this many answers a label (`dawid_skene.Shrinkage`)."""
     steps: tuple[int, ...] = (ds.MAX_STEPS, 10)
     """EM steps at most: run to convergence, or stop early (`dawid_skene.Shrinkage`). Held-out
     answers choose; on a sparse crowd the converged fit can run its class priors to one label."""

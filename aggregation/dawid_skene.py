@@ -60,8 +60,9 @@ class Shrinkage:
     crowd's own confusion matrix with the worker's skill on its diagonal (`_crowd_errors`).
     A finite `bias_prior` replaces it by MACE's shape with an adversary's part (`_mace_errors`):
     a worker answers the truth, or a wrong label on purpose, or draws from a label distribution
-    of its own, pulled toward uniform by `bias_prior` pseudo-answers a label, so a worker who
-    always gives one label is a spammer of that label, not a worker right one time in K.
+    of its own, pulled toward the crowd's by `bias_prior` pseudo-answers a label, so a worker
+    who always gives one label is a spammer of that label, not a worker right one time in K,
+    and a crowd whose guesses lean to one label is not read as a crowd of tasks of that label.
     `steps` stops EM after that many steps from the majority-vote start: early stopping, a
     prior of its own, which keeps a sparse crowd's class priors and confusions near the vote
     they started from rather than running to one label.
@@ -112,6 +113,10 @@ def _crowd_errors(counts: FloatArray, skill: FloatArray, mean_skill: float) -> F
     return errors
 
 
+CROWD_SPAM_PSEUDO_COUNT = 1.0
+"""Answers a label pulling the crowd's spam distribution toward uniform (Laplace's rule), so
+that a label nobody guessed keeps some probability."""
+
 MACE_STEPS = 10
 """Inner EM steps for a worker's shares and label distribution at each outer step, each
 starting where the previous outer step ended (`MaceState`), so they add up over the fit."""
@@ -133,8 +138,12 @@ def _mace_errors(
     worker's own label distribution (spam), with the three shares and the distribution fitted
     by EM from the expected counts (a right answer may be a spam draw that matched). The shares
     are pulled toward the crowd's by `skill_prior` answers (and toward earlier jobs' skill by
-    `known`), the distribution toward uniform by `bias_prior` answers a label; with a uniform
-    distribution this is the even one-coin shape, skill below chance included."""
+    `known`), the distribution toward the crowd's spam distribution by `bias_prior` answers a
+    label. That pull is what a worker of few answers gets: where a crowd guesses the last grade
+    when unsure, a distribution pulled toward uniform leaves the lean to the class prior, which
+    then grows with every EM step and takes tasks of other grades with it (web's answers split
+    into workers of 5: 34% of answers and 23% of tasks are of the last grade). With a uniform
+    crowd distribution this is the even one-coin shape, skill below chance included."""
     n_workers, k, _ = counts.shape
     diagonal = np.arange(k)
     right = counts[:, diagonal, diagonal]  # (w, k)
@@ -162,7 +171,9 @@ def _mace_errors(
         if known_shares is not None:
             pulled = pulled + known_shares
         shares = pulled / np.maximum(pulled.sum(axis=1, keepdims=True), _EPS)
-        bias = (spam + prior.bias_prior) / (spam.sum(axis=1, keepdims=True) + k * prior.bias_prior)
+        crowd_bias = (spam.sum(axis=0) + CROWD_SPAM_PSEUDO_COUNT) / (spam.sum() + k * CROWD_SPAM_PSEUDO_COUNT)
+        pseudo = k * prior.bias_prior * crowd_bias[None, :]
+        bias = (spam + pseudo) / (spam.sum(axis=1, keepdims=True) + k * prior.bias_prior)
     state.shares, state.bias = shares, bias
     competent, adversary, spam_total = shares[:, 0], shares[:, 1], shares[:, 2]
     errors = spam_total[:, None, None] * np.repeat(bias[:, :, None], k, axis=2)

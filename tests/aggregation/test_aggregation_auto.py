@@ -64,6 +64,41 @@ def test_one_label_spammers_get_mace_shape_and_stop_pulling_toward_full_matrices
     assert score(result, truth) >= _accuracy(answers, truth, "one_coin_dawid_skene")
 
 
+def _leaning_crowd(seed: int, n_tasks: int = 600, k: int = 5) -> tuple[pd.DataFrame, pd.Series]:
+    """Five balanced classes, workers of 5 answers right 55% of the time, whose wrong answers
+    go to the last label six times in ten (as web's workers guess its last grade): 36% of
+    answers say the last label, 20% of tasks are."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, k, n_tasks)
+    items = np.repeat(np.arange(n_tasks), 5)
+    workers = rng.permutation(len(items)) // 5
+    wrong = (truth[items] + rng.integers(1, k, len(items))) % k
+    wrong = np.where((rng.random(len(items)) < 0.6) & (truth[items] != k - 1), k - 1, wrong)
+    labels = np.where(rng.random(len(items)) < 0.55, truth[items], wrong)
+    answers = pd.DataFrame(
+        {"task": [f"t{i}" for i in items], "worker": [f"w{w}" for w in workers], "label": labels.astype(str)}
+    )
+    return answers, pd.Series(truth.astype(str), index=pd.Index([f"t{i}" for i in range(n_tasks)], name="task"))
+
+
+def test_a_crowd_that_guesses_one_label_does_not_make_it_the_class_prior() -> None:
+    """Workers too thin to show their own lean: with errors spread evenly the model reads the
+    crowd's guesses as tasks of that label (class prior ~.5 for a label of 20% of tasks) and
+    labels them so. MACE's shape, its distribution pulled toward the crowd's spam distribution,
+    puts the lean there; with it pulled toward uniform auto stayed at the even shape (.650)."""
+    from aggregation import dawid_skene as ds
+
+    answers, truth = _leaning_crowd(1)
+    result = aggregate(answers)
+    assert "b=2" in result.method
+    even_only = aggregate(answers, auto_settings=replace(DEFAULT, bias_priors=(float("inf"),)))
+    assert score(result, truth) > score(even_only, truth) + 0.03
+    enc = encode(answers)
+    last = enc.labels.index("4")
+    assert ds.fit(enc, prior=ds.Shrinkage(np.inf, 16.0)).priors[last] > 0.4
+    assert ds.fit(enc, prior=ds.Shrinkage(np.inf, 16.0, bias_prior=2.0)).priors[last] < 0.25
+
+
 def test_two_labels_never_get_mace_shape() -> None:
     """With two labels MACE's shape has as many parameters a worker as a full confusion
     matrix, so it is not a shape between the two ends: only the even one is tried."""

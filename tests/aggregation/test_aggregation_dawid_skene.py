@@ -121,11 +121,12 @@ def test_mace_shape_keeps_an_honest_workers_one_coin_skill() -> None:
     np.testing.assert_allclose(mace[:, diagonal, diagonal], even[:, diagonal, diagonal], atol=0.05)
 
 
-def test_infinite_bias_prior_is_the_even_shape() -> None:
-    """A label distribution pulled all the way to uniform spreads every worker's errors
-    evenly, as the one-coin shape does, a worker below chance included (the adversary's part);
-    the shares are pulled toward the crowd's rather than the skill toward the crowd's, so the
-    two agree closely, not exactly."""
+def test_infinite_bias_prior_gives_every_worker_the_crowds_spam_distribution() -> None:
+    """A label distribution pulled all the way to the crowd's leaves one spam distribution for
+    the whole crowd; where the crowd's errors are even, that is close to the even one-coin
+    shape, a worker below chance included (the adversary's part). Close, not equal: the
+    crowd's distribution is estimated (here .38/.27/.35) and the shares, not the skill, are
+    pulled toward the crowd's."""
     from aggregation import dawid_skene as ds
     from aggregation.encode import encode
 
@@ -133,14 +134,16 @@ def test_infinite_bias_prior_is_the_even_shape() -> None:
     adversary = answers[answers["worker"] == answers["worker"].iloc[0]].assign(worker="adversary")
     adversary["label"] = ((adversary["label"].astype(int) + 1) % 3).astype(str)  # never right
     enc = encode(pd.concat([answers, adversary], ignore_index=True))
-    off = ~np.eye(enc.n_labels, dtype=bool)
-    limit = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0, bias_prior=1e9))
-    errors = limit.errors[:, off].reshape(enc.n_workers, enc.n_labels, enc.n_labels - 1)
-    assert np.ptp(errors, axis=(1, 2)).max() < 1e-6
+    prior = ds.Shrinkage(np.inf, 2.0, bias_prior=1e9)
+    limit = ds.fit(enc, prior=prior)
+    state = ds.MaceState()
+    ds._mace_errors(ds._confusion_counts(enc, limit.probas), prior, None, state)
+    assert state.bias is not None
+    assert np.ptp(state.bias, axis=0).max() < 1e-6  # every worker draws from the crowd's
     even = ds.fit(enc, prior=ds.Shrinkage(np.inf, 2.0))
     w = enc.workers.get_loc("adversary")
     assert limit.errors[w, 0, 0] < 0.15 and even.errors[w, 0, 0] < 0.15  # below chance in both
-    np.testing.assert_allclose(limit.probas, even.probas, atol=0.02)
+    assert (limit.probas.argmax(axis=1) == even.probas.argmax(axis=1)).mean() > 0.95
 
 
 def test_steps_stop_em_early_and_at_the_same_place_as_a_capped_run() -> None:
